@@ -1,0 +1,9 @@
+from django.urls import path
+
+from notes import views
+
+urlpatterns = [
+    path("", views.index),
+    path("notes/", views.notes),
+    path("notes/<int:pk>/", views.note_detail),
+]

@@ -1,0 +1,3 @@
+"""Hurricane: run Django on Kubernetes."""
+
+__version__ = "2.0.0.dev0"

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from typing import Any
+
+from hurricane.metrics.exceptions import MetricIdAlreadyRegistered
+
+
+class MetricsRegistry:
+    """Holds one instance per registered metric class, keyed by its ``code``."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, Any] = {}
+
+    def register(self, metric_class: type) -> None:
+        if metric_class.code in self.metrics:
+            raise MetricIdAlreadyRegistered(f"Metric ID ({metric_class.code}) is already registered.")
+        self.metrics[metric_class.code] = metric_class()
+
+    def unregister(self, metric_class: type) -> None:
+        self.metrics.pop(metric_class.code, None)
+
+    def get(self, code: str) -> Any:
+        return self.metrics[code]
+
+
+registry = MetricsRegistry()

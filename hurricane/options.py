@@ -1,0 +1,316 @@
+"""One resolver for every option of ``serve`` (and later ``consume``).
+
+Each option is looked up in this order: the command line, the Django setting
+``HURRICANE_<NAME>``, the environment variable ``HURRICANE_<NAME>``, the
+default. Values are parsed and validated here, once; a bad value raises
+:class:`OptionError` with one line naming the option, where the value came
+from and what was expected. Nothing else in Hurricane reads ``os.environ``
+for these options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+TRUE_WORDS = {"true", "1", "yes", "on", "y"}
+FALSE_WORDS = {"false", "0", "no", "off", "n", ""}
+
+
+class OptionError(ValueError):
+    """A value that cannot be used; its message is one line for the user."""
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise ValueError("a boolean (true/false, 1/0, yes/no)")
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    raise ValueError
+
+
+def parse_port(value: Any) -> int:
+    try:
+        port = _integer(value)
+    except ValueError:
+        raise ValueError("a port number between 1 and 65535") from None
+    if not 1 <= port <= 65535:
+        raise ValueError("a port number between 1 and 65535")
+    return port
+
+
+def positive_int(value: Any) -> int:
+    try:
+        number = _integer(value)
+    except ValueError:
+        raise ValueError("a whole number of at least 1") from None
+    if number < 1:
+        raise ValueError("a whole number of at least 1")
+    return number
+
+
+def non_negative_seconds(value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("a number of seconds (0 or more)") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError("a number of seconds (0 or more)")
+    return seconds
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+               "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes, with an optional unit: ``1048576``, ``512k``, ``10MB``, ``1G`` (powers of 1024)."""
+    expected = "a size in bytes, optionally with a unit (e.g. 1048576, 512k, 10MB)"
+    if isinstance(value, bool):
+        raise ValueError(expected)
+    if isinstance(value, int):
+        size = value
+    else:
+        match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", str(value))
+        if not match or match.group(2).lower() not in _SIZE_UNITS:
+            raise ValueError(expected)
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if size < 1:
+        raise ValueError(expected)
+    return size
+
+
+def parse_migration_check(value: Any) -> bool | str:
+    """``true`` waits for pending migrations, ``apply`` applies them, ``false`` skips both."""
+    if isinstance(value, str) and value.strip().lower() == "apply":
+        return "apply"
+    try:
+        return parse_bool(value)
+    except ValueError:
+        raise ValueError("true, false or apply") from None
+
+
+def parse_url_path(value: Any) -> str:
+    """A probe or metrics path; stored with one leading slash and no trailing one."""
+    if not isinstance(value, str) or not value.strip("/ ") or re.search(r"[\s?#]", value.strip()):
+        raise ValueError("a URL path such as /ready")
+    return "/" + value.strip().strip("/")
+
+
+def parse_text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a non-empty text")
+    return value.strip()
+
+
+def parse_url(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"https?://[^\s/]+", value.strip()):
+        raise ValueError("an http:// or https:// URL")
+    return value.strip()
+
+
+def parse_commands(value: Any) -> list[list[str]]:
+    """Management commands, each a command line such as ``"compilemessages --no-color"``.
+
+    From the environment or a setting given as text, one command per line;
+    from a setting given as a list, one command per item.
+    """
+    if isinstance(value, str):
+        lines = value.splitlines()
+    elif isinstance(value, (list, tuple)):
+        lines = list(value)
+    else:
+        raise ValueError("management commands, one per line")
+    commands = []
+    for line in lines:
+        if isinstance(line, (list, tuple)):
+            words = [str(word) for word in line]
+        elif isinstance(line, str):
+            try:
+                words = shlex.split(line, comments=True)
+            except ValueError as error:
+                raise ValueError(f"management commands, one per line ({error} in {line!r})") from None
+        else:
+            raise ValueError("management commands, one per line")
+        if words:
+            commands.append(words)
+    return commands
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its name (``probe_port``), how to parse it and its help text."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    flag_takes_value: bool = True
+    metavar: str | None = None
+    repeatable: bool = False
+    env_name: str | None = None  # defaults to HURRICANE_<NAME>
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def variable(self) -> str:
+        return self.env_name or "HURRICANE_" + self.name.upper()
+
+
+def flag_option(name: str, help: str) -> Option:
+    return Option(name, parse_bool, False, help, flag_takes_value=False)
+
+
+# Options shared by every Hurricane command that runs probes (serve, consume).
+PROBE_OPTIONS: tuple[Option, ...] = (
+    Option("probe_port", parse_port, None,
+           "Port of the probe and metrics server (default: the app port + 1). "
+           "Give the app port to serve both on one port.", metavar="PORT"),
+    Option("startup_probe", parse_url_path, "/startup", "Path of the startup probe.", metavar="PATH"),
+    Option("readiness_probe", parse_url_path, "/ready", "Path of the readiness probe.",
+           metavar="PATH"),
+    Option("liveness_probe", parse_url_path, "/alive", "Path of the liveness probe.",
+           metavar="PATH"),
+    Option("req_queue_len", positive_int, 10,
+           "Readiness fails while this many requests (or more) wait for a worker.", metavar="N"),
+    flag_option("no_probe", "Do not start the probe server."),
+    flag_option("no_metrics", "Do not collect metrics nor serve the metrics endpoint."),
+    Option("metrics", parse_url_path, "/metrics", "Path of the Prometheus metrics endpoint.",
+           metavar="PATH"),
+    Option("webhook_url", parse_url, None, "Send webhooks about state changes to this URL.",
+           metavar="URL"),
+    Option("max_lifetime", positive_int, None,
+           "After this many app requests liveness answers 400, so Kubernetes restarts the pod.",
+           metavar="N"),
+    flag_option("autoreload", "Restart the process when Python code changes (development)."),
+    flag_option("debug", "Tornado's debug mode for Hurricane's own handlers (not Django's DEBUG)."),
+)
+
+SERVE_OPTIONS: tuple[Option, ...] = (
+    Option("port", parse_port, 8000, "Port of the app server.", metavar="PORT"),
+    *PROBE_OPTIONS,
+    flag_option("static", "Serve STATIC_ROOT under STATIC_URL (through the finders when DEBUG)."),
+    flag_option("media", "Serve MEDIA_ROOT under MEDIA_URL."),
+    Option("command", parse_commands, [],
+           'Management command to run before serving; repeatable; quote a command with its '
+           'arguments: --command "compilemessages --no-color".', metavar="COMMAND",
+           repeatable=True, env_name="HURRICANE_COMMANDS"),
+    Option("check_migrations", parse_migration_check, False,
+           "Before serving, wait until the databases answer and no migration is pending "
+           "(from settings or the environment also: apply).", flag_takes_value=False),
+    flag_option("check_migrations_apply", "Before serving, apply pending migrations."),
+    Option("max_memory", positive_int, None,
+           "When the process's memory (RSS) exceeds this many MB, drain and restart in place.",
+           metavar="MB"),
+    Option("workers", positive_int, min(32, (os.cpu_count() or 1) + 4),
+           "Threads running synchronous Django code.", metavar="N"),
+    Option("static_watch", parse_text, None,
+           "With --autoreload, run collectstatic again when files under PATH change.",
+           metavar="PATH"),
+    Option("max_body_size", parse_size, 100 * 1024**2,
+           "Largest request body accepted; larger ones get 413.", metavar="BYTES"),
+    Option("max_buffer_size", parse_size, 100 * 1024**2,
+           "Largest amount of data buffered per connection.", metavar="BYTES"),
+    Option("shutdown_delay", non_negative_seconds, 0.0,
+           "On SIGTERM, keep serving this long (readiness already 503) before closing the "
+           "listener, so endpoints can update.", metavar="SECONDS"),
+    Option("graceful_timeout", non_negative_seconds, 30.0,
+           "On SIGTERM, wait this long for in-flight requests to finish.", metavar="SECONDS"),
+    flag_option("debugger", "Start debugpy, listening on --debugger-port."),
+    Option("debugger_port", parse_port, 5678, "Port debugpy listens on.", metavar="PORT"),
+    Option("pycharm_host", parse_text, None, "Connect to a PyCharm debug server on this host.",
+           metavar="HOST"),
+    Option("pycharm_port", parse_port, None, "Port of the PyCharm debug server.", metavar="PORT"),
+)
+
+
+class Options:
+    """Resolved option values, as attributes (``options.probe_port``)."""
+
+    def __init__(self, values: dict[str, Any], sources: dict[str, str]) -> None:
+        self.__dict__.update(values)
+        self.sources = sources
+
+    def __repr__(self) -> str:
+        values = {k: v for k, v in self.__dict__.items() if k != "sources"}
+        return f"Options({values})"
+
+
+def add_arguments(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    """Declare the options on an argparse parser; every default is None so that the
+    resolver can tell an option given on the command line from one left out."""
+    for option in options:
+        if not option.flag_takes_value:
+            parser.add_argument(option.flag, dest=option.name, action="store_true",
+                                default=None, help=option.help)
+        elif option.repeatable:
+            parser.add_argument(option.flag, dest=option.name, action="append", default=None,
+                                metavar=option.metavar, help=option.help)
+        else:
+            parser.add_argument(option.flag, dest=option.name, default=None,
+                                metavar=option.metavar, help=option.help)
+
+
+_MISSING = object()
+
+
+def resolve(
+    options: Sequence[Option],
+    command_line: Mapping[str, Any],
+    settings: Any,
+    environ: Mapping[str, str] | None = None,
+) -> Options:
+    """Resolve every option: command line, then Django settings, then environment."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for option in options:
+        raw = command_line.get(option.name)
+        if raw is not None:
+            source = f"command line {option.flag}"
+            if option.repeatable:
+                raw = list(raw)
+        elif (setting := getattr(settings, option.variable, _MISSING)) is not _MISSING:
+            raw, source = setting, f"setting {option.variable}"
+        elif option.variable in environ:
+            raw, source = environ[option.variable], f"environment {option.variable}"
+        else:
+            values[option.name] = option.default
+            sources[option.name] = "default"
+            continue
+        if raw is None:
+            values[option.name] = option.default
+            sources[option.name] = source
+            continue
+        try:
+            values[option.name] = option.parse(raw)
+        except ValueError as error:
+            expected = str(error) or "a valid value"
+            shown = raw if isinstance(raw, str) else repr(raw)
+            raise OptionError(
+                f"invalid value {shown!r} for {option.flag} (from {source}): expected {expected}"
+            ) from None
+        sources[option.name] = source
+    return Options(values, sources)

@@ -1,0 +1,222 @@
+"""The probe server: startup, readiness and liveness for Kubernetes, and /metrics.
+
+Checks (Django system checks, the database) run on a thread of their own, never
+on the event loop and never in the worker pool, so a busy pool cannot make the
+probes lie or time out. Concurrent probes of one kind share one running check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+from django.conf import settings
+
+from hurricane.metrics.requests import HealthMetric, ReadinessMetric
+
+if TYPE_CHECKING:
+    from hurricane.server.runtime import ServerState
+
+logger = logging.getLogger("hurricane.probes")
+access_logger = logging.getLogger("hurricane.access")
+
+# A check that has not answered within this many seconds counts as failed (the
+# kubelet's own default timeout is 1 s; a hung database must not hang the probe).
+CHECK_TIMEOUT = 5.0
+
+
+def liveness_errors() -> list[str]:
+    """Serious messages of the checks tagged ``hurricane`` or ``liveness``."""
+    from django.core.checks import run_checks
+
+    messages = run_checks(tags=["hurricane", "liveness"], include_deployment_checks=True)
+    return [str(m) for m in messages if m.is_serious() and not m.is_silenced()]
+
+
+def readiness_errors() -> list[str]:
+    """Serious messages of the checks tagged ``readiness``, and each database's answer."""
+    from django.core.checks import run_checks
+    from django.db import connections
+
+    messages = run_checks(tags=["readiness"], include_deployment_checks=True)
+    errors = [str(m) for m in messages if m.is_serious() and not m.is_silenced()]
+    for alias in connections:
+        connection = connections[alias]
+        try:
+            connection.close_if_unusable_or_obsolete()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception as error:
+            errors.append(f"database {alias!r} does not answer: {error}".strip())
+            try:
+                connection.close()
+            except Exception:
+                pass
+    return errors
+
+
+class ProbeChecks:
+    """Runs check functions on the probe thread; one run per kind at a time."""
+
+    def __init__(self) -> None:
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, "hurricane-probe")
+        self.running: dict[str, asyncio.Future] = {}
+
+    async def run(self, kind: str, check: Callable[[], list[str]]) -> list[str]:
+        future = self.running.get(kind)
+        if future is None or future.done():
+            future = asyncio.get_running_loop().run_in_executor(self.executor, check)
+            self.running[kind] = future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), CHECK_TIMEOUT)
+        except asyncio.TimeoutError:
+            return [f"{kind} checks did not answer within {CHECK_TIMEOUT:g} s"]
+        except Exception as error:
+            logger.exception("The %s checks raised", kind)
+            return [f"{kind} checks raised {error.__class__.__name__}: {error}"]
+
+
+class ProbeHandler(tornado.web.RequestHandler):
+    """Common ground of the three probes: GET, HEAD and POST; never cached."""
+
+    state: ServerState
+
+    def initialize(self, state: ServerState) -> None:
+        self.state = state
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+
+    def answer(self, code: int, text: str) -> None:
+        self.set_status(code)
+        if self.request.method != "HEAD":
+            self.finish(text.rstrip("\n") + "\n")
+        else:
+            self.finish()
+
+    async def probe(self) -> None:
+        raise NotImplementedError
+
+    async def get(self) -> None:
+        await self.probe()
+
+    async def head(self) -> None:
+        await self.probe()
+
+    async def post(self) -> None:
+        await self.probe()
+
+    def check_xsrf_cookie(self) -> None:  # probes accept POST from anything
+        return None
+
+
+class DjangoStartupHandler(ProbeHandler):
+    async def probe(self) -> None:
+        if self.state.started:
+            self.answer(200, "started")
+        else:
+            self.answer(400, "starting")
+
+
+class DjangoLivenessHandler(ProbeHandler):
+    async def probe(self) -> None:
+        state = self.state
+        if state.max_lifetime and state.requests_served >= state.max_lifetime:
+            state.report_liveness(False)
+            self.answer(400, f"max lifetime of {state.max_lifetime} requests reached")
+            return
+        errors = await state.checks.run("liveness", liveness_errors)
+        state.report_liveness(not errors)
+        if errors:
+            self.answer(500, "\n".join(errors))
+        else:
+            self.answer(200, "alive")
+
+
+class DjangoReadinessHandler(ProbeHandler):
+    async def probe(self) -> None:
+        state = self.state
+        if state.draining:
+            state.report_readiness(False)
+            self.answer(503, "draining")
+            return
+        if not state.started:
+            self.answer(400, "starting")
+            return
+        backlog = state.backlog()
+        if backlog >= state.req_queue_len:
+            state.report_readiness(False)
+            self.answer(400, f"{backlog} requests wait for a worker (limit {state.req_queue_len})")
+            return
+        errors = await state.checks.run("readiness", readiness_errors)
+        state.report_readiness(not errors)
+        if errors:
+            self.answer(400, "\n".join(errors))
+        else:
+            self.answer(200, "ready")
+
+
+# The original library's name for the probe handlers' base class.
+DjangoProbeHandler = ProbeHandler
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    def initialize(self, registry: Any) -> None:
+        self.registry = registry
+
+    def get(self) -> None:
+        from hurricane.metrics.exposition import CONTENT_TYPE, render
+
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(render(self.registry))
+
+    head = get
+
+
+def _path_pattern(path: str) -> str:
+    # Both /ready and /ready/ answer.
+    return re.escape(path) + "/?"
+
+
+def log_probe_request(handler: tornado.web.RequestHandler) -> None:
+    if getattr(settings, "LOG_PROBES", False):
+        request = handler.request
+        access_logger.info("%d %s %s (%s) %.2fms", handler.get_status(), request.method,
+                           request.uri, request.remote_ip, 1000.0 * request.request_time())
+
+
+def make_probe_application(state: ServerState, options: Any,
+                           metrics_registry: Any = None) -> tornado.web.Application:
+    handlers: list[Any] = [
+        (_path_pattern(options.startup_probe), DjangoStartupHandler, {"state": state}),
+        (_path_pattern(options.readiness_probe), DjangoReadinessHandler, {"state": state}),
+        (_path_pattern(options.liveness_probe), DjangoLivenessHandler, {"state": state}),
+    ]
+    if metrics_registry is not None:
+        handlers.append(
+            (_path_pattern(options.metrics), MetricsHandler, {"registry": metrics_registry})
+        )
+    return tornado.web.Application(
+        handlers, debug=options.debug, autoreload=False, log_function=log_probe_request
+    )
+
+
+def probe_paths(options: Any, with_metrics: bool) -> frozenset[str]:
+    paths = {options.startup_probe, options.readiness_probe, options.liveness_probe}
+    if with_metrics:
+        paths.add(options.metrics)
+    return frozenset(paths)
+
+
+def record_health(alive: bool | None = None, ready: bool | None = None) -> None:
+    if alive is not None:
+        HealthMetric.set(int(alive))
+    if ready is not None:
+        ReadinessMetric.set(int(ready))

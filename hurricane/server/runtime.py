@@ -1,0 +1,430 @@
+"""The server's lifecycle, in one place: start-up tasks, listening, the probes'
+state, signals, drain and exit, and the in-place restart past ``--max-memory``."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from tornado import netutil
+from tornado.httpserver import HTTPServer
+
+from hurricane.options import Options
+from hurricane.server.app import AppHTTPServer, RequestRouter
+from hurricane.server.probes import ProbeChecks, make_probe_application, probe_paths, record_health
+from hurricane.server.startup import StartupFailed, run_startup_tasks
+from hurricane.server.wsgi import HurricaneWSGIContainer, WorkerPool
+
+logger = logging.getLogger("hurricane.server")
+access_logger = logging.getLogger("hurricane.access")
+
+# Listening sockets handed to the next process by an in-place restart, as
+# "port=fd,port=fd"; the next process serves them without start-up tasks.
+INHERITED_SOCKETS_VARIABLE = "HURRICANE_INHERITED_SOCKETS"
+MEMORY_CHECK_INTERVAL = 5.0
+# Seconds to wait for the failure webhook before a failed start-up exits.
+FAILURE_WEBHOOK_WAIT = 10.0
+
+
+class StartupError(Exception):
+    """The server cannot start (a port is taken, a debugger is missing, ...)."""
+
+
+def configure_logging(debug: bool) -> None:
+    """Give the ``hurricane`` logger a console handler, unless the project's LOGGING
+    (or anything else) already routes its records somewhere."""
+    hurricane_logger = logging.getLogger("hurricane")
+    if debug:
+        hurricane_logger.setLevel(logging.DEBUG)
+    elif hurricane_logger.level == logging.NOTSET:
+        hurricane_logger.setLevel(logging.INFO)
+    if hurricane_logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    hurricane_logger.addHandler(handler)
+    hurricane_logger.propagate = False
+
+
+class ServerState:
+    """What the probes report and the request path updates; touched on the loop only,
+    except ``backlog`` which reads the worker queue."""
+
+    def __init__(self, options: Options, port: int) -> None:
+        self.port = port
+        self.max_body_size: int = options.max_body_size
+        self.max_lifetime: int | None = options.max_lifetime
+        self.req_queue_len: int = options.req_queue_len
+        self.metrics_enabled = not options.no_metrics
+        self.webhook_url: str | None = options.webhook_url
+        self.started = False  # start-up tasks done and the app port listens
+        self.serving = False  # app requests are answered
+        self.draining = False
+        self.requests_served = 0
+        self.in_flight: dict[Any, Any] = {}  # request connection -> server connection
+        self.all_done = asyncio.Event()
+        self.all_done.set()
+        self.checks = ProbeChecks()
+        self.backlog = lambda: 0
+        self.alive: bool | None = None
+        self.ready: bool | None = None
+
+    def request_began(self, request_conn: Any, server_conn: Any) -> None:
+        self.in_flight[request_conn] = server_conn
+        self.all_done.clear()
+
+    def request_ended(self, request_conn: Any) -> bool:
+        if self.in_flight.pop(request_conn, None) is None:
+            return False
+        if not self.in_flight:
+            self.all_done.set()
+        return True
+
+    def app_request_done(self, start_line: Any, status: int, remote_ip: str,
+                         duration: float) -> None:
+        self.requests_served += 1
+        access_logger.info("%d %s %s (%s) %.2fms", status, start_line.method, start_line.path,
+                           remote_ip, duration * 1000.0)
+        if self.metrics_enabled:
+            from hurricane.metrics.requests import RequestCounterMetric, ResponseTimeAverageMetric
+
+            RequestCounterMetric.increment()
+            ResponseTimeAverageMetric.add_value(duration)
+
+    def busy_connections(self) -> set:
+        return set(self.in_flight.values())
+
+    def report_liveness(self, alive: bool) -> None:
+        if self.metrics_enabled:
+            record_health(alive=alive)
+        if alive != self.alive:
+            if self.alive is not None:
+                logger.warning("Liveness changed: %s", "alive" if alive else "failing")
+            self.alive = alive
+            self._webhook("liveness", alive)
+
+    def report_readiness(self, ready: bool) -> None:
+        if self.metrics_enabled:
+            record_health(ready=ready)
+        if ready != self.ready:
+            if self.ready is not None:
+                logger.info("Readiness changed: %s", "ready" if ready else "not ready")
+            self.ready = ready
+            self._webhook("readiness", ready)
+
+    def _webhook(self, code: str, ok: bool, error_trace: str | None = None) -> Any:
+        if not self.webhook_url:
+            return None
+        from hurricane.webhooks import registry
+        from hurricane.webhooks.base import WebhookStatus
+
+        status = WebhookStatus.SUCCEEDED if ok else WebhookStatus.FAILED
+        return registry.get(code).run(self.webhook_url, status, error_trace)
+
+
+def bind_port(port: int, option: str, inherited: dict[int, socket.socket]) -> list[socket.socket]:
+    if port in inherited:
+        return [inherited.pop(port)]
+    try:
+        return netutil.bind_sockets(port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise StartupError(f"port {port} ({option}) is already in use") from None
+        raise StartupError(f"cannot listen on port {port} ({option}): {error.strerror}") from None
+
+
+def inherited_sockets() -> dict[int, socket.socket]:
+    sockets: dict[int, socket.socket] = {}
+    for item in os.environ.pop(INHERITED_SOCKETS_VARIABLE, "").split(","):
+        if "=" in item:
+            port, fd = item.split("=")
+            sock = socket.socket(fileno=int(fd))
+            sock.setblocking(False)
+            sockets[int(port)] = sock
+    return sockets
+
+
+def resident_memory_mb() -> float:
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1024**2
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak, in kB on Linux
+
+
+class Server:
+    """``startup()``, ``main_loop()``, ``shutdown()`` of one ``serve`` process."""
+
+    def __init__(self, options: Options, handle_signals: bool = True) -> None:
+        self.options = options
+        self.handle_signals = handle_signals
+        self.port: int = options.port
+        self.probe_port: int = options.probe_port or options.port + 1
+        self.same_port = self.probe_port == self.port
+        self.began = time.monotonic()
+        self.exit_code = 0
+        self.stop_startup = threading.Event()
+        self.signals_received = 0
+        self.app_server: AppHTTPServer | None = None
+        self.probe_server: HTTPServer | None = None
+        self.pool: WorkerPool | None = None
+        self.stopping: asyncio.Future | None = None
+        self.restart_requested = False
+
+    def run(self) -> int:
+        return asyncio.run(self.main())
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.stopping = loop.create_future()
+        self.state = ServerState(self.options, self.port)
+        inherited = inherited_sockets()
+        restarted = bool(inherited)
+        if self.handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.on_signal, signum)
+        try:
+            self.start_probe_server(inherited)
+        except StartupError:
+            for sock in inherited.values():
+                sock.close()
+            raise
+        if not restarted and not await self.run_startup_tasks():
+            return self.exit_code
+        if self.app_server is None:
+            self.open_app_port(inherited)
+        self.attach_application(loop)
+        self.state.started = True
+        self.state.serving = True
+        from hurricane.metrics.requests import StartupTimeMetric
+
+        StartupTimeMetric.set(time.monotonic() - self.began)
+        self.state._webhook("startup", True)
+        probes = "off" if self.options.no_probe else f"port {self.probe_port}"
+        logger.info("Serving on port %d (probes: %s, %d workers)%s", self.port, probes,
+                    self.options.workers, " after an in-place restart" if restarted else "")
+        if self.options.max_memory:
+            loop.call_later(MEMORY_CHECK_INTERVAL, self.check_memory)
+        await self.stopping
+        return self.exit_code
+
+    # -- start-up ------------------------------------------------------------------------
+
+    def start_probe_server(self, inherited: dict[int, socket.socket]) -> None:
+        options = self.options
+        self.probe_app = None
+        self.probe_paths: frozenset[str] = frozenset()
+        if options.no_probe:
+            return
+        metrics_registry = None
+        if not options.no_metrics:
+            from hurricane.metrics.exposition import make_registry
+
+            metrics_registry = make_registry()
+        self.probe_app = make_probe_application(self.state, options, metrics_registry)
+        self.probe_paths = probe_paths(options, metrics_registry is not None)
+        if self.same_port:
+            # The app port opens now, answering probes; app requests get 503 until
+            # start-up is done.
+            self.open_app_port(inherited)
+            return
+        sockets = bind_port(self.probe_port, "--probe-port", inherited)
+        self.probe_server = HTTPServer(self.probe_app)
+        self.probe_server.add_sockets(sockets)
+        logger.info("Probes answer on port %d", self.probe_port)
+
+    async def run_startup_tasks(self) -> bool:
+        options = self.options
+        apply = options.check_migrations == "apply" or options.check_migrations_apply
+        if not options.command and not options.check_migrations and not apply:
+            return True
+        try:
+            done = await asyncio.to_thread(run_startup_tasks, options.command,
+                                           bool(options.check_migrations), apply,
+                                           self.stop_startup)
+        except StartupFailed as failure:
+            logger.error("Start-up failed: %s", failure)
+            trace = "".join(traceback.format_exception(failure.__cause__ or failure))
+            delivery = self.state._webhook("startup", False, trace)
+            if delivery is not None:
+                await asyncio.wrap_future(delivery)
+            self.exit_code = 1
+            return False
+        except Exception:
+            logger.exception("Start-up failed")
+            delivery = self.state._webhook("startup", False, traceback.format_exc())
+            if delivery is not None:
+                await asyncio.wrap_future(delivery)
+            self.exit_code = 1
+            return False
+        if not done:
+            logger.info("Stopped during start-up")
+        return done
+
+    def build_wsgi_application(self) -> Any:
+        from django.conf import settings
+        from django.core.servers.basehttp import get_internal_wsgi_application
+
+        application = get_internal_wsgi_application()
+        if self.options.static and settings.DEBUG and _staticfiles_installed():
+            # As runserver does: serve app static files through the finders.
+            from django.contrib.staticfiles.handlers import StaticFilesHandler
+
+            application = StaticFilesHandler(application)
+        return application
+
+    def open_app_port(self, inherited: dict[int, socket.socket]) -> None:
+        """Listen on the app port; app requests get 503 until an application is attached."""
+        options = self.options
+        self.pool = WorkerPool(options.workers)
+        self.state.backlog = lambda: self.pool.backlog
+        from hurricane.metrics.requests import RequestQueueLengthMetric
+
+        RequestQueueLengthMetric.backlog_source = self.state.backlog
+        file_app, prefixes = make_file_application(options)
+        self.router = RequestRouter(
+            self.state, container=None,
+            probe_app=self.probe_app if self.same_port else None,
+            probe_paths=self.probe_paths, file_app=file_app, file_prefixes=prefixes,
+        )
+        # Tornado's own body limit sits above ours, so that ours answers 413 first.
+        self.app_server = AppHTTPServer(
+            self.router,
+            max_body_size=options.max_body_size + 2 * 65536,
+            max_buffer_size=options.max_buffer_size,
+        )
+        self.app_server.add_sockets(bind_port(self.port, "--port", inherited))
+
+    def attach_application(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.router.container = HurricaneWSGIContainer(
+            self.build_wsgi_application(), self.pool, loop
+        )
+
+    # -- signals, drain, exit ---------------------------------------------------------------
+
+    def on_signal(self, signum: int) -> None:
+        self.signals_received += 1
+        name = signal.Signals(signum).name
+        if self.signals_received > 1:
+            logger.warning("Second %s: exiting at once", name)
+            os._exit(128 + signum)
+        logger.info("%s received: draining", name)
+        if not self.state.started:
+            self.stop_startup.set()
+            self.finish(0)
+            return
+        asyncio.ensure_future(self.drain(self.options.shutdown_delay))
+
+    async def drain(self, delay: float, restart: bool = False) -> None:
+        state = self.state
+        state.draining = True
+        if delay:
+            logger.info("Serving for %.1f s more while endpoints update", delay)
+            await asyncio.sleep(delay)
+        sockets = self.app_server.stop_accepting()
+        if not restart:
+            for sock in sockets:
+                sock.close()
+        # In-flight requests close their connection after the response; idle
+        # keep-alive connections close now.
+        for request_conn in list(state.in_flight):
+            request_conn._disconnect_on_finish = True
+        self.app_server.close_idle_connections(state.busy_connections())
+        try:
+            await asyncio.wait_for(state.all_done.wait(), self.options.graceful_timeout)
+        except asyncio.TimeoutError:
+            logger.warning("%d requests still running after %.1f s (--graceful-timeout)",
+                           len(state.in_flight), self.options.graceful_timeout)
+        self.app_server.close_idle_connections(set())
+        if restart:
+            self.exec_restart(sockets)
+        logger.info("Drained; exiting")
+        self.finish(0)
+
+    def finish(self, code: int) -> None:
+        self.exit_code = code
+        if self.stopping is not None and not self.stopping.done():
+            self.stopping.set_result(None)
+
+    # -- in-place restart past --max-memory --------------------------------------------------
+
+    def check_memory(self) -> None:
+        if self.state.draining:
+            return
+        used = resident_memory_mb()
+        if used > self.options.max_memory:
+            logger.warning("Memory %.0f MB is over --max-memory %d MB: restarting in place",
+                           used, self.options.max_memory)
+            asyncio.ensure_future(self.drain(0.0, restart=True))
+            return
+        asyncio.get_running_loop().call_later(MEMORY_CHECK_INTERVAL, self.check_memory)
+
+    def exec_restart(self, app_sockets: list[socket.socket]) -> None:
+        """Replace this process by a fresh one that keeps the listening sockets: new
+        connections wait in the kernel's backlog meanwhile, so none is refused."""
+        handed = [(self.port, sock) for sock in app_sockets[:1]]
+        if self.probe_server is not None:
+            probe_sockets = list(self.probe_server._sockets.values())[:1]
+            handed += [(self.probe_port, sock) for sock in probe_sockets]
+        for _, sock in handed:
+            sock.set_inheritable(True)
+        os.environ[INHERITED_SOCKETS_VARIABLE] = ",".join(
+            f"{port}={sock.fileno()}" for port, sock in handed
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, sys.orig_argv)
+
+
+def make_file_application(options: Options) -> tuple[Any, tuple[str, ...]]:
+    """A Tornado application serving STATIC_ROOT and MEDIA_ROOT, when asked for."""
+    import re
+
+    import tornado.web
+    from django.conf import settings
+
+    handlers: list[Any] = []
+    prefixes: list[str] = []
+
+    def add(url: str | None, root: str | None, setting: str) -> None:
+        if not url or not root or "://" in url:
+            logger.warning("Not serving %s: its URL or root is not a local path", setting)
+            return
+        prefix = "/" + url.strip("/") + "/"
+        handlers.append((re.escape(prefix) + "(.*)", tornado.web.StaticFileHandler,
+                         {"path": str(root)}))
+        prefixes.append(prefix)
+
+    if options.static and not (settings.DEBUG and _staticfiles_installed()):
+        add(settings.STATIC_URL, settings.STATIC_ROOT, "STATIC_ROOT")
+    if options.media:
+        add(settings.MEDIA_URL, settings.MEDIA_ROOT, "MEDIA_ROOT")
+    if not handlers:
+        return None, ()
+    return tornado.web.Application(handlers, debug=options.debug, autoreload=False,
+                                   log_function=_log_file_request), tuple(prefixes)
+
+
+def _log_file_request(handler: Any) -> None:
+    request = handler.request
+    access_logger.info("%d %s %s (%s) %.2fms", handler.get_status(), request.method, request.uri,
+                       request.remote_ip, 1000.0 * request.request_time())
+
+
+def _staticfiles_installed() -> bool:
+    from django.apps import apps
+
+    return apps.is_installed("django.contrib.staticfiles")

@@ -1,0 +1,235 @@
+"""The WSGI bridge: Django's WSGI handler run in a bounded pool of worker threads.
+
+The event loop parses HTTP and builds the WSGI environ; a worker thread runs the
+application and produces the body; the loop writes it. A response whose body is
+known whole (every non-streaming ``HttpResponse``) crosses back to the loop once.
+A streaming response is written chunk by chunk as the application produces it;
+the worker waits until each chunk is handed to the socket, which bounds memory
+and stops the work when the client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import io
+import logging
+import queue
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from tornado import httputil
+from tornado.iostream import StreamClosedError
+
+logger = logging.getLogger("hurricane.server")
+
+# Seconds a worker waits for the loop to hand one streamed chunk to the socket
+# before it gives up on a client that stopped reading.
+STREAM_WRITE_TIMEOUT = 60.0
+
+
+class WorkerPool:
+    """A fixed number of threads taking work from one queue.
+
+    ``backlog`` is the number of items waiting for a free thread: exactly the
+    requests that readiness must count (idle keep-alive connections are not in it).
+    """
+
+    def __init__(self, size: int, name: str = "hurricane-worker") -> None:
+        self.size = size
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{number}", daemon=True)
+            for number in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, function: Callable, *args: Any) -> None:
+        self._queue.put((function, args))
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            function, args = item
+            try:
+                function(*args)
+            except BaseException:  # a worker must survive whatever the work raises
+                logger.exception("Unhandled error in worker thread")
+
+    def shutdown(self, wait: float = 0.0) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(wait)
+
+
+def build_environ(
+    start_line: httputil.RequestStartLine,
+    headers: httputil.HTTPHeaders,
+    body: bytes,
+    remote_ip: str,
+    scheme: str,
+    server_port: int,
+) -> dict[str, Any]:
+    """The PEP 3333 environ of one request."""
+    path, _, query = start_line.path.partition("?")
+    host = headers.get("Host", "")
+    server_name = host.rsplit(":", 1)[0] if host and not host.endswith("]") else host or "localhost"
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": start_line.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": query,
+        "REMOTE_ADDR": remote_ip,
+        "SERVER_NAME": server_name or "localhost",
+        "SERVER_PORT": str(server_port),
+        "SERVER_PROTOCOL": start_line.version,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    for name, value in headers.get_all():
+        # Like wsgiref and gunicorn, drop names with underscores: "X_Forwarded_For"
+        # would otherwise be indistinguishable from "X-Forwarded-For" in the environ.
+        if "_" in name:
+            continue
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+            environ[key] = value
+            continue
+        key = "HTTP_" + key
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    if body and "CONTENT_LENGTH" not in environ:
+        environ["CONTENT_LENGTH"] = str(len(body))
+    return environ
+
+
+class ResponseSink:
+    """What the worker hands its results to; implemented on the loop side by the
+    app server's request delegate."""
+
+    def send_whole(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        raise NotImplementedError
+
+    def start_stream(self, status: str, headers: list[tuple[str, str]]) -> None:
+        raise NotImplementedError
+
+    async def write_chunk(self, chunk: bytes) -> None:
+        raise NotImplementedError
+
+    def finish_stream(self) -> None:
+        raise NotImplementedError
+
+    def fail(self) -> None:
+        """The application failed before a response could be started."""
+        raise NotImplementedError
+
+    @property
+    def client_gone(self) -> bool:
+        raise NotImplementedError
+
+
+class HurricaneWSGIContainer:
+    """Runs a WSGI application for one request at a time per worker thread."""
+
+    def __init__(self, wsgi_application: Callable, pool: WorkerPool,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.wsgi_application = wsgi_application
+        self.pool = pool
+        self.loop = loop
+
+    def submit(self, environ: dict[str, Any], sink: ResponseSink) -> None:
+        self.pool.submit(self._run, environ, sink)
+
+    def _run(self, environ: dict[str, Any], sink: ResponseSink) -> None:
+        if sink.client_gone:  # the client gave up while the request waited for a worker
+            return
+        call_soon = self.loop.call_soon_threadsafe
+        response: dict[str, Any] = {}
+        written: list[bytes] = []
+
+        def start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
+            if exc_info and response.get("sent"):
+                raise exc_info[1].with_traceback(exc_info[2])
+            response["status"], response["headers"] = status, headers
+            return written.append  # the legacy write() callable
+
+        try:
+            result = self.wsgi_application(environ, start_response)
+        except Exception:
+            logger.exception("Error running the WSGI application")
+            call_soon(sink.fail)
+            return
+        try:
+            if isinstance(result, (list, tuple)) or getattr(result, "streaming", None) is False:
+                body = b"".join(written) + b"".join(result)
+                _close(result)
+                call_soon(sink.send_whole, response["status"], response["headers"], body)
+                return
+            self._stream(result, response, written, sink)
+        except Exception:
+            logger.exception("Error producing the response body")
+            _close(result)
+            if response.get("sent"):
+                call_soon(sink.finish_stream)
+            else:
+                call_soon(sink.fail)
+
+    def _stream(self, result: Iterable[bytes], response: dict[str, Any], written: list[bytes],
+                sink: ResponseSink) -> None:
+        iterator = iter(result)
+        try:
+            first = next(iterator)
+        except StopIteration:
+            _close(result)
+            self.loop.call_soon_threadsafe(
+                sink.send_whole, response["status"], response["headers"], b"".join(written)
+            )
+            return
+        self.loop.call_soon_threadsafe(sink.start_stream, response["status"], response["headers"])
+        response["sent"] = True
+        try:
+            for chunk in _chain(written, first, iterator):
+                if not chunk:
+                    continue
+                future = asyncio.run_coroutine_threadsafe(sink.write_chunk(chunk), self.loop)
+                try:
+                    future.result(STREAM_WRITE_TIMEOUT)
+                except (StreamClosedError, concurrent.futures.TimeoutError):
+                    future.cancel()
+                    logger.info("Client went away during a streamed response")
+                    break
+        finally:
+            _close(result)
+        self.loop.call_soon_threadsafe(sink.finish_stream)
+
+
+def _chain(written: list[bytes], first: bytes, rest: Iterable[bytes]) -> Iterable[bytes]:
+    yield from written
+    yield first
+    yield from rest
+
+
+def _close(result: Any) -> None:
+    # Django's response.close() sends request_finished, which closes this thread's
+    # database connections: it must run here, in the worker that served the request.
+    close = getattr(result, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            logger.exception("Error closing the WSGI response")

@@ -1,0 +1,222 @@
+"""Shared test harness: real ``manage.py serve`` processes on free ports, killed at
+the end of every test, and small HTTP helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_PROJECT = ROOT / "tests" / "testproject"
+DEMO_PROJECT = ROOT / "examples" / "demo"
+
+
+def free_port() -> int:
+    """A port nothing listens on, whose neighbour (the default probe port) is free too."""
+    for _ in range(200):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+        if port >= 65535:
+            continue
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("", port))
+                b.bind(("", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair found")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+class ServeProcess:
+    """One ``manage.py serve`` process; output goes to a file the test can read."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, log_path: Path,
+                 port: int, probe_port: int | None) -> None:
+        self.port = port
+        self.probe_port = probe_port
+        self.log_path = log_path
+        self.log_file = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", *args],
+            cwd=cwd, env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def probe(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.probe_port}{path}"
+
+    def wait_for(self, condition, timeout: float = 30.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException, OSError):
+                if condition():
+                    return
+            if self.process.poll() is not None and not condition_allows_exit(condition):
+                raise AssertionError(
+                    f"serve exited with {self.process.returncode} before {what}:\n{self.output}"
+                )
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.output}")
+
+    def wait_started(self, timeout: float = 30.0) -> ServeProcess:
+        if self.probe_port is None:
+            self.wait_for(lambda: requests.get(self.url("/hello/"), timeout=2).status_code == 200,
+                          timeout, "the app to answer")
+        else:
+            self.wait_for(
+                lambda: requests.get(self.probe("/startup"), timeout=2).status_code == 200,
+                timeout, "the startup probe to answer 200",
+            )
+        return self
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"serve did not exit within {timeout} s:\n{self.output}")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self.log_file.close()
+
+
+def condition_allows_exit(condition) -> bool:
+    return getattr(condition, "allows_exit", False)
+
+
+def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        key: value for key, value in os.environ.items()
+        if not key.startswith(("HURRICANE_", "TEST_", "DJANGO_"))
+    }
+    env.update({
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(ROOT),
+        "TEST_SQLITE": str(tmp_path / "db.sqlite3"),
+        "TEST_STATIC_ROOT": str(tmp_path / "static"),
+        "TEST_MEDIA_ROOT": str(tmp_path / "media"),
+    })
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator:
+    """``serve(*args, env={...}, migrate=True)`` starts the test project on free ports.
+
+    Unless the test passes ``--port``/``--probe-port`` itself, both are chosen here.
+    With ``migrate`` (default), the SQLite database is migrated first.
+    """
+    processes: list[ServeProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, migrate: bool = True,
+              cwd: Path = TEST_PROJECT, wait: bool = True) -> ServeProcess:
+        full_env = base_env(tmp_path, **(env or {}))
+        if migrate:
+            subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=cwd,
+                           env=full_env, check=True)
+        args_list = list(args)
+        port = probe_port = None
+        if "--port" in args_list:
+            port = int(args_list[args_list.index("--port") + 1])
+        elif "HURRICANE_PORT" not in full_env:
+            port = free_port()
+            args_list += ["--port", str(port)]
+        else:
+            port = int(full_env["HURRICANE_PORT"])
+        if "--no-probe" in args_list:
+            probe_port = None
+        elif "--probe-port" in args_list:
+            probe_port = int(args_list[args_list.index("--probe-port") + 1])
+        else:
+            probe_port = port + 1
+        log_path = tmp_path / f"serve-{len(processes)}.log"
+        process = ServeProcess(args_list, full_env, cwd, log_path, port, probe_port)
+        processes.append(process)
+        if wait:
+            process.wait_started()
+        return process
+
+    yield start
+    for process in processes:
+        process.kill()
+
+
+class WebhookReceiver:
+    """A real HTTP server that records the JSON bodies POSTed to it."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.received: list[dict] = []
+        self.headers: list[dict] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                receiver.received.append(json.loads(body))
+                receiver.headers.append(dict(self.headers))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait_for(self, predicate, timeout: float = 20.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for item in list(self.received):
+                if predicate(item):
+                    return item
+            time.sleep(0.05)
+        raise AssertionError(f"no matching webhook; received: {self.received}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class TestappConfig(AppConfig):
+    name = "testapp"
+
+    def ready(self) -> None:
+        from testapp import checks  # noqa: F401

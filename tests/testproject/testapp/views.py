@@ -1,0 +1,69 @@
+import hashlib
+import os
+import threading
+import time
+
+from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from testapp.models import Item
+
+
+def hello(request):
+    return HttpResponse("Hello from Hurricane")
+
+
+def slow(request):
+    seconds = float(request.GET.get("seconds", "0.5"))
+    time.sleep(seconds)
+    return HttpResponse(f"slept {seconds}")
+
+
+def stream(request):
+    """Yields a first chunk, then waits for the file named by ?gate= to exist before
+    the second: the test can prove the first arrived while the view still ran."""
+    gate = request.GET.get("gate", "")
+
+    def chunks():
+        yield b"first chunk\n"
+        deadline = time.monotonic() + 30
+        while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield b"second chunk\n"
+
+    return StreamingHttpResponse(chunks(), content_type="text/plain")
+
+
+def file(request):
+    return FileResponse(open(__file__, "rb"), content_type="text/x-python")
+
+
+@csrf_exempt
+def echo(request):
+    body = request.body
+    return JsonResponse({
+        "length": len(body),
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "method": request.method,
+    })
+
+
+def error(request):
+    raise RuntimeError("this view always fails")
+
+
+def items(request):
+    if request.method == "POST":
+        Item.objects.create(name="x")
+    return JsonResponse({"count": Item.objects.count()})
+
+
+def meta(request):
+    return JsonResponse({
+        "thread": threading.current_thread().name,
+        "remote_addr": request.META.get("REMOTE_ADDR"),
+        "path": request.path,
+        "query": request.GET.dict(),
+        "host": request.get_host(),
+        "x_custom": request.META.get("HTTP_X_CUSTOM"),
+    })
