@@ -78,8 +78,19 @@ def non_negative_seconds(value: Any) -> float:
     return seconds
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
-               "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+}
 
 
 def parse_size(value: Any) -> int:
@@ -148,7 +159,9 @@ def parse_commands(value: Any) -> list[list[str]]:
             try:
                 words = shlex.split(line, comments=True)
             except ValueError as error:
-                raise ValueError(f"management commands, one per line ({error} in {line!r})") from None
+                raise ValueError(
+                    f"management commands, one per line ({error} in {line!r})"
+                ) from None
         else:
             raise ValueError("management commands, one per line")
         if words:
@@ -185,25 +198,53 @@ def flag_option(name: str, help: str) -> Option:
 
 # Options shared by every Hurricane command that runs probes (serve, consume).
 PROBE_OPTIONS: tuple[Option, ...] = (
-    Option("probe_port", parse_port, None,
-           "Port of the probe and metrics server (default: the app port + 1). "
-           "Give the app port to serve both on one port.", metavar="PORT"),
-    Option("startup_probe", parse_url_path, "/startup", "Path of the startup probe.", metavar="PATH"),
-    Option("readiness_probe", parse_url_path, "/ready", "Path of the readiness probe.",
-           metavar="PATH"),
-    Option("liveness_probe", parse_url_path, "/alive", "Path of the liveness probe.",
-           metavar="PATH"),
-    Option("req_queue_len", positive_int, 10,
-           "Readiness fails while this many requests (or more) wait for a worker.", metavar="N"),
+    Option(
+        "probe_port",
+        parse_port,
+        None,
+        "Port of the probe and metrics server (default: the app port + 1). "
+        "Give the app port to serve both on one port.",
+        metavar="PORT",
+    ),
+    Option(
+        "startup_probe", parse_url_path, "/startup", "Path of the startup probe.", metavar="PATH"
+    ),
+    Option(
+        "readiness_probe", parse_url_path, "/ready", "Path of the readiness probe.", metavar="PATH"
+    ),
+    Option(
+        "liveness_probe", parse_url_path, "/alive", "Path of the liveness probe.", metavar="PATH"
+    ),
+    Option(
+        "req_queue_len",
+        positive_int,
+        10,
+        "Readiness fails while this many requests (or more) wait for a worker.",
+        metavar="N",
+    ),
     flag_option("no_probe", "Do not start the probe server."),
     flag_option("no_metrics", "Do not collect metrics nor serve the metrics endpoint."),
-    Option("metrics", parse_url_path, "/metrics", "Path of the Prometheus metrics endpoint.",
-           metavar="PATH"),
-    Option("webhook_url", parse_url, None, "Send webhooks about state changes to this URL.",
-           metavar="URL"),
-    Option("max_lifetime", positive_int, None,
-           "After this many app requests liveness answers 400, so Kubernetes restarts the pod.",
-           metavar="N"),
+    Option(
+        "metrics",
+        parse_url_path,
+        "/metrics",
+        "Path of the Prometheus metrics endpoint.",
+        metavar="PATH",
+    ),
+    Option(
+        "webhook_url",
+        parse_url,
+        None,
+        "Send webhooks about state changes to this URL.",
+        metavar="URL",
+    ),
+    Option(
+        "max_lifetime",
+        positive_int,
+        None,
+        "After this many app requests liveness answers 400, so Kubernetes restarts the pod.",
+        metavar="N",
+    ),
     flag_option("autoreload", "Restart the process when Python code changes (development)."),
     flag_option("debug", "Tornado's debug mode for Hurricane's own handlers (not Django's DEBUG)."),
 )
@@ -213,35 +254,84 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     *PROBE_OPTIONS,
     flag_option("static", "Serve STATIC_ROOT under STATIC_URL (through the finders when DEBUG)."),
     flag_option("media", "Serve MEDIA_ROOT under MEDIA_URL."),
-    Option("command", parse_commands, [],
-           'Management command to run before serving; repeatable; quote a command with its '
-           'arguments: --command "compilemessages --no-color".', metavar="COMMAND",
-           repeatable=True, env_name="HURRICANE_COMMANDS"),
-    Option("check_migrations", parse_migration_check, False,
-           "Before serving, wait until the databases answer and no migration is pending "
-           "(from settings or the environment also: apply).", flag_takes_value=False),
+    Option(
+        "command",
+        parse_commands,
+        [],
+        "Management command to run before serving; repeatable; quote a command with its "
+        'arguments: --command "compilemessages --no-color".',
+        metavar="COMMAND",
+        repeatable=True,
+        env_name="HURRICANE_COMMANDS",
+    ),
+    Option(
+        "check_migrations",
+        parse_migration_check,
+        False,
+        "Before serving, wait until the databases answer and no migration is pending "
+        "(from settings or the environment also: apply).",
+        flag_takes_value=False,
+    ),
     flag_option("check_migrations_apply", "Before serving, apply pending migrations."),
-    Option("max_memory", positive_int, None,
-           "When the process's memory (RSS) exceeds this many MB, drain and restart in place.",
-           metavar="MB"),
-    Option("workers", positive_int, min(32, (os.cpu_count() or 1) + 4),
-           "Threads running synchronous Django code.", metavar="N"),
-    Option("static_watch", parse_text, None,
-           "With --autoreload, run collectstatic again when files under PATH change.",
-           metavar="PATH"),
-    Option("max_body_size", parse_size, 100 * 1024**2,
-           "Largest request body accepted; larger ones get 413.", metavar="BYTES"),
-    Option("max_buffer_size", parse_size, 100 * 1024**2,
-           "Largest amount of data buffered per connection.", metavar="BYTES"),
-    Option("shutdown_delay", non_negative_seconds, 0.0,
-           "On SIGTERM, keep serving this long (readiness already 503) before closing the "
-           "listener, so endpoints can update.", metavar="SECONDS"),
-    Option("graceful_timeout", non_negative_seconds, 30.0,
-           "On SIGTERM, wait this long for in-flight requests to finish.", metavar="SECONDS"),
+    Option(
+        "max_memory",
+        positive_int,
+        None,
+        "When the process's memory (RSS) exceeds this many MB, drain and restart in place.",
+        metavar="MB",
+    ),
+    Option(
+        "workers",
+        positive_int,
+        min(32, (os.cpu_count() or 1) + 4),
+        "Threads running synchronous Django code.",
+        metavar="N",
+    ),
+    Option(
+        "static_watch",
+        parse_text,
+        None,
+        "With --autoreload, run collectstatic again when files under PATH change.",
+        metavar="PATH",
+    ),
+    Option(
+        "max_body_size",
+        parse_size,
+        100 * 1024**2,
+        "Largest request body accepted; larger ones get 413.",
+        metavar="BYTES",
+    ),
+    Option(
+        "max_buffer_size",
+        parse_size,
+        100 * 1024**2,
+        "Largest amount of data buffered per connection.",
+        metavar="BYTES",
+    ),
+    Option(
+        "shutdown_delay",
+        non_negative_seconds,
+        0.0,
+        "On SIGTERM, keep serving this long (readiness already 503) before closing the "
+        "listener, so endpoints can update.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "graceful_timeout",
+        non_negative_seconds,
+        30.0,
+        "On SIGTERM, wait this long for in-flight requests to finish.",
+        metavar="SECONDS",
+    ),
     flag_option("debugger", "Start debugpy, listening on --debugger-port."),
     Option("debugger_port", parse_port, 5678, "Port debugpy listens on.", metavar="PORT"),
-    Option("pycharm_host", parse_text, None, "Connect to a PyCharm debug server on this host.",
-           metavar="HOST"),
+    Option(
+        "pycharm_host",
+        parse_text,
+        None,
+        "Connect to a PyCharm debug server on this host.",
+        metavar="HOST",
+    ),
     Option("pycharm_port", parse_port, None, "Port of the PyCharm debug server.", metavar="PORT"),
 )
 
@@ -263,14 +353,26 @@ def add_arguments(parser: argparse.ArgumentParser, options: Sequence[Option]) ->
     resolver can tell an option given on the command line from one left out."""
     for option in options:
         if not option.flag_takes_value:
-            parser.add_argument(option.flag, dest=option.name, action="store_true",
-                                default=None, help=option.help)
+            parser.add_argument(
+                option.flag, dest=option.name, action="store_true", default=None, help=option.help
+            )
         elif option.repeatable:
-            parser.add_argument(option.flag, dest=option.name, action="append", default=None,
-                                metavar=option.metavar, help=option.help)
+            parser.add_argument(
+                option.flag,
+                dest=option.name,
+                action="append",
+                default=None,
+                metavar=option.metavar,
+                help=option.help,
+            )
         else:
-            parser.add_argument(option.flag, dest=option.name, default=None,
-                                metavar=option.metavar, help=option.help)
+            parser.add_argument(
+                option.flag,
+                dest=option.name,
+                default=None,
+                metavar=option.metavar,
+                help=option.help,
+            )
 
 
 _MISSING = object()

@@ -51,15 +51,25 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class ServeProcess:
     """One ``manage.py serve`` process; output goes to a file the test can read."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, log_path: Path,
-                 port: int, probe_port: int | None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        log_path: Path,
+        port: int,
+        probe_port: int | None,
+    ) -> None:
         self.port = port
         self.probe_port = probe_port
         self.log_path = log_path
         self.log_file = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", *args],
-            cwd=cwd, env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -88,12 +98,16 @@ class ServeProcess:
 
     def wait_started(self, timeout: float = 30.0) -> ServeProcess:
         if self.probe_port is None:
-            self.wait_for(lambda: requests.get(self.url("/hello/"), timeout=2).status_code == 200,
-                          timeout, "the app to answer")
+            self.wait_for(
+                lambda: requests.get(self.url("/hello/"), timeout=2).status_code == 200,
+                timeout,
+                "the app to answer",
+            )
         else:
             self.wait_for(
                 lambda: requests.get(self.probe("/startup"), timeout=2).status_code == 200,
-                timeout, "the startup probe to answer 200",
+                timeout,
+                "the startup probe to answer 200",
             )
         return self
 
@@ -101,7 +115,7 @@ class ServeProcess:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"serve did not exit within {timeout} s:\n{self.output}")
+            raise AssertionError(f"serve did not exit within {timeout} s:\n{self.output}") from None
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.process.send_signal(signum)
@@ -120,16 +134,19 @@ def condition_allows_exit(condition) -> bool:
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {
-        key: value for key, value in os.environ.items()
+        key: value
+        for key, value in os.environ.items()
         if not key.startswith(("HURRICANE_", "TEST_", "DJANGO_"))
     }
-    env.update({
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": str(ROOT),
-        "TEST_SQLITE": str(tmp_path / "db.sqlite3"),
-        "TEST_STATIC_ROOT": str(tmp_path / "static"),
-        "TEST_MEDIA_ROOT": str(tmp_path / "media"),
-    })
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(ROOT),
+            "TEST_SQLITE": str(tmp_path / "db.sqlite3"),
+            "TEST_STATIC_ROOT": str(tmp_path / "static"),
+            "TEST_MEDIA_ROOT": str(tmp_path / "media"),
+        }
+    )
     env.update(extra)
     return env
 
@@ -143,12 +160,18 @@ def serve(tmp_path: Path) -> Iterator:
     """
     processes: list[ServeProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, migrate: bool = True,
-              cwd: Path = TEST_PROJECT, wait: bool = True) -> ServeProcess:
+    def start(
+        *args: str,
+        env: dict[str, str] | None = None,
+        migrate: bool = True,
+        cwd: Path = TEST_PROJECT,
+        wait: bool = True,
+    ) -> ServeProcess:
         full_env = base_env(tmp_path, **(env or {}))
         if migrate:
-            subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=cwd,
-                           env=full_env, check=True)
+            subprocess.run(
+                [sys.executable, "manage.py", "migrate", "-v0"], cwd=cwd, env=full_env, check=True
+            )
         args_list = list(args)
         port = probe_port = None
         if "--port" in args_list:

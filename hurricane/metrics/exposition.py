@@ -21,8 +21,9 @@ class StoredMetricsCollector:
     """Exports every metric of the documented registry (built-in and custom)."""
 
     def collect(self) -> Iterator:
-        yield InfoMetricFamily("hurricane", "Hurricane build information",
-                               value={"version": hurricane.__version__})
+        yield InfoMetricFamily(
+            "hurricane", "Hurricane build information", value={"version": hurricane.__version__}
+        )
         for code, metric in list(metrics_registry.metrics.items()):
             value = metric.get() if hasattr(metric, "get_value") else metric.value
             if isinstance(value, bool):

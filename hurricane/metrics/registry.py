@@ -13,7 +13,9 @@ class MetricsRegistry:
 
     def register(self, metric_class: type) -> None:
         if metric_class.code in self.metrics:
-            raise MetricIdAlreadyRegistered(f"Metric ID ({metric_class.code}) is already registered.")
+            raise MetricIdAlreadyRegistered(
+                f"Metric ID ({metric_class.code}) is already registered."
+            )
         self.metrics[metric_class.code] = metric_class()
 
     def unregister(self, metric_class: type) -> None:

@@ -31,6 +31,17 @@ DISCARD_LIMIT = 8 * 1024 * 1024
 DISCARD_TIMEOUT = 5.0
 
 
+_date_cache: list = [0, ""]
+
+
+def http_date_now() -> str:
+    """The Date header HTTP/1.1 requires, formatted once per second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0], _date_cache[1] = now, httputil.format_timestamp(now)
+    return _date_cache[1]
+
+
 class AppHTTPServer(HTTPServer):
     """Tornado's HTTP server, plus what a graceful drain needs."""
 
@@ -52,9 +63,15 @@ class AppHTTPServer(HTTPServer):
 class RequestRouter(httputil.HTTPServerConnectionDelegate):
     """Chooses, per request, who answers it."""
 
-    def __init__(self, state: ServerState, container: Any, probe_app: Any = None,
-                 probe_paths: frozenset[str] = frozenset(), file_app: Any = None,
-                 file_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        state: ServerState,
+        container: Any,
+        probe_app: Any = None,
+        probe_paths: frozenset[str] = frozenset(),
+        file_app: Any = None,
+        file_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.state = state
         self.container = container
         self.probe_app = probe_app
@@ -62,8 +79,9 @@ class RequestRouter(httputil.HTTPServerConnectionDelegate):
         self.file_app = file_app
         self.file_prefixes = file_prefixes
 
-    def start_request(self, server_conn: object,
-                      request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
         return RequestDelegate(self, server_conn, request_conn)
 
     def tornado_app_for(self, path: str) -> Any:
@@ -77,11 +95,25 @@ class RequestRouter(httputil.HTTPServerConnectionDelegate):
 
 
 class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
-    __slots__ = ("router", "server_conn", "conn", "inner", "start_line", "headers", "chunks",
-                 "size", "started", "closed", "status", "done", "streaming")
+    __slots__ = (
+        "router",
+        "server_conn",
+        "conn",
+        "inner",
+        "start_line",
+        "headers",
+        "chunks",
+        "size",
+        "started",
+        "closed",
+        "status",
+        "done",
+        "streaming",
+    )
 
-    def __init__(self, router: RequestRouter, server_conn: object,
-                 request_conn: httputil.HTTPConnection) -> None:
+    def __init__(
+        self, router: RequestRouter, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> None:
         self.router = router
         self.server_conn = server_conn
         self.conn = request_conn
@@ -95,8 +127,9 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
 
     # -- reading the request (on the loop) ----------------------------------------------
 
-    def headers_received(self, start_line: httputil.RequestStartLine,
-                         headers: httputil.HTTPHeaders) -> Awaitable[None] | None:
+    def headers_received(
+        self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders
+    ) -> Awaitable[None] | None:
         router = self.router
         state = router.state
         self.start_line = start_line
@@ -141,8 +174,9 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         body = b"".join(self.chunks)
         self.chunks = []
         context = self.conn.context
-        environ = build_environ(self.start_line, self.headers, body, context.remote_ip,
-                                context.protocol, state.port)
+        environ = build_environ(
+            self.start_line, self.headers, body, context.remote_ip, context.protocol, state.port
+        )
         # Hear about a client that goes away while its request waits or runs.
         self.conn.set_close_callback(self.on_connection_close)
         self.router.container.submit(environ, self)
@@ -168,6 +202,8 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         headers = httputil.HTTPHeaders()
         for name, value in header_list:
             headers.add(name, value)
+        if "Date" not in headers:
+            headers["Date"] = http_date_now()
         if self.router.state.draining:
             # Tell the client to take its next request elsewhere.
             self._close_after_response()
@@ -217,8 +253,11 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             self.conn.close()
             self._end()
             return
-        self.send_whole("500 Internal Server Error", [("Content-Type", "text/plain")],
-                        b"Internal Server Error\n")
+        self.send_whole(
+            "500 Internal Server Error",
+            [("Content-Type", "text/plain")],
+            b"Internal Server Error\n",
+        )
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -234,8 +273,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             {"Content-Type": "text/plain", "Content-Length": str(len(body))}
         )
         reason = httputil.responses.get(code, "Error")
-        self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", code, reason), headers,
-                                body)
+        self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", code, reason), headers, body)
         self.conn.finish()
         self.status = code
         self._end()
@@ -276,8 +314,12 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         if self.inner is not None:
             return  # probe and file requests are neither logged nor counted as app requests
         if self.status:
-            state.app_request_done(self.start_line, self.status, self.conn.context.remote_ip,
-                                   time.perf_counter() - self.started)
+            state.app_request_done(
+                self.start_line,
+                self.status,
+                self.conn.context.remote_ip,
+                time.perf_counter() - self.started,
+            )
 
 
 async def _answer_and_discard(stream: Any, response: bytes, discard: int) -> None:

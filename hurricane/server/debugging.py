@@ -37,8 +37,9 @@ def connect_pycharm(host: str, port: int | None) -> None:
     if port is None:
         raise DebuggerError("--pycharm-host needs --pycharm-port")
     try:
-        pydevd_pycharm.settrace(host, port=port, stdoutToServer=True, stderrToServer=True,
-                                suspend=False)
+        pydevd_pycharm.settrace(
+            host, port=port, stdoutToServer=True, stderrToServer=True, suspend=False
+        )
     except Exception as error:
         raise DebuggerError(
             f"could not connect to the PyCharm debug server at {host}:{port}: {error}"

@@ -18,6 +18,7 @@ import tornado.web
 from django.conf import settings
 
 from hurricane.metrics.requests import HealthMetric, ReadinessMetric
+from hurricane.server.wsgi import WorkerPool
 
 if TYPE_CHECKING:
     from hurricane.server.runtime import ServerState
@@ -60,17 +61,27 @@ def readiness_errors() -> list[str]:
     return errors
 
 
+def _run_into(check: Callable[[], list[str]], future: concurrent.futures.Future) -> None:
+    try:
+        future.set_result(check())
+    except BaseException as error:
+        future.set_exception(error)
+
+
 class ProbeChecks:
     """Runs check functions on the probe thread; one run per kind at a time."""
 
     def __init__(self) -> None:
-        self.executor = concurrent.futures.ThreadPoolExecutor(1, "hurricane-probe")
+        # A daemon thread: a check stuck on a hung database must not hold up exit.
+        self.thread = WorkerPool(1, "hurricane-probe")
         self.running: dict[str, asyncio.Future] = {}
 
     async def run(self, kind: str, check: Callable[[], list[str]]) -> list[str]:
         future = self.running.get(kind)
         if future is None or future.done():
-            future = asyncio.get_running_loop().run_in_executor(self.executor, check)
+            future = concurrent.futures.Future()
+            self.thread.submit(_run_into, check, future)
+            future = asyncio.wrap_future(future)
             self.running[kind] = future
         try:
             return await asyncio.wait_for(asyncio.shield(future), CHECK_TIMEOUT)
@@ -188,12 +199,19 @@ def _path_pattern(path: str) -> str:
 def log_probe_request(handler: tornado.web.RequestHandler) -> None:
     if getattr(settings, "LOG_PROBES", False):
         request = handler.request
-        access_logger.info("%d %s %s (%s) %.2fms", handler.get_status(), request.method,
-                           request.uri, request.remote_ip, 1000.0 * request.request_time())
+        access_logger.info(
+            "%d %s %s (%s) %.2fms",
+            handler.get_status(),
+            request.method,
+            request.uri,
+            request.remote_ip,
+            1000.0 * request.request_time(),
+        )
 
 
-def make_probe_application(state: ServerState, options: Any,
-                           metrics_registry: Any = None) -> tornado.web.Application:
+def make_probe_application(
+    state: ServerState, options: Any, metrics_registry: Any = None
+) -> tornado.web.Application:
     handlers: list[Any] = [
         (_path_pattern(options.startup_probe), DjangoStartupHandler, {"state": state}),
         (_path_pattern(options.readiness_probe), DjangoReadinessHandler, {"state": state}),

@@ -32,7 +32,7 @@ access_logger = logging.getLogger("hurricane.access")
 INHERITED_SOCKETS_VARIABLE = "HURRICANE_INHERITED_SOCKETS"
 MEMORY_CHECK_INTERVAL = 5.0
 # Seconds to wait for the failure webhook before a failed start-up exits.
-FAILURE_WEBHOOK_WAIT = 10.0
+FAILURE_WEBHOOK_WAIT = 20.0
 
 
 class StartupError(Exception):
@@ -89,11 +89,18 @@ class ServerState:
             self.all_done.set()
         return True
 
-    def app_request_done(self, start_line: Any, status: int, remote_ip: str,
-                         duration: float) -> None:
+    def app_request_done(
+        self, start_line: Any, status: int, remote_ip: str, duration: float
+    ) -> None:
         self.requests_served += 1
-        access_logger.info("%d %s %s (%s) %.2fms", status, start_line.method, start_line.path,
-                           remote_ip, duration * 1000.0)
+        access_logger.info(
+            "%d %s %s (%s) %.2fms",
+            status,
+            start_line.method,
+            start_line.path,
+            remote_ip,
+            duration * 1000.0,
+        )
         if self.metrics_enabled:
             from hurricane.metrics.requests import RequestCounterMetric, ResponseTimeAverageMetric
 
@@ -129,6 +136,15 @@ class ServerState:
 
         status = WebhookStatus.SUCCEEDED if ok else WebhookStatus.FAILED
         return registry.get(code).run(self.webhook_url, status, error_trace)
+
+
+async def wait_for_delivery(delivery: Any) -> None:
+    """Give the failure webhook a chance to leave before the process exits."""
+    if delivery is not None:
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(delivery), FAILURE_WEBHOOK_WAIT)
+        except asyncio.TimeoutError:
+            logger.warning("The failure webhook was not delivered in time")
 
 
 def bind_port(port: int, option: str, inherited: dict[int, socket.socket]) -> list[socket.socket]:
@@ -203,6 +219,8 @@ class Server:
             raise
         if not restarted and not await self.run_startup_tasks():
             return self.exit_code
+        if self.stop_startup.is_set():  # a signal arrived as the last task ended
+            return self.exit_code
         if self.app_server is None:
             self.open_app_port(inherited)
         self.attach_application(loop)
@@ -213,8 +231,13 @@ class Server:
         StartupTimeMetric.set(time.monotonic() - self.began)
         self.state._webhook("startup", True)
         probes = "off" if self.options.no_probe else f"port {self.probe_port}"
-        logger.info("Serving on port %d (probes: %s, %d workers)%s", self.port, probes,
-                    self.options.workers, " after an in-place restart" if restarted else "")
+        logger.info(
+            "Serving on port %d (probes: %s, %d workers)%s",
+            self.port,
+            probes,
+            self.options.workers,
+            " after an in-place restart" if restarted else "",
+        )
         if self.options.max_memory:
             loop.call_later(MEMORY_CHECK_INTERVAL, self.check_memory)
         await self.stopping
@@ -251,22 +274,24 @@ class Server:
         if not options.command and not options.check_migrations and not apply:
             return True
         try:
-            done = await asyncio.to_thread(run_startup_tasks, options.command,
-                                           bool(options.check_migrations), apply,
-                                           self.stop_startup)
+            done = await asyncio.to_thread(
+                run_startup_tasks,
+                options.command,
+                bool(options.check_migrations),
+                apply,
+                self.stop_startup,
+            )
         except StartupFailed as failure:
             logger.error("Start-up failed: %s", failure)
             trace = "".join(traceback.format_exception(failure.__cause__ or failure))
             delivery = self.state._webhook("startup", False, trace)
-            if delivery is not None:
-                await asyncio.wrap_future(delivery)
+            await wait_for_delivery(delivery)
             self.exit_code = 1
             return False
         except Exception:
             logger.exception("Start-up failed")
             delivery = self.state._webhook("startup", False, traceback.format_exc())
-            if delivery is not None:
-                await asyncio.wrap_future(delivery)
+            await wait_for_delivery(delivery)
             self.exit_code = 1
             return False
         if not done:
@@ -295,9 +320,12 @@ class Server:
         RequestQueueLengthMetric.backlog_source = self.state.backlog
         file_app, prefixes = make_file_application(options)
         self.router = RequestRouter(
-            self.state, container=None,
+            self.state,
+            container=None,
             probe_app=self.probe_app if self.same_port else None,
-            probe_paths=self.probe_paths, file_app=file_app, file_prefixes=prefixes,
+            probe_paths=self.probe_paths,
+            file_app=file_app,
+            file_prefixes=prefixes,
         )
         # Tornado's own body limit sits above ours, so that ours answers 413 first.
         self.app_server = AppHTTPServer(
@@ -345,8 +373,11 @@ class Server:
         try:
             await asyncio.wait_for(state.all_done.wait(), self.options.graceful_timeout)
         except asyncio.TimeoutError:
-            logger.warning("%d requests still running after %.1f s (--graceful-timeout)",
-                           len(state.in_flight), self.options.graceful_timeout)
+            logger.warning(
+                "%d requests still running after %.1f s (--graceful-timeout)",
+                len(state.in_flight),
+                self.options.graceful_timeout,
+            )
         self.app_server.close_idle_connections(set())
         if restart:
             self.exec_restart(sockets)
@@ -365,8 +396,11 @@ class Server:
             return
         used = resident_memory_mb()
         if used > self.options.max_memory:
-            logger.warning("Memory %.0f MB is over --max-memory %d MB: restarting in place",
-                           used, self.options.max_memory)
+            logger.warning(
+                "Memory %.0f MB is over --max-memory %d MB: restarting in place",
+                used,
+                self.options.max_memory,
+            )
             asyncio.ensure_future(self.drain(0.0, restart=True))
             return
         asyncio.get_running_loop().call_later(MEMORY_CHECK_INTERVAL, self.check_memory)
@@ -404,8 +438,9 @@ def make_file_application(options: Options) -> tuple[Any, tuple[str, ...]]:
             logger.warning("Not serving %s: its URL or root is not a local path", setting)
             return
         prefix = "/" + url.strip("/") + "/"
-        handlers.append((re.escape(prefix) + "(.*)", tornado.web.StaticFileHandler,
-                         {"path": str(root)}))
+        handlers.append(
+            (re.escape(prefix) + "(.*)", tornado.web.StaticFileHandler, {"path": str(root)})
+        )
         prefixes.append(prefix)
 
     if options.static and not (settings.DEBUG and _staticfiles_installed()):
@@ -414,14 +449,21 @@ def make_file_application(options: Options) -> tuple[Any, tuple[str, ...]]:
         add(settings.MEDIA_URL, settings.MEDIA_ROOT, "MEDIA_ROOT")
     if not handlers:
         return None, ()
-    return tornado.web.Application(handlers, debug=options.debug, autoreload=False,
-                                   log_function=_log_file_request), tuple(prefixes)
+    return tornado.web.Application(
+        handlers, debug=options.debug, autoreload=False, log_function=_log_file_request
+    ), tuple(prefixes)
 
 
 def _log_file_request(handler: Any) -> None:
     request = handler.request
-    access_logger.info("%d %s %s (%s) %.2fms", handler.get_status(), request.method, request.uri,
-                       request.remote_ip, 1000.0 * request.request_time())
+    access_logger.info(
+        "%d %s %s (%s) %.2fms",
+        handler.get_status(),
+        request.method,
+        request.uri,
+        request.remote_ip,
+        1000.0 * request.request_time(),
+    )
 
 
 def _staticfiles_installed() -> bool:

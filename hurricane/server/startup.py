@@ -59,8 +59,11 @@ def wait_for_migrations(apply: bool, stop: threading.Event) -> bool:
                     call_command("migrate", database=alias, interactive=False, verbosity=1)
                     pending = pending_migrations(alias)
                 if pending:
-                    problems.append(f"{len(pending)} migrations pending on database {alias!r}: "
-                                    + ", ".join(pending[:5]) + (" ..." if len(pending) > 5 else ""))
+                    problems.append(
+                        f"{len(pending)} migrations pending on database {alias!r}: "
+                        + ", ".join(pending[:5])
+                        + (" ..." if len(pending) > 5 else "")
+                    )
             except Exception as error:
                 problems.append(f"database {alias!r} does not answer: {error}".strip())
                 connections[alias].close()
@@ -75,8 +78,9 @@ def wait_for_migrations(apply: bool, stop: threading.Event) -> bool:
     return False
 
 
-def run_startup_tasks(commands: list[list[str]], check_migrations: bool, apply: bool,
-                      stop: threading.Event) -> bool:
+def run_startup_tasks(
+    commands: list[list[str]], check_migrations: bool, apply: bool, stop: threading.Event
+) -> bool:
     """Run every start-up task in order; returns False when stopped by a signal."""
     from django.db import connections
 

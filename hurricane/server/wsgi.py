@@ -146,8 +146,9 @@ class ResponseSink:
 class HurricaneWSGIContainer:
     """Runs a WSGI application for one request at a time per worker thread."""
 
-    def __init__(self, wsgi_application: Callable, pool: WorkerPool,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, wsgi_application: Callable, pool: WorkerPool, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.wsgi_application = wsgi_application
         self.pool = pool
         self.loop = loop
@@ -189,8 +190,13 @@ class HurricaneWSGIContainer:
             else:
                 call_soon(sink.fail)
 
-    def _stream(self, result: Iterable[bytes], response: dict[str, Any], written: list[bytes],
-                sink: ResponseSink) -> None:
+    def _stream(
+        self,
+        result: Iterable[bytes],
+        response: dict[str, Any],
+        written: list[bytes],
+        sink: ResponseSink,
+    ) -> None:
         iterator = iter(result)
         try:
             first = next(iterator)

@@ -81,7 +81,9 @@ class Webhook:
         body = json.dumps(self.build_payload(status, error_trace)).encode()
         future: concurrent.futures.Future = concurrent.futures.Future()
         threading.Thread(
-            target=_deliver, args=(url, body, self.code, future), name="hurricane-webhook",
+            target=_deliver,
+            args=(url, body, self.code, future),
+            name="hurricane-webhook",
             daemon=True,
         ).start()
         return future

@@ -33,6 +33,7 @@ DATABASES = {
 
 TEMPLATES = []
 USE_TZ = True
+TIME_ZONE = "UTC"
 STATIC_URL = "/static/"
 STATIC_ROOT = os.environ.get("DEMO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

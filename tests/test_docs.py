@@ -1,0 +1,19 @@
+"""The README documents every option of serve, with its variable."""
+
+from conftest import ROOT
+
+from hurricane.options import SERVE_OPTIONS
+
+
+def test_readme_documents_every_option():
+    readme = (ROOT / "README.md").read_text()
+    missing = [o.flag for o in SERVE_OPTIONS if f"`{o.flag}" not in readme]
+    missing += [o.variable for o in SERVE_OPTIONS if f"`{o.variable}`" not in readme]
+    assert not missing
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = ci.strip().splitlines()[-1]
+    assert command in readme

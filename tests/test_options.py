@@ -1,0 +1,176 @@
+"""The options resolver: precedence, parsing, and one clear line for a bad value."""
+
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+from conftest import TEST_PROJECT, base_env, free_port, port_open
+
+from hurricane.options import SERVE_OPTIONS, OptionError, resolve
+
+
+def settings(**values):
+    return types.SimpleNamespace(**values)
+
+
+def test_defaults():
+    options = resolve(SERVE_OPTIONS, {}, settings(), {})
+    assert options.port == 8000
+    assert options.probe_port is None
+    assert options.req_queue_len == 10
+    assert options.metrics == "/metrics"
+    assert options.debugger_port == 5678
+    assert options.command == []
+    assert options.static is False
+    assert options.shutdown_delay == 0.0
+    assert options.graceful_timeout == 30.0
+
+
+def test_command_line_beats_setting_beats_environment():
+    environ = {"HURRICANE_PORT": "9001", "HURRICANE_REQ_QUEUE_LEN": "7", "HURRICANE_WORKERS": "3"}
+    conf = settings(HURRICANE_PORT=9002, HURRICANE_REQ_QUEUE_LEN=8)
+    options = resolve(SERVE_OPTIONS, {"port": "9003"}, conf, environ)
+    assert options.port == 9003
+    assert options.sources["port"] == "command line --port"
+    assert options.req_queue_len == 8
+    assert options.sources["req_queue_len"] == "setting HURRICANE_REQ_QUEUE_LEN"
+    assert options.workers == 3
+    assert options.sources["workers"] == "environment HURRICANE_WORKERS"
+
+
+@pytest.mark.parametrize(
+    "word,expected",
+    [
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("on", True),
+        ("TRUE", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("off", False),
+        ("", False),
+    ],
+)
+def test_booleans_from_the_environment(word, expected):
+    assert resolve(SERVE_OPTIONS, {}, settings(), {"HURRICANE_MEDIA": word}).media is expected
+
+
+def test_boolean_setting_as_python_value():
+    assert resolve(SERVE_OPTIONS, {}, settings(HURRICANE_STATIC=True), {}).static is True
+
+
+def test_commands_one_per_line_with_arguments():
+    environ = {"HURRICANE_COMMANDS": "migrate --noinput\n\n  compilemessages --no-color \n"}
+    options = resolve(SERVE_OPTIONS, {}, settings(), environ)
+    assert options.command == [["migrate", "--noinput"], ["compilemessages", "--no-color"]]
+    cli = resolve(SERVE_OPTIONS, {"command": ["record '/tmp/a b' x"]}, settings(), environ)
+    assert cli.command == [["record", "/tmp/a b", "x"]]
+    listed = resolve(SERVE_OPTIONS, {}, settings(HURRICANE_COMMANDS=["migrate", "check"]), {})
+    assert listed.command == [["migrate"], ["check"]]
+
+
+def test_migration_check_modes():
+    def mode(value):
+        return resolve(SERVE_OPTIONS, {}, settings(), {"HURRICANE_CHECK_MIGRATIONS": value})
+
+    assert mode("true").check_migrations is True
+    assert mode("apply").check_migrations == "apply"
+    assert mode("false").check_migrations is False
+
+
+def test_paths_are_normalised():
+    options = resolve(
+        SERVE_OPTIONS, {"readiness_probe": "ready/", "metrics": "/prom/"}, settings(), {}
+    )
+    assert options.readiness_probe == "/ready"
+    assert options.metrics == "/prom"
+
+
+def test_sizes_take_units():
+    environ = {"HURRICANE_MAX_BODY_SIZE": "10MB", "HURRICANE_MAX_BUFFER_SIZE": "512k"}
+    options = resolve(SERVE_OPTIONS, {}, settings(), environ)
+    assert options.max_body_size == 10 * 1024 * 1024
+    assert options.max_buffer_size == 512 * 1024
+
+
+@pytest.mark.parametrize(
+    "variable,value,expected",
+    [
+        ("HURRICANE_PORT", "eighty", "a port number"),
+        ("HURRICANE_PORT", "70000", "a port number"),
+        ("HURRICANE_MEDIA", "maybe", "a boolean"),
+        ("HURRICANE_WORKERS", "0", "at least 1"),
+        ("HURRICANE_MAX_BODY_SIZE", "lots", "a size in bytes"),
+        ("HURRICANE_WEBHOOK_URL", "ftp://x", "URL"),
+        ("HURRICANE_CHECK_MIGRATIONS", "sometimes", "true, false or apply"),
+        ("HURRICANE_SHUTDOWN_DELAY", "-1", "seconds"),
+        ("HURRICANE_READINESS_PROBE", "/", "URL path"),
+    ],
+)
+def test_bad_values_name_option_source_and_expectation(variable, value, expected):
+    with pytest.raises(OptionError) as raised:
+        resolve(SERVE_OPTIONS, {}, settings(), {variable: value})
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"environment {variable}" in message
+    assert expected in message
+    assert repr(value) in message
+
+
+def run_serve(tmp_path, *args, **env):
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--port", str(port), *args],
+        cwd=TEST_PROJECT,
+        env=base_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return port, result
+
+
+@pytest.mark.parametrize(
+    "args,env,fragment",
+    [
+        (["--probe-port", "x"], {}, "--probe-port (from command line --probe-port)"),
+        ([], {"HURRICANE_STATIC": "perhaps"}, "--static (from environment HURRICANE_STATIC)"),
+        (
+            [],
+            {"TEST_SETTINGS": json.dumps({"HURRICANE_REQ_QUEUE_LEN": "many"})},
+            "--req-queue-len (from setting HURRICANE_REQ_QUEUE_LEN)",
+        ),
+    ],
+)
+def test_bad_value_stops_serve_before_anything_listens(tmp_path, args, env, fragment):
+    port, result = run_serve(tmp_path, *args, **env)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0]
+    assert "expected" in lines[0]
+    assert not port_open(port) and not port_open(port + 1)
+    assert "Serving" not in result.stdout
+
+
+def test_taken_port_is_one_clear_line(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "manage.py", "serve", "--port", str(busy), "--no-probe"],
+            cwd=TEST_PROJECT,
+            env=base_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert f"port {busy} (--port) is already in use" in result.stderr
