@@ -17,3 +17,22 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     command = ci.strip().splitlines()[-1]
     assert command in readme
+
+
+def test_documented_module_paths_import():
+    import importlib
+
+    for name in (
+        "hurricane.management.commands.serve",
+        "hurricane.server.django",
+        "hurricane.server.wsgi",
+        "hurricane.metrics.base",
+        "hurricane.metrics.registry",
+        "hurricane.metrics.requests",
+        "hurricane.metrics.exceptions",
+        "hurricane.webhooks.base",
+        "hurricane.webhooks.registry",
+        "hurricane.webhooks.webhook_types",
+        "hurricane.webhooks.exceptions",
+    ):
+        importlib.import_module(name)
