@@ -18,13 +18,13 @@ import tornado.web
 from django.conf import settings
 
 from hurricane.metrics.requests import HealthMetric, ReadinessMetric
+from hurricane.server.app import log_tornado_request
 from hurricane.server.wsgi import WorkerPool
 
 if TYPE_CHECKING:
     from hurricane.server.runtime import ServerState
 
 logger = logging.getLogger("hurricane.probes")
-access_logger = logging.getLogger("hurricane.access")
 
 # A check that has not answered within this many seconds counts as failed (the
 # kubelet's own default timeout is 1 s; a hung database must not hang the probe).
@@ -198,15 +198,7 @@ def _path_pattern(path: str) -> str:
 
 def log_probe_request(handler: tornado.web.RequestHandler) -> None:
     if getattr(settings, "LOG_PROBES", False):
-        request = handler.request
-        access_logger.info(
-            "%d %s %s (%s) %.2fms",
-            handler.get_status(),
-            request.method,
-            request.uri,
-            request.remote_ip,
-            1000.0 * request.request_time(),
-        )
+        log_tornado_request(handler)
 
 
 def make_probe_application(

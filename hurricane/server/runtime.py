@@ -19,13 +19,12 @@ from tornado import netutil
 from tornado.httpserver import HTTPServer
 
 from hurricane.options import Options
-from hurricane.server.app import AppHTTPServer, RequestRouter
+from hurricane.server.app import AppHTTPServer, RequestRouter, log_access, log_tornado_request
 from hurricane.server.probes import ProbeChecks, make_probe_application, probe_paths, record_health
 from hurricane.server.startup import StartupFailed, run_startup_tasks
 from hurricane.server.wsgi import HurricaneWSGIContainer, WorkerPool
 
 logger = logging.getLogger("hurricane.server")
-access_logger = logging.getLogger("hurricane.access")
 
 # Listening sockets handed to the next process by an in-place restart, as
 # "port=fd,port=fd"; the next process serves them without start-up tasks.
@@ -93,14 +92,7 @@ class ServerState:
         self, start_line: Any, status: int, remote_ip: str, duration: float
     ) -> None:
         self.requests_served += 1
-        access_logger.info(
-            "%d %s %s (%s) %.2fms",
-            status,
-            start_line.method,
-            start_line.path,
-            remote_ip,
-            duration * 1000.0,
-        )
+        log_access(status, start_line.method, start_line.path, remote_ip, duration)
         if self.metrics_enabled:
             from hurricane.metrics.requests import RequestCounterMetric, ResponseTimeAverageMetric
 
@@ -450,20 +442,8 @@ def make_file_application(options: Options) -> tuple[Any, tuple[str, ...]]:
     if not handlers:
         return None, ()
     return tornado.web.Application(
-        handlers, debug=options.debug, autoreload=False, log_function=_log_file_request
+        handlers, debug=options.debug, autoreload=False, log_function=log_tornado_request
     ), tuple(prefixes)
-
-
-def _log_file_request(handler: Any) -> None:
-    request = handler.request
-    access_logger.info(
-        "%d %s %s (%s) %.2fms",
-        handler.get_status(),
-        request.method,
-        request.uri,
-        request.remote_ip,
-        1000.0 * request.request_time(),
-    )
 
 
 def _staticfiles_installed() -> bool:
