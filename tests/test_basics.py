@@ -1,6 +1,7 @@
 """The app and its probes answer as DESIGN.md says."""
 
 import requests
+
 from conftest import port_open
 
 

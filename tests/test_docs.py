@@ -1,7 +1,6 @@
 """The README documents every option of serve, with its variable."""
 
 from conftest import ROOT
-
 from hurricane.options import SERVE_OPTIONS
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import psycopg
 import requests
-from conftest import TEST_PROJECT, base_env, free_port, port_open
 from psycopg import sql
+
+from conftest import TEST_PROJECT, base_env, free_port, port_open
 
 POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 

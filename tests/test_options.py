@@ -6,8 +6,8 @@ import sys
 import types
 
 import pytest
-from conftest import TEST_PROJECT, base_env, free_port, port_open
 
+from conftest import TEST_PROJECT, base_env, free_port, port_open
 from hurricane.options import SERVE_OPTIONS, OptionError, resolve
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,13 @@ def run_server(options: Options) -> int:
 
     from django.utils import autoreload
 
-    if options.static_watch:
-        watch_static_files(Path(options.static_watch))
     exit_code = 0
 
     def inner_run() -> None:
         nonlocal exit_code
         attach_debuggers(options, start_debugpy, connect_pycharm)
+        if options.static_watch:
+            watch_static_files(Path(options.static_watch).resolve())
         # The reloader runs in the main thread; signals are its business.
         exit_code = Server(options, handle_signals=False).run()
         os._exit(exit_code)
@@ -49,23 +51,40 @@ def attach_debuggers(options: Options, start_debugpy: Any, connect_pycharm: Any)
         connect_pycharm(options.pycharm_host, options.pycharm_port)
 
 
-def watch_static_files(root: Path) -> None:
-    """With the autoreloader: watch ``root`` and run collectstatic on a change there,
-    instead of restarting the process."""
+def watch_static_files(root: Path, interval: float = 1.0) -> None:
+    """With the autoreloader: run collectstatic now, and again whenever a file under
+    ``root`` is added, changed or removed (the process is not restarted for that).
+
+    A polling thread of its own, because Django's StatReloader never reports a
+    file it had not seen before."""
     from django.core.management import call_command
-    from django.utils.autoreload import autoreload_started, file_changed
 
-    root = root.resolve()
+    def snapshot() -> dict[str, float]:
+        files = {}
+        for path in root.rglob("*"):
+            try:
+                if path.is_file():
+                    files[str(path)] = path.stat().st_mtime
+            except OSError:  # removed while we looked
+                pass
+        return files
 
-    def on_started(sender: Any, **kwargs: Any) -> None:
-        sender.watch_dir(root, "**/*")
+    def collect(reason: str) -> None:
+        logger.info("%s: running collectstatic", reason)
+        try:
+            call_command("collectstatic", interactive=False, verbosity=0)
+        except Exception:
+            logger.exception("collectstatic failed")
 
-    def on_changed(sender: Any, file_path: Path, **kwargs: Any) -> bool | None:
-        if root not in Path(file_path).resolve().parents:
-            return None
-        logger.info("%s changed: running collectstatic", file_path)
-        call_command("collectstatic", interactive=False, verbosity=0)
-        return True  # handled: no restart
+    def watch() -> None:
+        seen = snapshot()
+        collect(f"Watching {root}")
+        while True:
+            time.sleep(interval)
+            current = snapshot()
+            if current != seen:
+                changed = sorted(set(current.items()) ^ set(seen.items()))
+                seen = current
+                collect(f"{changed[0][0]} changed")
 
-    autoreload_started.connect(on_started, weak=False)
-    file_changed.connect(on_changed, weak=False)
+    threading.Thread(target=watch, name="hurricane-static-watch", daemon=True).start()

@@ -7,6 +7,7 @@ This module speaks HTTP only; when to accept, drain or stop is decided in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable
@@ -306,7 +307,8 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             discard = length if length <= DISCARD_LIMIT else 0
         self._end()
         stream.io_loop.add_future(
-            _answer_and_discard(stream, response, discard), lambda future: future.exception()
+            asyncio.ensure_future(_answer_and_discard(stream, response, discard)),
+            lambda future: future.exception(),
         )
 
     def _finish_tracking_on_response_end(self) -> None:
@@ -336,8 +338,6 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
 
 
 async def _answer_and_discard(stream: Any, response: bytes, discard: int) -> None:
-    import asyncio
-
     try:
         await stream.write(response)
         if discard:

@@ -41,11 +41,13 @@ def file(request):
 @csrf_exempt
 def echo(request):
     body = request.body
-    return JsonResponse({
-        "length": len(body),
-        "sha256": hashlib.sha256(body).hexdigest(),
-        "method": request.method,
-    })
+    return JsonResponse(
+        {
+            "length": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "method": request.method,
+        }
+    )
 
 
 def error(request):
@@ -59,11 +61,33 @@ def items(request):
 
 
 def meta(request):
-    return JsonResponse({
-        "thread": threading.current_thread().name,
-        "remote_addr": request.META.get("REMOTE_ADDR"),
-        "path": request.path,
-        "query": request.GET.dict(),
-        "host": request.get_host(),
-        "x_custom": request.META.get("HTTP_X_CUSTOM"),
-    })
+    return JsonResponse(
+        {
+            "thread": threading.current_thread().name,
+            "remote_addr": request.META.get("REMOTE_ADDR"),
+            "path": request.path,
+            "query": request.GET.dict(),
+            "host": request.get_host(),
+            "x_custom": request.META.get("HTTP_X_CUSTOM"),
+        }
+    )
+
+
+def gate(request):
+    """Holds its worker until the file named by ?file= exists (at most 30 s), then
+    answers with the worker thread's name: tests fill the pool deterministically."""
+    flag = request.GET.get("file", "")
+    deadline = time.monotonic() + 30
+    while flag and not os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return HttpResponse(threading.current_thread().name)
+
+
+def stream_error(request):
+    """A streaming response whose body fails before its first chunk."""
+
+    def chunks():
+        raise RuntimeError("this stream always fails")
+        yield b"never"
+
+    return StreamingHttpResponse(chunks(), content_type="text/plain")

@@ -11,4 +11,6 @@ urlpatterns = [
     path("error/", views.error),
     path("items/", views.items),
     path("meta/", views.meta),
+    path("gate/", views.gate),
+    path("stream-error/", views.stream_error),
 ]

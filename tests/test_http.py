@@ -1,0 +1,468 @@
+"""What a client of ``manage.py serve`` observes over real sockets: the WSGI pool,
+streaming, body limits, static and media files, probes, debuggers and autoreload."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import json
+import re
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import requests
+
+from conftest import TEST_PROJECT, free_port, port_open
+
+CSS = TEST_PROJECT / "testapp" / "static" / "testapp" / "app.css"
+VIEWS = TEST_PROJECT / "testapp" / "views.py"
+
+
+# -- helpers --------
+
+
+def wait_until(condition, timeout: float = 20.0, what: str = "condition", server=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(0.05)
+    log = f"\nserver log:\n{server.output}" if server is not None else ""
+    raise AssertionError(f"timed out waiting for {what}{log}")
+
+
+def status(url: str, method: str = "GET", **kwargs) -> int:
+    return requests.request(method, url, timeout=10, **kwargs).status_code
+
+
+def read_until(sock: socket.socket, buffer: bytes, marker: bytes, timeout: float) -> bytes:
+    """Read from ``sock`` until ``marker`` is in what was read; returns everything read."""
+    deadline = time.monotonic() + timeout
+    while marker not in buffer:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"{marker!r} did not arrive; got {buffer!r}")
+        sock.settimeout(remaining)
+        data = sock.recv(65536)
+        if not data:
+            raise AssertionError(f"connection closed before {marker!r}; got {buffer!r}")
+        buffer += data
+    return buffer
+
+
+def wait_for_log(server, pattern: str, timeout: float = 10.0) -> None:
+    wait_until(lambda: re.search(pattern, server.output), timeout, f"log line /{pattern}/", server)
+
+
+# -- 1. the WSGI pool --------
+
+
+def test_workers_bound_concurrency(serve, tmp_path):
+    server = serve("--workers", "2")
+    with concurrent.futures.ThreadPoolExecutor(6) as executor:
+        began = time.monotonic()
+        slow = list(
+            executor.map(
+                lambda _: requests.get(server.url("/slow/?seconds=1"), timeout=30), range(4)
+            )
+        )
+        elapsed = time.monotonic() - began
+        assert [r.status_code for r in slow] == [200] * 4
+        # Two workers: four one-second requests need at least two rounds.
+        assert elapsed >= 1.9, elapsed
+
+        gate = tmp_path / "open-workers"
+        held = [
+            executor.submit(requests.get, server.url(f"/gate/?file={gate}"), timeout=40)
+            for _ in range(6)
+        ]
+        time.sleep(0.5)
+        gate.touch()
+        responses = [future.result() for future in held]
+    assert [r.status_code for r in responses] == [200] * 6
+    names = {r.text for r in responses}
+    assert 1 <= len(names) <= 2, names
+
+
+def test_readiness_follows_requests_waiting_for_a_worker(serve, tmp_path):
+    server = serve("--workers", "1", "--req-queue-len", "2")
+    assert status(server.probe("/ready")) == 200
+    gate = tmp_path / "open-ready"
+    with concurrent.futures.ThreadPoolExecutor(3) as executor:
+        held = [
+            executor.submit(requests.get, server.url(f"/gate/?file={gate}"), timeout=40)
+            for _ in range(3)
+        ]
+        # One request runs, two wait for the worker: the backlog reaches the limit.
+        wait_until(
+            lambda: status(server.probe("/ready")) == 400,
+            20,
+            "readiness to fail while requests wait",
+            server,
+        )
+        not_ready = requests.get(server.probe("/ready"), timeout=10)
+        assert not_ready.status_code == 400
+        assert not_ready.headers["Cache-Control"] == "no-store"
+        assert status(server.probe("/alive")) == 200
+        gate.touch()
+        assert [future.result().status_code for future in held] == [200] * 3
+    wait_until(
+        lambda: status(server.probe("/ready")) == 200,
+        20,
+        "readiness to recover once the backlog drained",
+        server,
+    )
+
+
+def test_idle_keep_alive_connections_are_not_backlog(serve):
+    server = serve("--workers", "1", "--req-queue-len", "2")
+    connections = []
+    try:
+        for _ in range(30):
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            connection.request("GET", "/hello/")
+            response = connection.getresponse()
+            assert response.status == 200
+            assert response.read() == b"Hello from Hurricane"
+            assert not response.will_close  # the connection stays open, idle
+            connections.append(connection)
+        for _ in range(3):
+            ready = requests.get(server.probe("/ready"), timeout=10)
+            assert ready.status_code == 200, ready.text
+        assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+        # The idle connections are still usable.
+        connections[0].request("GET", "/hello/")
+        assert connections[0].getresponse().read() == b"Hello from Hurricane"
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+# -- 2. streaming, files, HEAD, errors --------
+
+
+def test_streaming_response_is_sent_as_produced(serve, tmp_path):
+    server = serve()
+    gate = tmp_path / "open-stream"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"GET /stream/?gate={gate} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        received = read_until(sock, b"", b"first chunk", 15)
+        assert received.startswith(b"HTTP/1.1 200")
+        # The view is still waiting for the gate, so the first chunk was not buffered.
+        assert not gate.exists()
+        assert b"second chunk" not in received
+        gate.touch()
+        received = read_until(sock, received, b"second chunk", 15)
+        if b"Transfer-Encoding: chunked" in received:
+            read_until(sock, received, b"\r\n0\r\n\r\n", 15)
+
+
+def test_file_response_head_and_errors(serve):
+    server = serve()
+    response = requests.get(server.url("/file/"), timeout=10)
+    assert response.status_code == 200
+    assert response.content == VIEWS.read_bytes()
+    assert response.headers["Content-Type"] == "text/x-python"
+
+    # HEAD: headers without a body; the next request on the same connection proves no
+    # stray body bytes were sent.
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        for path, length in (
+            ("/hello/", len("Hello from Hurricane")),
+            ("/file/", len(VIEWS.read_bytes())),
+        ):
+            connection.request("HEAD", path)
+            head = connection.getresponse()
+            assert head.status == 200
+            assert int(head.getheader("Content-Length")) == length
+            assert head.read() == b""
+            connection.request("GET", "/hello/")
+            after = connection.getresponse()
+            assert after.status == 200
+            assert after.read() == b"Hello from Hurricane"
+    finally:
+        connection.close()
+
+    assert status(server.url("/error/")) == 500
+    assert status(server.url("/stream-error/")) == 500
+    assert requests.get(server.url("/hello/"), timeout=10).text == "Hello from Hurricane"
+    assert server.process.poll() is None
+    wait_for_log(server, r"500 GET /error/")
+
+
+# -- 3. body limits --------
+
+
+def chunks(count: int, size: int = 1000):
+    for _ in range(count):
+        yield b"c" * size
+
+
+def test_bodies_within_max_body_size_pass(serve):
+    server = serve("--max-body-size", "1024")
+    small = requests.post(server.url("/echo/"), data=b"a" * 1000, timeout=10)
+    assert small.status_code == 200
+    assert small.json()["length"] == 1000
+    small_chunked = requests.post(server.url("/echo/"), data=chunks(3, 100), timeout=10)
+    assert small_chunked.status_code == 200
+    assert small_chunked.json()["length"] == 300
+
+
+def test_announced_body_over_max_body_size_gets_413(serve):
+    server = serve("--max-body-size", "1024")
+    too_big = requests.post(server.url("/echo/"), data=b"b" * 5000, timeout=10)
+    assert too_big.status_code == 413
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+    assert server.process.poll() is None
+    wait_for_log(server, r"413 POST /echo/")
+    assert "Traceback" not in server.output, server.output
+
+
+def test_chunked_body_over_max_body_size_is_refused(serve):
+    server = serve("--max-body-size", "1024")
+    try:
+        chunked = requests.post(server.url("/echo/"), data=chunks(20), timeout=10)
+    except requests.ConnectionError:
+        pass  # the server closed the connection while the body was still coming
+    else:
+        assert chunked.status_code == 413
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+    assert server.process.poll() is None
+    assert "Traceback" not in server.output, server.output
+    assert "200 POST /echo/" not in server.output
+
+
+def test_max_body_size_with_unit(serve):
+    server = serve("--max-body-size", "1k")
+    fits = requests.post(server.url("/echo/"), data=b"a" * 1024, timeout=10)
+    assert fits.status_code == 200
+    assert fits.json()["length"] == 1024
+    assert requests.post(server.url("/echo/"), data=b"a" * 1025, timeout=10).status_code == 413
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+
+
+# -- 4. static and media files --------
+
+
+def test_static_serves_collected_files(serve, tmp_path):
+    server = serve("--static", "--command", "collectstatic --noinput")
+    assert (tmp_path / "static" / "testapp" / "app.css").exists()
+    response = requests.get(server.url("/static/testapp/app.css"), timeout=10)
+    assert response.status_code == 200
+    assert response.content == CSS.read_bytes()
+    assert status(server.url("/static/testapp/missing.css")) == 404
+    assert status(server.url("/media/anything.txt")) == 404
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+
+
+def test_static_with_debug_uses_the_finders(serve, tmp_path):
+    server = serve("--static", env={"TEST_DEBUG": "1"})
+    response = requests.get(server.url("/static/testapp/app.css"), timeout=10)
+    assert response.status_code == 200
+    assert response.content == CSS.read_bytes()
+    assert not (tmp_path / "static").exists()  # nothing was collected
+
+
+def test_media_serves_media_root(serve, tmp_path):
+    media = tmp_path / "media" / "docs"
+    media.mkdir(parents=True)
+    (media / "note.txt").write_text("uploaded by a user\n")
+    server = serve("--media")
+    response = requests.get(server.url("/media/docs/note.txt"), timeout=10)
+    assert response.status_code == 200
+    assert response.text == "uploaded by a user\n"
+    assert status(server.url("/media/docs/missing.txt")) == 404
+    assert status(server.url("/static/testapp/app.css")) == 404
+
+
+def test_static_and_media_are_not_served_without_the_flags(serve, tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "note.txt").write_text("private\n")
+    server = serve("--command", "collectstatic --noinput")
+    assert (tmp_path / "static" / "testapp" / "app.css").exists()
+    assert status(server.url("/static/testapp/app.css")) == 404
+    assert status(server.url("/media/note.txt")) == 404
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+
+
+# -- 5. probes --------
+
+
+def test_custom_probe_and_metrics_paths(serve):
+    server = serve(
+        "--startup-probe",
+        "/s",
+        "--readiness-probe",
+        "ready/",
+        "--liveness-probe",
+        "/live/",
+        "--metrics",
+        "/prom",
+        wait=False,
+    )
+    wait_until(lambda: status(server.probe("/s")) == 200, 30, "the custom startup probe", server)
+    for path in ("/s", "/s/", "/ready", "/ready/", "/live", "/live/"):
+        response = requests.get(server.probe(path), timeout=10)
+        assert response.status_code == 200, (path, response.text)
+        assert response.headers["Cache-Control"] == "no-store"
+    for path in ("/startup", "/alive", "/metrics"):
+        assert status(server.probe(path)) == 404, path
+    metrics = requests.get(server.probe("/prom"), timeout=10)
+    assert metrics.status_code == 200
+    assert "request_counter" in metrics.text
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+
+
+def test_probes_on_the_app_port(serve):
+    port = free_port()
+    server = serve("--port", str(port), "--probe-port", str(port))
+    assert requests.get(server.url("/hello/"), timeout=10).text == "Hello from Hurricane"
+    for path in ("/startup", "/ready", "/alive/", "/metrics"):
+        assert status(server.url(path)) == 200, path
+    assert not port_open(port + 1)
+
+
+def test_no_metrics(serve):
+    server = serve("--no-metrics")
+    assert status(server.probe("/metrics")) == 404
+    assert status(server.probe("/ready")) == 200
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+
+
+def test_failing_checks_fail_the_right_probe(serve, tmp_path):
+    live_flag = tmp_path / "liveness-fails"
+    ready_flag = tmp_path / "readiness-fails"
+    server = serve(
+        env={"TEST_LIVENESS_FAIL_FLAG": str(live_flag), "TEST_READINESS_FAIL_FLAG": str(ready_flag)}
+    )
+    assert status(server.probe("/alive")) == 200
+    assert status(server.probe("/ready")) == 200
+
+    live_flag.touch()
+    alive = requests.get(server.probe("/alive"), timeout=10)
+    assert alive.status_code == 500
+    assert "liveness flag file exists" in alive.text
+    assert status(server.probe("/ready")) == 200
+    live_flag.unlink()
+    assert status(server.probe("/alive")) == 200
+
+    ready_flag.touch()
+    ready = requests.get(server.probe("/ready"), timeout=10)
+    assert ready.status_code == 400
+    assert "readiness flag file exists" in ready.text
+    assert status(server.probe("/alive")) == 200
+    ready_flag.unlink()
+    assert status(server.probe("/ready")) == 200
+
+
+def test_access_log_leaves_out_probes(serve):
+    server = serve()
+    for path in ("/ready", "/alive", "/startup"):
+        assert status(server.probe(path)) == 200
+    assert status(server.url("/hello/")) == 200
+    assert status(server.url("/no-such-page/")) == 404
+    assert status(server.url("/echo/"), "POST", data=b"x") == 200
+    wait_for_log(server, r"200 GET /hello/ \(127\.0\.0\.1\) \d+(\.\d+)?ms")
+    wait_for_log(server, r"404 GET /no-such-page/ .*\d+(\.\d+)?ms")
+    wait_for_log(server, r"200 POST /echo/ .*\d+(\.\d+)?ms")
+    output = server.output
+    for path in ("/ready", "/alive", "/startup"):
+        assert f"GET {path}" not in output, output
+
+
+def test_access_log_with_log_probes(serve):
+    server = serve(env={"TEST_LOG_PROBES": "1"})
+    assert status(server.probe("/ready")) == 200
+    assert status(server.probe("/alive")) == 200
+    assert status(server.url("/hello/")) == 200
+    wait_for_log(server, r"200 GET /ready")
+    wait_for_log(server, r"200 GET /alive")
+    wait_for_log(server, r"200 GET /hello/")
+
+
+# -- 6. debuggers --------
+
+
+def test_debugpy_listens_on_the_debugger_port(serve):
+    debugger_port = free_port()
+    server = serve("--debugger", "--debugger-port", str(debugger_port))
+    wait_until(lambda: port_open(debugger_port), 20, "debugpy to listen", server)
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+
+
+def test_pycharm_without_its_package_names_the_extra(serve):
+    pycharm_port = free_port()
+    server = serve("--pycharm-host", "127.0.0.1", "--pycharm-port", str(pycharm_port), wait=False)
+    assert server.wait_exit(30) != 0
+    lines = [line for line in server.output.splitlines() if line.strip()]
+    assert len(lines) == 1, server.output
+    assert "django-hurricane[pycharm]" in lines[0]
+    assert not port_open(server.port)
+    assert not port_open(server.probe_port)
+
+
+# -- 7. autoreload and --static-watch --------
+
+
+def copy_project(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    shutil.copytree(
+        TEST_PROJECT,
+        project,
+        ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", "staticfiles", "media"),
+    )
+    return project
+
+
+def serve_with_static_watch(serve, tmp_path: Path):
+    sources = tmp_path / "assets"
+    sources.mkdir()
+    (sources / "base.css").write_text("p { margin: 0; }\n")
+    server = serve(
+        "--autoreload",
+        "--static-watch",
+        str(sources),
+        cwd=copy_project(tmp_path),
+        env={"TEST_SETTINGS": json.dumps({"STATICFILES_DIRS": [str(sources)]})},
+    )
+    assert requests.get(server.url("/hello/"), timeout=10).text == "Hello from Hurricane"
+    wait_for_log(server, "Serving on port")
+    # Let the reloader take its first look at the files (it polls about once a second).
+    time.sleep(2.5)
+    return server, sources
+
+
+def test_autoreload_restarts_on_code_change(serve, tmp_path):
+    server, _ = serve_with_static_watch(serve, tmp_path)
+    views = tmp_path / "project" / "testapp" / "views.py"
+    views.write_text(views.read_text().replace('"Hello from Hurricane"', '"Hello, reloaded"'))
+    wait_until(
+        lambda: requests.get(server.url("/hello/"), timeout=2).text == "Hello, reloaded",
+        30,
+        "the restarted server to serve the new code",
+        server,
+    )
+    assert server.output.count("Serving on port") >= 2, server.output
+    assert server.process.poll() is None
+
+
+def test_static_watch_collects_a_new_file_without_restart(serve, tmp_path):
+    server, sources = serve_with_static_watch(serve, tmp_path)
+    static_root = tmp_path / "static"
+    (sources / "added.css").write_text("h1 { color: red; }\n")
+    wait_until(
+        lambda: (static_root / "added.css").exists(),
+        20,
+        "the new static file to be collected",
+        server,
+    )
+    assert (static_root / "added.css").read_text() == "h1 { color: red; }\n"
+    assert server.output.count("Serving on port") == 1, server.output
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
