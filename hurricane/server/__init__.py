@@ -21,6 +21,9 @@ def run_server(options: Options) -> int:
     from hurricane.server.runtime import Server, configure_logging
 
     configure_logging(options.debug)
+    for name, source in options.sources.items():
+        if source != "default":
+            logger.debug("Option %s = %r (from %s)", name, getattr(options, name), source)
     if options.static_watch and not options.autoreload:
         logger.warning("--static-watch works with --autoreload only; ignoring it")
     if not options.autoreload:
