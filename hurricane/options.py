@@ -239,6 +239,14 @@ PROBE_OPTIONS: tuple[Option, ...] = (
         metavar="URL",
     ),
     Option(
+        "webhook_secret",
+        parse_text,
+        None,
+        "Sign each webhook with HMAC-SHA256 of its body under this secret (better given "
+        "as the setting or environment variable than on the command line).",
+        metavar="SECRET",
+    ),
+    Option(
         "max_lifetime",
         positive_int,
         None,

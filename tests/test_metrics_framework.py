@@ -4,10 +4,11 @@ import threading
 
 import pytest
 
+import hurricane
 from hurricane.metrics import registry
 from hurricane.metrics.base import AverageMetric, CounterMetric, StoredMetric
 from hurricane.metrics.exceptions import MetricIdAlreadyRegistered
-from hurricane.metrics.exposition import make_registry, render
+from hurricane.metrics.exposition import HttpMetrics
 from hurricane.metrics.requests import RequestCounterMetric
 
 
@@ -63,8 +64,8 @@ def test_duplicate_code_is_refused():
 def test_custom_metrics_are_exported():
     OrdersMetric.increment()
     TemperatureMetric.set(4)
-    text = render(make_registry()).decode()
+    text = HttpMetrics(backlog=lambda: 0, in_flight=lambda: 0).render().decode()
     assert "test_orders_total 1.0" in text
     assert "test_temperature 4.0" in text
-    assert 'hurricane_info{version="' in text
+    assert 'version="' + hurricane.__version__ + '"' in text and "hurricane_info{" in text
     assert "process_resident_memory_bytes" in text

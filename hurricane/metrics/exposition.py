@@ -1,29 +1,66 @@
-"""Prometheus exposition of Hurricane's metrics, written with prometheus_client."""
+"""Prometheus exposition, written with prometheus_client.
+
+The endpoint shows, in one scrape:
+
+- Hurricane's HTTP metrics under conventional names (:class:`HttpMetrics`);
+- the documented metrics of :mod:`hurricane.metrics.registry`, built-in and custom,
+  under the names users of the original library chart (``request_counter_total``...);
+- whatever the project registered in prometheus_client's default registry, which
+  also holds the process, platform and garbage-collector metrics.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import platform
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+import django
+import tornado
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
 
 import hurricane
 from hurricane.metrics.registry import registry as metrics_registry
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+# Any other method a client invents is counted as "other": labels must stay bounded.
+KNOWN_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+)
+UNMATCHED = "unmatched"
+
+
+@functools.lru_cache(maxsize=4096)
+def route_of(path_info: str) -> str:
+    """The URL pattern Django matches for a path (``api/items/<int:pk>/``), or
+    ``unmatched``; ``/`` for the empty root pattern. Cached: the lookup runs once
+    per distinct path, in the worker thread, off the event loop."""
+    from django.urls import Resolver404, resolve
+
+    try:
+        match = resolve(path_info)
+    except Resolver404:
+        return UNMATCHED
+    except Exception:  # a broken URLconf answers 500 anyway; keep the label bounded
+        return UNMATCHED
+    return match.route or "/"
+
 
 class StoredMetricsCollector:
     """Exports every metric of the documented registry (built-in and custom)."""
 
     def collect(self) -> Iterator:
-        yield InfoMetricFamily(
-            "hurricane", "Hurricane build information", value={"version": hurricane.__version__}
-        )
         for code, metric in list(metrics_registry.metrics.items()):
             value = metric.get() if hasattr(metric, "get_value") else metric.value
             if isinstance(value, bool):
@@ -37,14 +74,64 @@ class StoredMetricsCollector:
                 yield GaugeMetricFamily(code, description, value=value)
 
 
-def make_registry() -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
-    registry.register(StoredMetricsCollector())
-    return registry
+class DefaultRegistryCollector:
+    """prometheus_client's default registry: process metrics and the project's own."""
+
+    def collect(self) -> Iterator:
+        return REGISTRY.collect()
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)
+class HttpMetrics:
+    """The server's metrics with conventional names and units, in a registry of
+    their own (so several servers can live in one process, e.g. in tests)."""
+
+    def __init__(self, backlog: Callable[[], float], in_flight: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "hurricane_http_requests",
+            "App requests answered, by method, status and matched URL pattern.",
+            ["method", "status", "route"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "hurricane_http_request_duration_seconds",
+            "Time from the request's headers to the end of its response.",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        in_flight_gauge = Gauge(
+            "hurricane_http_requests_in_flight",
+            "Requests on the app port being read, waiting, run or written.",
+            registry=self.registry,
+        )
+        in_flight_gauge.set_function(in_flight)
+        backlog_gauge = Gauge(
+            "hurricane_http_request_backlog",
+            "App requests waiting for a free worker thread.",
+            registry=self.registry,
+        )
+        backlog_gauge.set_function(backlog)
+        self.startup = Gauge(
+            "hurricane_startup_duration_seconds",
+            "Seconds from the start of serve until the app port listened.",
+            registry=self.registry,
+        )
+        Info("hurricane", "Hurricane and its platform.", registry=self.registry).info(
+            {
+                "version": hurricane.__version__,
+                "django": django.get_version(),
+                "tornado": tornado.version,
+                "python": platform.python_version(),
+            }
+        )
+        self.registry.register(StoredMetricsCollector())
+        self.registry.register(DefaultRegistryCollector())
+
+    def observe(self, method: str, status: int, route: str, seconds: float) -> None:
+        if method not in KNOWN_METHODS:
+            method = "other"
+        self.requests.labels(method, str(status), route).inc()
+        self.duration.labels(method, route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

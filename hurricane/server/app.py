@@ -123,6 +123,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         "status",
         "done",
         "streaming",
+        "route",
     )
 
     def __init__(
@@ -138,6 +139,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         self.done = False
         self.streaming = False
         self.status = 0
+        self.route = "unmatched"  # until the worker names the matched URL pattern
 
     # -- reading the request (on the loop) ----------------------------------------------
 
@@ -334,6 +336,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
                 self.status,
                 self.conn.context.remote_ip,
                 time.perf_counter() - self.started,
+                self.route,
             )
 
 

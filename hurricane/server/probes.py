@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from django.conf import settings
 
-from hurricane.metrics.requests import HealthMetric, ReadinessMetric
 from hurricane.server.app import log_tornado_request
 from hurricane.server.wsgi import WorkerPool
 
@@ -139,11 +138,11 @@ class DjangoLivenessHandler(ProbeHandler):
     async def probe(self) -> None:
         state = self.state
         if state.max_lifetime and state.requests_served >= state.max_lifetime:
-            state.report_liveness(False)
+            state.report_liveness(False, ["max lifetime reached"])
             self.answer(400, f"max lifetime of {state.max_lifetime} requests reached")
             return
         errors = await state.checks.run("liveness", liveness_errors)
-        state.report_liveness(not errors)
+        state.report_liveness(not errors, errors)
         if errors:
             self.answer(500, "\n".join(errors))
         else:
@@ -154,7 +153,7 @@ class DjangoReadinessHandler(ProbeHandler):
     async def probe(self) -> None:
         state = self.state
         if state.draining:
-            state.report_readiness(False)
+            state.report_readiness(False, ["draining"])
             self.answer(503, "draining")
             return
         if not state.started:
@@ -162,11 +161,11 @@ class DjangoReadinessHandler(ProbeHandler):
             return
         backlog = state.backlog()
         if backlog >= state.req_queue_len:
-            state.report_readiness(False)
+            state.report_readiness(False, [f"{backlog} requests wait for a worker"])
             self.answer(400, f"{backlog} requests wait for a worker (limit {state.req_queue_len})")
             return
         errors = await state.checks.run("readiness", readiness_errors)
-        state.report_readiness(not errors)
+        state.report_readiness(not errors, errors)
         if errors:
             self.answer(400, "\n".join(errors))
         else:
@@ -178,15 +177,15 @@ DjangoProbeHandler = ProbeHandler
 
 
 class MetricsHandler(tornado.web.RequestHandler):
-    def initialize(self, registry: Any) -> None:
-        self.registry = registry
+    def initialize(self, metrics: Any) -> None:
+        self.metrics = metrics
 
     def get(self) -> None:
-        from hurricane.metrics.exposition import CONTENT_TYPE, render
+        from hurricane.metrics.exposition import CONTENT_TYPE
 
         self.set_header("Content-Type", CONTENT_TYPE)
         self.set_header("Cache-Control", "no-store")
-        self.finish(render(self.registry))
+        self.finish(self.metrics.render())
 
     head = get
 
@@ -201,17 +200,15 @@ def log_probe_request(handler: tornado.web.RequestHandler) -> None:
         log_tornado_request(handler)
 
 
-def make_probe_application(
-    state: ServerState, options: Any, metrics_registry: Any = None
-) -> tornado.web.Application:
+def make_probe_application(state: ServerState, options: Any) -> tornado.web.Application:
     handlers: list[Any] = [
         (_path_pattern(options.startup_probe), DjangoStartupHandler, {"state": state}),
         (_path_pattern(options.readiness_probe), DjangoReadinessHandler, {"state": state}),
         (_path_pattern(options.liveness_probe), DjangoLivenessHandler, {"state": state}),
     ]
-    if metrics_registry is not None:
+    if state.http_metrics is not None:
         handlers.append(
-            (_path_pattern(options.metrics), MetricsHandler, {"registry": metrics_registry})
+            (_path_pattern(options.metrics), MetricsHandler, {"metrics": state.http_metrics})
         )
     return tornado.web.Application(
         handlers, debug=options.debug, autoreload=False, log_function=log_probe_request
@@ -223,10 +220,3 @@ def probe_paths(options: Any, with_metrics: bool) -> frozenset[str]:
     if with_metrics:
         paths.add(options.metrics)
     return frozenset(paths)
-
-
-def record_health(alive: bool | None = None, ready: bool | None = None) -> None:
-    if alive is not None:
-        HealthMetric.set(int(alive))
-    if ready is not None:
-        ReadinessMetric.set(int(ready))

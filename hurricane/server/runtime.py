@@ -18,9 +18,17 @@ from typing import Any
 from tornado import netutil
 from tornado.httpserver import HTTPServer
 
+from hurricane.metrics.requests import (
+    HealthMetric,
+    ReadinessMetric,
+    RequestCounterMetric,
+    RequestQueueLengthMetric,
+    ResponseTimeAverageMetric,
+    StartupTimeMetric,
+)
 from hurricane.options import Options
 from hurricane.server.app import AppHTTPServer, RequestRouter, log_access, log_tornado_request
-from hurricane.server.probes import ProbeChecks, make_probe_application, probe_paths, record_health
+from hurricane.server.probes import ProbeChecks, make_probe_application, probe_paths
 from hurricane.server.startup import StartupFailed, run_startup_tasks
 from hurricane.server.wsgi import HurricaneWSGIContainer, WorkerPool
 
@@ -65,6 +73,7 @@ class ServerState:
         self.req_queue_len: int = options.req_queue_len
         self.metrics_enabled = not options.no_metrics
         self.webhook_url: str | None = options.webhook_url
+        self.webhook_secret: str | None = options.webhook_secret
         self.started = False  # start-up tasks done and the app port listens
         self.serving = False  # app requests are answered
         self.draining = False
@@ -74,8 +83,16 @@ class ServerState:
         self.all_done.set()
         self.checks = ProbeChecks()
         self.backlog = lambda: 0
-        self.alive: bool | None = None
-        self.ready: bool | None = None
+        self.http_metrics = None
+        if self.metrics_enabled:
+            from hurricane.metrics.exposition import HttpMetrics
+
+            self.http_metrics = HttpMetrics(
+                backlog=lambda: self.backlog(), in_flight=lambda: len(self.in_flight)
+            )
+        # A process that runs is alive; it is not ready until a probe says so. Webhooks
+        # go out on changes from these.
+        self.probe_states = {"liveness": True, "readiness": False}
 
     def request_began(self, request_conn: Any, server_conn: Any) -> None:
         self.in_flight[request_conn] = server_conn
@@ -89,45 +106,62 @@ class ServerState:
         return True
 
     def app_request_done(
-        self, start_line: Any, status: int, remote_ip: str, duration: float
+        self, start_line: Any, status: int, remote_ip: str, duration: float, route: str
     ) -> None:
         self.requests_served += 1
         log_access(status, start_line.method, start_line.path, remote_ip, duration)
-        if self.metrics_enabled:
-            from hurricane.metrics.requests import RequestCounterMetric, ResponseTimeAverageMetric
-
+        if self.http_metrics is not None:
+            self.http_metrics.observe(start_line.method, status, route, duration)
             RequestCounterMetric.increment()
             ResponseTimeAverageMetric.add_value(duration)
+
+    def mark_started(self, seconds: float) -> None:
+        """Start-up is done and the app port listens: the startup probe turns 200."""
+        self.started = True
+        self.serving = True
+        StartupTimeMetric.set(seconds)
+        if self.http_metrics is not None:
+            self.http_metrics.startup.set(seconds)
+        self._webhook("startup", True, info={"startup_seconds": round(seconds, 3)})
 
     def busy_connections(self) -> set:
         return set(self.in_flight.values())
 
-    def report_liveness(self, alive: bool) -> None:
-        if self.metrics_enabled:
-            record_health(alive=alive)
-        if alive != self.alive:
-            if self.alive is not None:
-                logger.warning("Liveness changed: %s", "alive" if alive else "failing")
-            self.alive = alive
-            self._webhook("liveness", alive)
+    def report_liveness(self, alive: bool, problems: list[str] | None = None) -> None:
+        self._report("liveness", alive, problems)
 
-    def report_readiness(self, ready: bool) -> None:
-        if self.metrics_enabled:
-            record_health(ready=ready)
-        if ready != self.ready:
-            if self.ready is not None:
-                logger.info("Readiness changed: %s", "ready" if ready else "not ready")
-            self.ready = ready
-            self._webhook("readiness", ready)
+    def report_readiness(self, ready: bool, problems: list[str] | None = None) -> None:
+        self._report("readiness", ready, problems)
 
-    def _webhook(self, code: str, ok: bool, error_trace: str | None = None) -> Any:
+    def _report(self, probe: str, ok: bool, problems: list[str] | None) -> None:
+        """Record a probe's answer; log and send a webhook only when it changed."""
+        if self.metrics_enabled:
+            (HealthMetric if probe == "liveness" else ReadinessMetric).set(int(ok))
+        if self.probe_states[probe] == ok:
+            return
+        self.probe_states[probe] = ok
+        if ok:
+            logger.info("%s: passing again", probe.capitalize())
+        else:
+            logger.warning("%s: failing: %s", probe.capitalize(), "; ".join(problems or []))
+        self._webhook(probe, ok, info={"problems": problems or []})
+
+    def _webhook(
+        self,
+        code: str,
+        ok: bool,
+        error_trace: str | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> Any:
         if not self.webhook_url:
             return None
         from hurricane.webhooks import registry
         from hurricane.webhooks.base import WebhookStatus
 
         status = WebhookStatus.SUCCEEDED if ok else WebhookStatus.FAILED
-        return registry.get(code).run(self.webhook_url, status, error_trace)
+        return registry.get(code).run(
+            self.webhook_url, status, error_trace, info=info, secret=self.webhook_secret
+        )
 
 
 async def wait_for_delivery(delivery: Any) -> None:
@@ -216,12 +250,7 @@ class Server:
         if self.app_server is None:
             self.open_app_port(inherited)
         self.attach_application(loop)
-        self.state.started = True
-        self.state.serving = True
-        from hurricane.metrics.requests import StartupTimeMetric
-
-        StartupTimeMetric.set(time.monotonic() - self.began)
-        self.state._webhook("startup", True)
+        self.state.mark_started(time.monotonic() - self.began)
         probes = "off" if self.options.no_probe else f"port {self.probe_port}"
         logger.info(
             "Serving on port %d (probes: %s, %d workers)%s",
@@ -243,13 +272,8 @@ class Server:
         self.probe_paths: frozenset[str] = frozenset()
         if options.no_probe:
             return
-        metrics_registry = None
-        if not options.no_metrics:
-            from hurricane.metrics.exposition import make_registry
-
-            metrics_registry = make_registry()
-        self.probe_app = make_probe_application(self.state, options, metrics_registry)
-        self.probe_paths = probe_paths(options, metrics_registry is not None)
+        self.probe_app = make_probe_application(self.state, options)
+        self.probe_paths = probe_paths(options, self.state.http_metrics is not None)
         if self.same_port:
             # The app port opens now, answering probes; app requests get 503 until
             # start-up is done.
@@ -307,8 +331,6 @@ class Server:
         options = self.options
         self.pool = WorkerPool(options.workers)
         self.state.backlog = lambda: self.pool.backlog
-        from hurricane.metrics.requests import RequestQueueLengthMetric
-
         RequestQueueLengthMetric.backlog_source = self.state.backlog
         file_app, prefixes = make_file_application(options)
         self.router = RequestRouter(
@@ -328,8 +350,13 @@ class Server:
         self.app_server.add_sockets(bind_port(self.port, "--port", inherited))
 
     def attach_application(self, loop: asyncio.AbstractEventLoop) -> None:
+        from hurricane.metrics.exposition import route_of
+
         self.router.container = HurricaneWSGIContainer(
-            self.build_wsgi_application(), self.pool, loop
+            self.build_wsgi_application(),
+            self.pool,
+            loop,
+            route_of=route_of if self.state.http_metrics is not None else None,
         )
 
     # -- signals, drain, exit ---------------------------------------------------------------

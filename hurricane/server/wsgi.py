@@ -122,6 +122,8 @@ class ResponseSink:
     """What the worker hands its results to; implemented on the loop side by the
     app server's request delegate."""
 
+    route: str = ""
+
     def send_whole(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
         raise NotImplementedError
 
@@ -147,11 +149,17 @@ class HurricaneWSGIContainer:
     """Runs a WSGI application for one request at a time per worker thread."""
 
     def __init__(
-        self, wsgi_application: Callable, pool: WorkerPool, loop: asyncio.AbstractEventLoop
+        self,
+        wsgi_application: Callable,
+        pool: WorkerPool,
+        loop: asyncio.AbstractEventLoop,
+        route_of: Callable[[str], str] | None = None,
     ) -> None:
         self.wsgi_application = wsgi_application
         self.pool = pool
         self.loop = loop
+        # Names the URL pattern a request matched, for the metrics' route label.
+        self.route_of = route_of
 
     def submit(self, environ: dict[str, Any], sink: ResponseSink) -> None:
         self.pool.submit(self._run, environ, sink)
@@ -169,6 +177,8 @@ class HurricaneWSGIContainer:
             response["status"], response["headers"] = status, headers
             return written.append  # the legacy write() callable
 
+        if self.route_of is not None:
+            sink.route = self.route_of(environ["PATH_INFO"])
         try:
             result = self.wsgi_application(environ, start_response)
         except Exception:

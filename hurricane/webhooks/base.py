@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
-import os
+import queue
 import socket
 import threading
 import time
@@ -24,6 +24,7 @@ logger = logging.getLogger("hurricane.webhooks")
 SIGNATURE_HEADER = "X-Hurricane-Signature"
 TIMEOUT_SECONDS = 5.0
 ATTEMPTS = 3
+BACKOFF_SECONDS = 0.5
 
 
 class WebhookStatus(enum.Enum):
@@ -40,7 +41,6 @@ class Webhook:
     def __init__(self, code: str | None = None) -> None:
         if code:
             self.code = code
-        self.data: dict[str, Any] = {}
 
     @classmethod
     def get_from_registry(cls) -> Webhook:
@@ -49,10 +49,12 @@ class Webhook:
         return registry.get(cls.code)
 
     def get_info(self) -> dict[str, Any]:
-        """Extra facts sent in the ``info`` field; override to add your own."""
+        """Facts every webhook of this kind carries in ``info``; override to add yours."""
         return {}
 
-    def build_payload(self, status: WebhookStatus, error_trace: str | None) -> dict[str, Any]:
+    def build_payload(
+        self, status: WebhookStatus, error_trace: str | None, info: dict[str, Any] | None
+    ) -> dict[str, Any]:
         from django.conf import settings
 
         payload: dict[str, Any] = {
@@ -61,7 +63,7 @@ class Webhook:
             "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "podname": socket.gethostname(),
             "version": getattr(settings, "HURRICANE_VERSION", None),
-            "info": self.get_info(),
+            "info": {**self.get_info(), **(info or {})},
         }
         if error_trace:
             payload["traceback"] = error_trace
@@ -74,41 +76,82 @@ class Webhook:
         error_trace: str | None = None,
         close_loop: bool = False,
         loop: Any = None,
+        info: dict[str, Any] | None = None,
+        secret: str | None = None,
     ) -> concurrent.futures.Future:
-        """Send the webhook in the background; the returned future says whether it was
-        delivered (``close_loop`` and ``loop`` are accepted for compatibility: sending
-        never touches the event loop)."""
-        body = json.dumps(self.build_payload(status, error_trace)).encode()
+        """Queue the webhook for sending and return at once.
+
+        The returned future becomes True once a receiver accepted it (2xx), False
+        after the last failed attempt. ``close_loop`` and ``loop`` are accepted for
+        compatibility with the original library: sending never touches an event loop.
+        With ``secret``, the body is signed (:data:`SIGNATURE_HEADER`).
+        """
+        body = json.dumps(self.build_payload(status, error_trace, info)).encode()
+        return sender.send(url, body, self.code, secret)
+
+
+class WebhookSender:
+    """One daemon thread sends every webhook in order, so a receiver sees state
+    changes in the order they happened; a receiver that is down or slow delays only
+    other webhooks, never serving."""
+
+    def __init__(self, max_queued: int = 100) -> None:
+        self.queue: queue.Queue = queue.Queue(max_queued)
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def send(
+        self, url: str, body: bytes, code: str, secret: str | None
+    ) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
-        threading.Thread(
-            target=_deliver,
-            args=(url, body, self.code, future),
-            name="hurricane-webhook",
-            daemon=True,
-        ).start()
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self._work, name="hurricane-webhooks", daemon=True
+                )
+                self.thread.start()
+        try:
+            self.queue.put_nowait((url, body, code, secret, future))
+        except queue.Full:
+            logger.warning("Webhook %s dropped: %d webhooks wait already", code, self.queue.maxsize)
+            future.set_result(False)
         return future
 
+    def _work(self) -> None:
+        while True:
+            url, body, code, secret, future = self.queue.get()
+            try:
+                future.set_result(deliver(url, body, code, secret))
+            except Exception as error:  # never let the sender thread die
+                logger.exception("Webhook %s could not be sent", code)
+                future.set_exception(error)
 
-def _deliver(url: str, body: bytes, code: str, future: concurrent.futures.Future) -> None:
+
+def signature(secret: str, body: bytes) -> str:
+    """The value of :data:`SIGNATURE_HEADER`: ``sha256=`` and the hex HMAC of the body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
     import requests
 
-    headers = {"Content-Type": "application/json"}
-    secret = os.environ.get("HURRICANE_WEBHOOK_SECRET")
+    headers = {"Content-Type": "application/json", "User-Agent": "hurricane-webhooks"}
     if secret:
-        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        headers[SIGNATURE_HEADER] = f"sha256={digest}"
+        headers[SIGNATURE_HEADER] = signature(secret, body)
     problem = ""
     for attempt in range(ATTEMPTS):
         try:
             response = requests.post(url, data=body, headers=headers, timeout=TIMEOUT_SECONDS)
             if 200 <= response.status_code < 300:
                 logger.info("Webhook %s sent to %s", code, url)
-                future.set_result(True)
-                return
+                return True
             problem = f"answered {response.status_code}"
         except requests.RequestException as error:
-            problem = f"failed: {error.__class__.__name__}"
+            problem = f"failed ({error.__class__.__name__})"
         if attempt + 1 < ATTEMPTS:
-            time.sleep(0.5 * 2**attempt)
+            time.sleep(BACKOFF_SECONDS * 2**attempt)
     logger.warning("Webhook %s to %s %s after %d attempts", code, url, problem, ATTEMPTS)
-    future.set_result(False)
+    return False
+
+
+sender = WebhookSender()
