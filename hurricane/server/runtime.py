@@ -122,7 +122,7 @@ class ServerState:
         StartupTimeMetric.set(seconds)
         if self.http_metrics is not None:
             self.http_metrics.startup.set(seconds)
-        self._webhook("startup", True, info={"startup_seconds": round(seconds, 3)})
+        self.send_webhook("startup", True, info={"startup_seconds": round(seconds, 3)})
 
     def busy_connections(self) -> set:
         return set(self.in_flight.values())
@@ -144,9 +144,9 @@ class ServerState:
             logger.info("%s: passing again", probe.capitalize())
         else:
             logger.warning("%s: failing: %s", probe.capitalize(), "; ".join(problems or []))
-        self._webhook(probe, ok, info={"problems": problems or []})
+        self.send_webhook(probe, ok, info={"problems": problems or []})
 
-    def _webhook(
+    def send_webhook(
         self,
         code: str,
         ok: bool,
@@ -207,7 +207,8 @@ def resident_memory_mb() -> float:
 
 
 class Server:
-    """``startup()``, ``main_loop()``, ``shutdown()`` of one ``serve`` process."""
+    """One ``serve`` process: ``main()`` starts the probes, runs the start-up tasks,
+    opens the app port and waits; ``on_signal()`` and ``drain()`` end it."""
 
     def __init__(self, options: Options, handle_signals: bool = True) -> None:
         self.options = options
@@ -223,7 +224,6 @@ class Server:
         self.probe_server: HTTPServer | None = None
         self.pool: WorkerPool | None = None
         self.stopping: asyncio.Future | None = None
-        self.restart_requested = False
 
     def run(self) -> int:
         return asyncio.run(self.main())
@@ -249,7 +249,11 @@ class Server:
             return self.exit_code
         if self.app_server is None:
             self.open_app_port(inherited)
-        self.attach_application(loop)
+        try:
+            self.attach_application(loop)
+        except Exception:
+            await self.fail_startup("Loading the WSGI application failed", traceback.format_exc())
+            return self.exit_code
         self.state.mark_started(time.monotonic() - self.began)
         probes = "off" if self.options.no_probe else f"port {self.probe_port}"
         logger.info(
@@ -298,21 +302,21 @@ class Server:
                 self.stop_startup,
             )
         except StartupFailed as failure:
-            logger.error("Start-up failed: %s", failure)
             trace = "".join(traceback.format_exception(failure.__cause__ or failure))
-            delivery = self.state._webhook("startup", False, trace)
-            await wait_for_delivery(delivery)
-            self.exit_code = 1
+            await self.fail_startup(f"Start-up failed: {failure}", trace)
             return False
         except Exception:
-            logger.exception("Start-up failed")
-            delivery = self.state._webhook("startup", False, traceback.format_exc())
-            await wait_for_delivery(delivery)
-            self.exit_code = 1
+            await self.fail_startup("Start-up failed", traceback.format_exc())
             return False
         if not done:
             logger.info("Stopped during start-up")
         return done
+
+    async def fail_startup(self, message: str, trace: str) -> None:
+        """Log, send the failure webhook (waiting a bounded time for it), exit 1."""
+        logger.error("%s\n%s", message, trace.rstrip())
+        await wait_for_delivery(self.state.send_webhook("startup", False, trace))
+        self.exit_code = 1
 
     def build_wsgi_application(self) -> Any:
         from django.conf import settings
