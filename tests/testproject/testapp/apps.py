@@ -5,4 +5,4 @@ class TestappConfig(AppConfig):
     name = "testapp"
 
     def ready(self) -> None:
-        from testapp import checks  # noqa: F401
+        from testapp import checks, metrics  # noqa: F401

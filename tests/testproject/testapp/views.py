@@ -91,3 +91,11 @@ def stream_error(request):
         yield b"never"
 
     return StreamingHttpResponse(chunks(), content_type="text/plain")
+
+
+def thing(request, pk):
+    from testapp.metrics import ThingsViewedMetric, things_viewed
+
+    ThingsViewedMetric.increment()
+    things_viewed.inc()
+    return JsonResponse({"pk": pk})

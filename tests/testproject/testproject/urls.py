@@ -3,6 +3,7 @@ from django.urls import path
 from testapp import views
 
 urlpatterns = [
+    path("things/<int:pk>/", views.thing),
     path("hello/", views.hello),
     path("slow/", views.slow),
     path("stream/", views.stream),
