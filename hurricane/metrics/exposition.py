@@ -81,12 +81,40 @@ class DefaultRegistryCollector:
         return REGISTRY.collect()
 
 
-class HttpMetrics:
-    """The server's metrics with conventional names and units, in a registry of
-    their own (so several servers can live in one process, e.g. in tests)."""
+class ProcessMetrics:
+    """What every Hurricane process exposes, in a registry of its own (so several
+    servers can live in one process, e.g. in tests): the start-up time, the info
+    metric, the documented registry and prometheus_client's default registry."""
+
+    startup_help = "Seconds from the start of the process until it served."
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.startup = Gauge(
+            "hurricane_startup_duration_seconds", self.startup_help, registry=self.registry
+        )
+        Info("hurricane", "Hurricane and its platform.", registry=self.registry).info(
+            {
+                "version": hurricane.__version__,
+                "django": django.get_version(),
+                "tornado": tornado.version,
+                "python": platform.python_version(),
+            }
+        )
+        self.registry.register(StoredMetricsCollector())
+        self.registry.register(DefaultRegistryCollector())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class HttpMetrics(ProcessMetrics):
+    """The app server's metrics, with conventional names and units."""
+
+    startup_help = "Seconds from the start of serve until the app port listened."
 
     def __init__(self, backlog: Callable[[], float], in_flight: Callable[[], float]) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
+        super().__init__()
         self.requests = Counter(
             "hurricane_http_requests",
             "App requests answered, by method, status and matched URL pattern.",
@@ -111,27 +139,9 @@ class HttpMetrics:
             registry=self.registry,
         )
         backlog_gauge.set_function(backlog)
-        self.startup = Gauge(
-            "hurricane_startup_duration_seconds",
-            "Seconds from the start of serve until the app port listened.",
-            registry=self.registry,
-        )
-        Info("hurricane", "Hurricane and its platform.", registry=self.registry).info(
-            {
-                "version": hurricane.__version__,
-                "django": django.get_version(),
-                "tornado": tornado.version,
-                "python": platform.python_version(),
-            }
-        )
-        self.registry.register(StoredMetricsCollector())
-        self.registry.register(DefaultRegistryCollector())
 
     def observe(self, method: str, status: int, route: str, seconds: float) -> None:
         if method not in KNOWN_METHODS:
             method = "other"
         self.requests.labels(method, str(status), route).inc()
         self.duration.labels(method, route).observe(seconds)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

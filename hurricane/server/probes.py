@@ -21,7 +21,7 @@ from hurricane.server.app import log_tornado_request
 from hurricane.server.wsgi import WorkerPool
 
 if TYPE_CHECKING:
-    from hurricane.server.runtime import ServerState
+    from hurricane.server.state import ProbeState
 
 logger = logging.getLogger("hurricane.probes")
 
@@ -94,9 +94,9 @@ class ProbeChecks:
 class ProbeHandler(tornado.web.RequestHandler):
     """Common ground of the three probes: GET, HEAD and POST; never cached."""
 
-    state: ServerState
+    state: ProbeState
 
-    def initialize(self, state: ServerState) -> None:
+    def initialize(self, state: ProbeState) -> None:
         self.state = state
 
     def set_default_headers(self) -> None:
@@ -137,9 +137,9 @@ class DjangoStartupHandler(ProbeHandler):
 class DjangoLivenessHandler(ProbeHandler):
     async def probe(self) -> None:
         state = self.state
-        if state.max_lifetime and state.requests_served >= state.max_lifetime:
+        if state.max_lifetime and state.lifetime_used() >= state.max_lifetime:
             state.report_liveness(False, ["max lifetime reached"])
-            self.answer(400, f"max lifetime of {state.max_lifetime} requests reached")
+            self.answer(400, f"max lifetime of {state.max_lifetime} {state.lifetime_unit} reached")
             return
         errors = await state.checks.run("liveness", liveness_errors)
         state.report_liveness(not errors, errors)
@@ -159,10 +159,10 @@ class DjangoReadinessHandler(ProbeHandler):
         if not state.started:
             self.answer(400, "starting")
             return
-        backlog = state.backlog()
-        if backlog >= state.req_queue_len:
-            state.report_readiness(False, [f"{backlog} requests wait for a worker"])
-            self.answer(400, f"{backlog} requests wait for a worker (limit {state.req_queue_len})")
+        reason = state.not_ready_reason()
+        if reason:
+            state.report_readiness(False, [reason])
+            self.answer(400, reason)
             return
         errors = await state.checks.run("readiness", readiness_errors)
         state.report_readiness(not errors, errors)
@@ -200,15 +200,15 @@ def log_probe_request(handler: tornado.web.RequestHandler) -> None:
         log_tornado_request(handler)
 
 
-def make_probe_application(state: ServerState, options: Any) -> tornado.web.Application:
+def make_probe_application(state: ProbeState, options: Any) -> tornado.web.Application:
     handlers: list[Any] = [
         (_path_pattern(options.startup_probe), DjangoStartupHandler, {"state": state}),
         (_path_pattern(options.readiness_probe), DjangoReadinessHandler, {"state": state}),
         (_path_pattern(options.liveness_probe), DjangoLivenessHandler, {"state": state}),
     ]
-    if state.http_metrics is not None:
+    if state.metrics is not None:
         handlers.append(
-            (_path_pattern(options.metrics), MetricsHandler, {"metrics": state.http_metrics})
+            (_path_pattern(options.metrics), MetricsHandler, {"metrics": state.metrics})
         )
     return tornado.web.Application(
         handlers, debug=options.debug, autoreload=False, log_function=log_probe_request

@@ -19,17 +19,15 @@ from tornado import netutil
 from tornado.httpserver import HTTPServer
 
 from hurricane.metrics.requests import (
-    HealthMetric,
-    ReadinessMetric,
     RequestCounterMetric,
     RequestQueueLengthMetric,
     ResponseTimeAverageMetric,
-    StartupTimeMetric,
 )
 from hurricane.options import Options
 from hurricane.server.app import AppHTTPServer, RequestRouter, log_access, log_tornado_request
-from hurricane.server.probes import ProbeChecks, make_probe_application, probe_paths
+from hurricane.server.probes import make_probe_application, probe_paths
 from hurricane.server.startup import StartupFailed, run_startup_tasks
+from hurricane.server.state import ProbeState
 from hurricane.server.wsgi import HurricaneWSGIContainer, WorkerPool
 
 logger = logging.getLogger("hurricane.server")
@@ -62,37 +60,38 @@ def configure_logging(debug: bool) -> None:
     hurricane_logger.propagate = False
 
 
-class ServerState:
-    """What the probes report and the request path updates; touched on the loop only,
-    except ``backlog`` which reads the worker queue."""
+class ServerState(ProbeState):
+    """The probes' state for ``serve``, and what the request path updates; touched on
+    the loop only, except ``backlog`` which reads the worker queue."""
+
+    lifetime_unit = "requests"
 
     def __init__(self, options: Options, port: int) -> None:
+        super().__init__(options)
         self.port = port
         self.max_body_size: int = options.max_body_size
-        self.max_lifetime: int | None = options.max_lifetime
-        self.req_queue_len: int = options.req_queue_len
-        self.metrics_enabled = not options.no_metrics
-        self.webhook_url: str | None = options.webhook_url
-        self.webhook_secret: str | None = options.webhook_secret
-        self.started = False  # start-up tasks done and the app port listens
         self.serving = False  # app requests are answered
-        self.draining = False
         self.requests_served = 0
         self.in_flight: dict[Any, Any] = {}  # request connection -> server connection
         self.all_done = asyncio.Event()
         self.all_done.set()
-        self.checks = ProbeChecks()
         self.backlog = lambda: 0
         self.http_metrics = None
         if self.metrics_enabled:
             from hurricane.metrics.exposition import HttpMetrics
 
-            self.http_metrics = HttpMetrics(
+            self.http_metrics = self.metrics = HttpMetrics(
                 backlog=lambda: self.backlog(), in_flight=lambda: len(self.in_flight)
             )
-        # A process that runs is alive; it is not ready until a probe says so. Webhooks
-        # go out on changes from these.
-        self.probe_states = {"liveness": True, "readiness": False}
+
+    def lifetime_used(self) -> int:
+        return self.requests_served
+
+    def not_ready_reason(self) -> str | None:
+        backlog = self.backlog()
+        if backlog >= self.req_queue_len:
+            return f"{backlog} requests wait for a worker (limit {self.req_queue_len})"
+        return None
 
     def request_began(self, request_conn: Any, server_conn: Any) -> None:
         self.in_flight[request_conn] = server_conn
@@ -115,53 +114,13 @@ class ServerState:
             RequestCounterMetric.increment()
             ResponseTimeAverageMetric.add_value(duration)
 
-    def mark_started(self, seconds: float) -> None:
+    def mark_started(self, seconds: float, **info: Any) -> None:
         """Start-up is done and the app port listens: the startup probe turns 200."""
-        self.started = True
         self.serving = True
-        StartupTimeMetric.set(seconds)
-        if self.http_metrics is not None:
-            self.http_metrics.startup.set(seconds)
-        self.send_webhook("startup", True, info={"startup_seconds": round(seconds, 3)})
+        super().mark_started(seconds, **info)
 
     def busy_connections(self) -> set:
         return set(self.in_flight.values())
-
-    def report_liveness(self, alive: bool, problems: list[str] | None = None) -> None:
-        self._report("liveness", alive, problems)
-
-    def report_readiness(self, ready: bool, problems: list[str] | None = None) -> None:
-        self._report("readiness", ready, problems)
-
-    def _report(self, probe: str, ok: bool, problems: list[str] | None) -> None:
-        """Record a probe's answer; log and send a webhook only when it changed."""
-        if self.metrics_enabled:
-            (HealthMetric if probe == "liveness" else ReadinessMetric).set(int(ok))
-        if self.probe_states[probe] == ok:
-            return
-        self.probe_states[probe] = ok
-        if ok:
-            logger.info("%s: passing again", probe.capitalize())
-        else:
-            logger.warning("%s: failing: %s", probe.capitalize(), "; ".join(problems or []))
-        self.send_webhook(probe, ok, info={"problems": problems or []})
-
-    def send_webhook(
-        self,
-        code: str,
-        ok: bool,
-        error_trace: str | None = None,
-        info: dict[str, Any] | None = None,
-    ) -> Any:
-        if not self.webhook_url:
-            return None
-        from hurricane.webhooks import registry
-        from hurricane.webhooks.base import WebhookStatus
-
-        status = WebhookStatus.SUCCEEDED if ok else WebhookStatus.FAILED
-        return registry.get(code).run(
-            self.webhook_url, status, error_trace, info=info, secret=self.webhook_secret
-        )
 
 
 async def wait_for_delivery(delivery: Any) -> None:
