@@ -1,4 +1,4 @@
-"""One resolver for every option of ``serve`` (and later ``consume``).
+"""One resolver for every option of ``serve`` and ``consume``.
 
 Each option is looked up in this order: the command line, the Django setting
 ``HURRICANE_<NAME>``, the environment variable ``HURRICANE_<NAME>``, the
@@ -15,7 +15,7 @@ import os
 import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 TRUE_WORDS = {"true", "1", "yes", "on", "y"}
@@ -63,6 +63,16 @@ def positive_int(value: Any) -> int:
         raise ValueError("a whole number of at least 1") from None
     if number < 1:
         raise ValueError("a whole number of at least 1")
+    return number
+
+
+def non_negative_int(value: Any) -> int:
+    try:
+        number = _integer(value)
+    except ValueError:
+        raise ValueError("a whole number (0 or more)") from None
+    if number < 0:
+        raise ValueError("a whole number (0 or more)")
     return number
 
 
@@ -131,6 +141,13 @@ def parse_text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("a non-empty text")
     return value.strip()
+
+
+def parse_secret(value: Any) -> str:
+    """A password or key: taken as it is (spaces count), but never empty."""
+    if not isinstance(value, str) or value == "":
+        raise ValueError("a non-empty text")
+    return value
 
 
 def parse_url(value: Any) -> str:
@@ -257,6 +274,27 @@ PROBE_OPTIONS: tuple[Option, ...] = (
     flag_option("debug", "Tornado's debug mode for Hurricane's own handlers (not Django's DEBUG)."),
 )
 
+DEBUGGER_OPTIONS: tuple[Option, ...] = (
+    flag_option("debugger", "Start debugpy, listening on --debugger-port."),
+    Option("debugger_port", parse_port, 5678, "Port debugpy listens on.", metavar="PORT"),
+    Option(
+        "pycharm_host",
+        parse_text,
+        None,
+        "Connect to a PyCharm debug server on this host.",
+        metavar="HOST",
+    ),
+    Option("pycharm_port", parse_port, None, "Port of the PyCharm debug server.", metavar="PORT"),
+)
+
+GRACEFUL_TIMEOUT_OPTION = Option(
+    "graceful_timeout",
+    non_negative_seconds,
+    30.0,
+    "On SIGTERM, wait this long for in-flight work to finish.",
+    metavar="SECONDS",
+)
+
 SERVE_OPTIONS: tuple[Option, ...] = (
     Option("port", parse_port, 8000, "Port of the app server.", metavar="PORT"),
     *PROBE_OPTIONS,
@@ -324,23 +362,144 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "listener, so endpoints can update.",
         metavar="SECONDS",
     ),
+    GRACEFUL_TIMEOUT_OPTION,
+    *DEBUGGER_OPTIONS,
+)
+
+
+# The broker's credentials: read by ``consume`` and by AMQPClient users start
+# themselves. Settings and environment variables without the HURRICANE_ prefix, as
+# the original library documents them.
+AMQP_CREDENTIAL_OPTIONS: tuple[Option, ...] = (
     Option(
-        "graceful_timeout",
-        non_negative_seconds,
-        30.0,
-        "On SIGTERM, wait this long for in-flight requests to finish.",
-        metavar="SECONDS",
-    ),
-    flag_option("debugger", "Start debugpy, listening on --debugger-port."),
-    Option("debugger_port", parse_port, 5678, "Port debugpy listens on.", metavar="PORT"),
-    Option(
-        "pycharm_host",
+        "amqp_user",
         parse_text,
         None,
-        "Connect to a PyCharm debug server on this host.",
-        metavar="HOST",
+        "User name for the broker (default: the broker's guest).",
+        metavar="USER",
+        env_name="AMQP_USER",
     ),
-    Option("pycharm_port", parse_port, None, "Port of the PyCharm debug server.", metavar="PORT"),
+    Option(
+        "amqp_password",
+        parse_secret,
+        None,
+        "Password for the broker (better given as the setting or environment variable).",
+        metavar="PASSWORD",
+        env_name="AMQP_PASSWORD",
+    ),
+)
+
+# The probe options mean the same for consume, but count messages, not requests.
+_CONSUME_PROBE_CHANGES: dict[str, dict[str, Any]] = {
+    "probe_port": {"default": 8001, "help": "Port of the probe and metrics server."},
+    "req_queue_len": {
+        "help": "Readiness fails while this many messages (or more) wait for the handler."
+    },
+    "max_lifetime": {"help": "After this many messages handled, liveness answers 400."},
+}
+
+CONSUME_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "handler",
+        parse_text,
+        None,
+        "Dotted path of the handler class (a TopicHandler subclass); also the first "
+        "argument of consume.",
+        metavar="HANDLER",
+    ),
+    Option(
+        "queue",
+        parse_text,
+        None,
+        "Queue to declare and consume (required).",
+        metavar="QUEUE",
+    ),
+    Option(
+        "exchange",
+        parse_text,
+        None,
+        "Topic exchange to declare and bind the queue to (required).",
+        metavar="EXCHANGE",
+    ),
+    Option(
+        "routing_key",
+        parse_text,
+        None,
+        "Routing key binding the queue to the exchange (default: the queue's name).",
+        metavar="KEY",
+    ),
+    Option(
+        "amqp_host",
+        parse_text,
+        None,
+        "Host name of the broker (required).",
+        metavar="HOST",
+        env_name="AMQP_HOST",
+    ),
+    Option(
+        "amqp_port", parse_port, 5672, "Port of the broker.", metavar="PORT", env_name="AMQP_PORT"
+    ),
+    Option(
+        "amqp_vhost",
+        parse_text,
+        "/",
+        "Virtual host on the broker.",
+        metavar="VHOST",
+        env_name="AMQP_VHOST",
+    ),
+    *AMQP_CREDENTIAL_OPTIONS,
+    Option(
+        "amqp_heartbeat",
+        non_negative_int,
+        None,
+        "Heartbeat interval in seconds to ask the broker for (0 turns heartbeats off; "
+        "default: the broker's).",
+        metavar="SECONDS",
+    ),
+    Option(
+        "prefetch",
+        positive_int,
+        10,
+        "Messages the broker sends ahead, unacknowledged, while the handler works.",
+        metavar="N",
+    ),
+    flag_option(
+        "durable", "Declare the exchange and queues durable (they survive a broker restart)."
+    ),
+    Option(
+        "dead_letter_exchange",
+        parse_text,
+        None,
+        "Declare this direct exchange and a dead-letter queue bound to it; rejected "
+        "messages go there.",
+        metavar="EXCHANGE",
+    ),
+    Option(
+        "dead_letter_queue",
+        parse_text,
+        None,
+        "Name of the dead-letter queue (default: QUEUE.dead-letter).",
+        metavar="QUEUE",
+    ),
+    Option(
+        "requeue_on_error",
+        parse_bool,
+        None,
+        "When on_message raises: true puts the message back in the queue, false rejects "
+        "it (dead-letters it, where set up). Default: false with a dead-letter exchange, "
+        "true without.",
+        metavar="BOOL",
+    ),
+    flag_option(
+        "reconnect",
+        "When the broker goes away, connect again with backoff instead of exiting.",
+    ),
+    *(replace(option, **_CONSUME_PROBE_CHANGES.get(option.name, {})) for option in PROBE_OPTIONS),
+    replace(
+        GRACEFUL_TIMEOUT_OPTION,
+        help="On SIGTERM, wait this long for the message in hand to be handled.",
+    ),
+    *DEBUGGER_OPTIONS,
 )
 
 

@@ -145,3 +145,47 @@ class HttpMetrics(ProcessMetrics):
             method = "other"
         self.requests.labels(method, str(status), route).inc()
         self.duration.labels(method, route).observe(seconds)
+
+
+class ConsumerMetrics(ProcessMetrics):
+    """The AMQP consumer's metrics, with conventional names and units."""
+
+    startup_help = "Seconds from the start of consume until it consumed."
+
+    def __init__(self, backlog: Callable[[], float], connected: Callable[[], float]) -> None:
+        super().__init__()
+
+        def counter(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, documentation, labels, registry=self.registry)
+
+        self.received = counter(
+            "hurricane_amqp_messages_received", "Messages delivered by the broker."
+        )
+        self.acked = counter("hurricane_amqp_messages_acked", "Messages acknowledged.")
+        self.rejected = counter(
+            "hurricane_amqp_messages_rejected",
+            "Messages rejected; requeued=true ones went back to the queue, the others "
+            "were dead-lettered or dropped.",
+            ("requeued",),
+        )
+        self.errors = counter("hurricane_amqp_handler_errors", "on_message calls that raised.")
+        self.reconnects = counter(
+            "hurricane_amqp_reconnects", "Connections opened again after a loss."
+        )
+        self.duration = Histogram(
+            "hurricane_amqp_handler_duration_seconds",
+            "Time on_message took per message.",
+            registry=self.registry,
+        )
+        connected_gauge = Gauge(
+            "hurricane_amqp_connected",
+            "1 while connected to the broker and consuming, else 0.",
+            registry=self.registry,
+        )
+        connected_gauge.set_function(connected)
+        backlog_gauge = Gauge(
+            "hurricane_amqp_message_backlog",
+            "Messages received and waiting for the handler.",
+            registry=self.registry,
+        )
+        backlog_gauge.set_function(backlog)

@@ -7,8 +7,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from hurricane.options import Options
 
@@ -17,37 +17,54 @@ logger = logging.getLogger("hurricane.server")
 
 def run_server(options: Options) -> int:
     """Run ``serve`` with resolved options; returns the process exit code."""
-    from hurricane.server.debugging import connect_pycharm, start_debugpy
-    from hurricane.server.runtime import Server, configure_logging
+    from hurricane.server.runtime import Server
+
+    def watch() -> None:
+        watch_static_files(Path(options.static_watch).resolve())
+
+    if options.static_watch and not options.autoreload:
+        logger.warning("--static-watch works with --autoreload only; ignoring it")
+    return run_process(
+        options,
+        lambda handle_signals: Server(options, handle_signals).run(),
+        watch if options.static_watch else None,
+    )
+
+
+def run_process(
+    options: Options,
+    run: Callable[[bool], int],
+    also_in_process: Callable[[], None] | None = None,
+) -> int:
+    """Set up logging and debuggers, then ``run(handle_signals)`` (the serve or consume
+    runtime) and return its exit code; with ``--autoreload``, in a child process that
+    Django's reloader restarts when code changes."""
+    from hurricane.server.runtime import configure_logging
 
     configure_logging(options.debug)
     for name, source in options.sources.items():
         if source != "default":
             logger.debug("Option %s = %r (from %s)", name, getattr(options, name), source)
-    if options.static_watch and not options.autoreload:
-        logger.warning("--static-watch works with --autoreload only; ignoring it")
     if not options.autoreload:
-        attach_debuggers(options, start_debugpy, connect_pycharm)
-        return Server(options).run()
+        attach_debuggers(options)
+        return run(True)
 
     from django.utils import autoreload
 
-    exit_code = 0
-
     def inner_run() -> None:
-        nonlocal exit_code
-        attach_debuggers(options, start_debugpy, connect_pycharm)
-        if options.static_watch:
-            watch_static_files(Path(options.static_watch).resolve())
+        attach_debuggers(options)
+        if also_in_process is not None:
+            also_in_process()
         # The reloader runs in the main thread; signals are its business.
-        exit_code = Server(options, handle_signals=False).run()
-        os._exit(exit_code)
+        os._exit(run(False))
 
     autoreload.run_with_reloader(inner_run)
-    return exit_code
+    return 0
 
 
-def attach_debuggers(options: Options, start_debugpy: Any, connect_pycharm: Any) -> None:
+def attach_debuggers(options: Options) -> None:
+    from hurricane.server.debugging import connect_pycharm, start_debugpy
+
     if options.debugger:
         start_debugpy(options.debugger_port)
     if options.pycharm_host:

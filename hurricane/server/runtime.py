@@ -132,6 +132,14 @@ async def wait_for_delivery(delivery: Any) -> None:
             logger.warning("The failure webhook was not delivered in time")
 
 
+def exit_on_second_signal(signum: int, signals_received: int) -> None:
+    """A second SIGTERM/SIGINT means "now": exit without waiting for anything."""
+    if signals_received > 1:
+        logger.warning("Second %s: exiting at once", signal.Signals(signum).name)
+        logging.shutdown()
+        os._exit(128 + signum)
+
+
 def bind_port(port: int, option: str, inherited: dict[int, socket.socket]) -> list[socket.socket]:
     if port in inherited:
         return [inherited.pop(port)]
@@ -326,11 +334,8 @@ class Server:
 
     def on_signal(self, signum: int) -> None:
         self.signals_received += 1
-        name = signal.Signals(signum).name
-        if self.signals_received > 1:
-            logger.warning("Second %s: exiting at once", name)
-            os._exit(128 + signum)
-        logger.info("%s received: draining", name)
+        exit_on_second_signal(signum, self.signals_received)
+        logger.info("%s received: draining", signal.Signals(signum).name)
         if not self.state.started:
             self.stop_startup.set()
             self.finish(0)

@@ -1,0 +1,684 @@
+"""The handler users subclass, and the broker connection that feeds it.
+
+A handler implements ``on_message`` and settles each message with
+:meth:`~_AMQPConsumer.acknowledge_message` (or ``reject_message`` /
+``requeue_message``)::
+
+    from hurricane.amqp.basehandler import TopicHandler
+
+    class MyHandler(TopicHandler):
+        def on_message(self, _unused_channel, basic_deliver, properties, body):
+            print(body.decode("utf-8"))
+            self.acknowledge_message(basic_deliver.delivery_tag)
+
+Threads: pika's connection lives on the asyncio event loop (which also answers
+the probes); ``on_message`` runs on a handler thread of its own, one message at
+a time, in delivery order. Acks, rejects and publishes made from the handler are
+queued and carried out on the loop, so the connection keeps exchanging
+heartbeats however long a handler works, and pika is only ever touched from
+the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.asyncio_connection import AsyncioConnection
+
+from hurricane.amqp import logger
+
+# Seconds to wait for the broker to answer one step of opening or closing.
+BROKER_STEP_TIMEOUT = 15.0
+# The handler's pause before requeueing a message it failed on: doubling from the
+# base with each failure in a row, up to the maximum.
+ERROR_PAUSE_BASE = 0.5
+ERROR_PAUSE_MAX = 10.0
+
+
+class BrokerError(Exception):
+    """The consumer cannot go on; the message is one line for the user. ``fatal``
+    errors (bad credentials, unknown vhost, a topology the broker refuses) are not
+    cured by reconnecting."""
+
+    def __init__(self, message: str, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+def describe_broker_error(error: BaseException) -> str:
+    """One line saying why pika failed, without its nested exception reprs."""
+    if isinstance(error, pika.exceptions.ConnectionClosed | pika.exceptions.ChannelClosed):
+        return f"{error.reply_code} {error.reply_text}"
+    if isinstance(error, pika.exceptions.AMQPConnectionError) and error.args:
+        inner = error.args[0]
+        if isinstance(inner, BaseException):
+            return describe_broker_error(inner)
+        return str(inner)
+    exceptions = getattr(error, "exceptions", None)  # pika's connection workflow failure
+    if exceptions:
+        return describe_broker_error(exceptions[-1])
+    nested = getattr(error, "exception", None)  # a socket connector error
+    if isinstance(nested, BaseException):
+        return describe_broker_error(nested)
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or error.__class__.__name__
+
+
+class ThreadSafeChannel:
+    """What ``on_message`` gets as its channel: ``basic_ack``, ``basic_nack``,
+    ``basic_reject`` and ``basic_publish`` are safe to call from the handler thread
+    (they are carried out on the event loop, in order); anything else is the pika
+    channel's own attribute, to be read only."""
+
+    def __init__(self, consumer: _AMQPConsumer, channel: Any) -> None:
+        self._consumer = consumer
+        self._channel = channel
+
+    def basic_ack(self, delivery_tag: int = 0, multiple: bool = False) -> None:
+        self._consumer._settle(delivery_tag, "ack", multiple=multiple)
+
+    def basic_nack(
+        self, delivery_tag: int = 0, multiple: bool = False, requeue: bool = True
+    ) -> None:
+        self._consumer._settle(delivery_tag, "nack", requeue=requeue, multiple=multiple)
+
+    def basic_reject(self, delivery_tag: int = 0, requeue: bool = True) -> None:
+        self._consumer._settle(delivery_tag, "nack", requeue=requeue)
+
+    def basic_publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: pika.BasicProperties | None = None,
+        mandatory: bool = False,
+    ) -> None:
+        self._consumer.publish_message(exchange, routing_key, body, properties, mandatory)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._channel, name)
+
+
+class ConsumerObserver:
+    """Told what the consumer does; the ``consume`` process counts it in metrics and
+    probes. Called on the event loop, except where "handler thread" says otherwise."""
+
+    def connection_changed(self, connected: bool, reason: str | None = None) -> None:
+        """Consuming began (``connected``), or the connection was lost."""
+
+    def message_received(self) -> None:
+        """A message arrived."""
+
+    def message_handled(self, seconds: float, failed: bool) -> None:
+        """``on_message`` returned or raised (handler thread)."""
+
+    def message_settled(self, outcome: str) -> None:
+        """A message was acked (``acked``), rejected (``rejected``) or requeued
+        (``requeued``) on the broker."""
+
+
+class _AMQPConsumer:
+    """Hurricane's base consumer: declares the exchange, the queue and its bindings,
+    consumes with a prefetch window, and hands each message to :meth:`on_message`
+    on the handler thread. Connecting again after a loss is
+    :class:`hurricane.amqp.worker.AMQPClient`'s business."""
+
+    EXCHANGE_TYPE: str | None = None
+
+    def __init__(
+        self,
+        queue_name: str,
+        exchange_name: str,
+        host: str = "127.0.0.1",
+        port: int = 5672,
+        vhost: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self._queue_name = queue_name
+        self._exchange_name = exchange_name
+        self._host = host
+        self._port = int(port)
+        self._vhost = vhost or "/"
+        self._username = username
+        self._password = password
+        # Set by configure(); these defaults suit a handler started by hand.
+        self.routing_key: str | None = None
+        self.prefetch = 10
+        self.durable = False
+        self.dead_letter_exchange: str | None = None
+        self.dead_letter_queue: str | None = None
+        self.requeue_on_error = True
+        self.heartbeat: int | None = None
+        self.observer = ConsumerObserver()
+        # Kept from the original library: did the last connection consume, and
+        # should it be opened again?
+        self.was_consuming = False
+        self.should_reconnect = False
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connection: Any = None
+        self._channel: Any = None
+        self._consumer_tag: str | None = None
+        self._closing = False
+        # Increases with every channel: a delivery tag means something only on the
+        # channel that delivered it.
+        self._generation = 0
+        self._waiters: set[asyncio.Future] = set()
+        self.closed: asyncio.Future | None = None  # resolves with why the connection closed
+        self._deliveries: queue.SimpleQueue = queue.SimpleQueue()
+        self._outbox: collections.deque = collections.deque()
+        self._flush_scheduled = False
+        self._handler_thread: threading.Thread | None = None
+        self._in_hand: tuple[int, int] | None = None  # (generation, delivery tag)
+        self._in_hand_settled = False
+        self._failures_in_a_row = 0
+        self._stopping = threading.Event()  # cuts the pause after a failure short
+
+    def configure(
+        self,
+        routing_key: str | None = None,
+        prefetch: int = 10,
+        durable: bool = False,
+        dead_letter_exchange: str | None = None,
+        dead_letter_queue: str | None = None,
+        requeue_on_error: bool | None = None,
+        heartbeat: int | None = None,
+    ) -> None:
+        """Settings beyond the original constructor's (the consume options)."""
+        self.routing_key = routing_key
+        self.prefetch = prefetch
+        self.durable = durable
+        self.dead_letter_exchange = dead_letter_exchange
+        self.dead_letter_queue = dead_letter_queue or (
+            f"{self._queue_name}.dead-letter" if dead_letter_exchange else None
+        )
+        # A failed message is dead-lettered where that is set up, else requeued
+        # (so that, by default, nothing is lost).
+        self.requeue_on_error = (
+            requeue_on_error if requeue_on_error is not None else not dead_letter_exchange
+        )
+        self.heartbeat = heartbeat
+
+    # -- what users implement and call ------------------------------------------------------
+
+    def on_message(
+        self,
+        _unused_channel: Any,
+        basic_deliver: pika.spec.Basic.Deliver,
+        properties: pika.spec.BasicProperties,
+        body: bytes,
+    ) -> None:
+        """Handle one message; runs on the handler thread. Settle it with
+        ``acknowledge_message``, ``reject_message`` or ``requeue_message``."""
+        raise NotImplementedError("The on_message method must be implemented by a handler class")
+
+    def get_routing_keys(self, queue_name: str) -> list[str]:
+        """The routing keys binding the queue to the exchange: ``--routing-key`` if
+        given, else the queue's name."""
+        return [self.routing_key or queue_name]
+
+    def acknowledge_message(self, delivery_tag: int) -> None:
+        """The message is done: the broker forgets it."""
+        self._settle(delivery_tag, "ack")
+
+    def reject_message(self, delivery_tag: int, requeue: bool = False) -> None:
+        """The message cannot be handled: the broker dead-letters it where a
+        dead-letter exchange is set up, else drops it; with ``requeue``, it is
+        delivered again."""
+        self._settle(delivery_tag, "nack", requeue=requeue)
+
+    def requeue_message(self, delivery_tag: int) -> None:
+        """Put the message back in the queue, to be delivered again."""
+        self._settle(delivery_tag, "nack", requeue=True)
+
+    def publish_message(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: pika.BasicProperties | None = None,
+        mandatory: bool = False,
+    ) -> None:
+        """Publish on the consumer's channel; safe from the handler thread."""
+        self._post(("publish", exchange, routing_key, body, properties, mandatory))
+
+    # -- settling, from any thread ------------------------------------------------------------
+
+    def _settle(
+        self, delivery_tag: int, kind: str, requeue: bool = False, multiple: bool = False
+    ) -> None:
+        in_hand = self._in_hand
+        if in_hand is not None and in_hand[1] == delivery_tag:
+            self._in_hand_settled = True
+            generation = in_hand[0]
+        else:
+            generation = self._generation
+        self._post((kind, delivery_tag, requeue, multiple), generation)
+
+    def _post(self, operation: tuple, generation: int | None = None) -> None:
+        """Queue an operation for the loop; one wake-up carries every operation queued
+        until the loop gets to it."""
+        self._outbox.append((self._generation if generation is None else generation, operation))
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._flush)
+            except RuntimeError:  # the loop has closed: the broker requeues the message
+                pass
+
+    def _flush(self) -> None:
+        """Carry out the queued operations on the loop, in order."""
+        self._flush_scheduled = False
+        outbox = self._outbox
+        while outbox:
+            generation, operation = outbox.popleft()
+            channel = self._channel
+            if generation != self._generation or channel is None or not channel.is_open:
+                logger.debug(
+                    "Dropping %s for a closed channel (the broker delivers again what was "
+                    "not acknowledged)",
+                    operation[0],
+                )
+                continue
+            kind = operation[0]
+            if kind == "ack":
+                channel.basic_ack(operation[1], multiple=operation[3])
+                self.observer.message_settled("acked")
+            elif kind == "nack":
+                channel.basic_nack(operation[1], multiple=operation[3], requeue=operation[2])
+                self.observer.message_settled("requeued" if operation[2] else "rejected")
+            else:
+                channel.basic_publish(*operation[1:])
+
+    # -- the handler thread -----------------------------------------------------------------
+
+    def _start_handler_thread(self) -> None:
+        if self._handler_thread is None or not self._handler_thread.is_alive():
+            self._handler_thread = threading.Thread(
+                target=self._handle_messages, name="hurricane-amqp-handler", daemon=True
+            )
+            self._handler_thread.start()
+
+    def _handle_messages(self) -> None:
+        from django.db import close_old_connections
+
+        while True:
+            item = self._deliveries.get()
+            if item is None:
+                return
+            generation, channel, method, properties, body = item
+            if generation != self._generation:
+                continue  # its channel closed: the broker delivers it again
+            tag = method.delivery_tag
+            self._in_hand = (generation, tag)
+            self._in_hand_settled = False
+            failed = False
+            began = time.perf_counter()
+            # As Django does around a request: no connection outlives CONN_MAX_AGE
+            # or a broken transaction.
+            close_old_connections()
+            try:
+                self.on_message(ThreadSafeChannel(self, channel), method, properties, body)
+            except Exception:
+                failed = True
+                self._handler_failed(method)
+            finally:
+                close_old_connections()
+                self._in_hand = None
+            if not failed:
+                self._failures_in_a_row = 0
+            self.observer.message_handled(time.perf_counter() - began, failed)
+
+    def _handler_failed(self, method: Any) -> None:
+        """Log the traceback and settle the message as configured. A message put back
+        in the queue comes straight back: the handler pauses first, longer with each
+        failure in a row, so that a broken message or a dependency that is down does
+        not turn into a hot loop of tracebacks."""
+        self._failures_in_a_row += 1
+        requeue = self.requeue_on_error
+        pause = 0.0
+        if requeue:
+            pause = min(
+                ERROR_PAUSE_MAX, ERROR_PAUSE_BASE * 2 ** min(self._failures_in_a_row - 1, 16)
+            )
+            outcome = f"requeueing it after {pause:.1f} s"
+        elif self.dead_letter_exchange:
+            outcome = "dead-lettering it"
+        else:
+            outcome = "rejecting it (no dead-letter exchange is set up: it is dropped)"
+        logger.exception(
+            "on_message raised for message %s (routing key %r); %s",
+            method.delivery_tag,
+            method.routing_key,
+            outcome,
+        )
+        if self._in_hand_settled:
+            return
+        if pause:
+            self._stopping.wait(pause)
+        self._settle(method.delivery_tag, "nack", requeue=requeue)
+
+    @property
+    def backlog(self) -> int:
+        """Messages received and waiting for the handler thread."""
+        return self._deliveries.qsize()
+
+    def _on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self._deliveries.put((self._generation, channel, method, properties, body))
+        self.observer.message_received()
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    def connection_parameters(self) -> pika.ConnectionParameters:
+        extra: dict[str, Any] = {}
+        if self._username:
+            extra["credentials"] = pika.PlainCredentials(self._username, self._password or "")
+        if self.heartbeat is not None:
+            extra["heartbeat"] = self.heartbeat
+        return pika.ConnectionParameters(
+            host=self._host,
+            port=self._port,
+            virtual_host=self._vhost,
+            connection_attempts=1,
+            socket_timeout=BROKER_STEP_TIMEOUT,
+            stack_timeout=BROKER_STEP_TIMEOUT,
+            client_properties={"connection_name": f"hurricane consume {self._queue_name}"},
+            **extra,
+        )
+
+    @property
+    def broker(self) -> str:
+        """Where the broker is, for messages: ``host:port/vhost``."""
+        vhost = self._vhost if self._vhost.startswith("/") else "/" + self._vhost
+        return f"{self._host}:{self._port}{vhost}"
+
+    async def connect(self) -> None:
+        """Open a connection and a channel, declare the topology and start consuming.
+        Raises :class:`BrokerError` when any step fails."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._closing = False
+        self.should_reconnect = False
+        self.closed = loop.create_future()
+        opened = self._waiter()
+        logger.info("Connecting to %s", self.broker)
+
+        def on_open_error(_connection: Any, error: BaseException) -> None:
+            self._fail_waiters(self._connection_error(error))
+            if not self.closed.done():
+                self.closed.set_result(error)
+
+        self._connection = AsyncioConnection(
+            self.connection_parameters(),
+            on_open_callback=lambda connection: _resolve(opened, connection),
+            on_open_error_callback=on_open_error,
+            on_close_callback=self._on_connection_closed,
+            custom_ioloop=loop,
+        )
+        try:
+            await self._step(opened, "connecting")
+            await self._open_channel_and_consume()
+        except BaseException:
+            self.abort()
+            raise
+        self.was_consuming = True
+        self._start_handler_thread()
+        logger.info(
+            "Consuming %r (exchange %r, routing keys %s, prefetch %d) from %s",
+            self._queue_name,
+            self._exchange_name,
+            ", ".join(map(repr, self.get_routing_keys(self._queue_name))),
+            self.prefetch,
+            self.broker,
+        )
+
+    async def _open_channel_and_consume(self) -> None:
+        channel = await self._step(
+            self._call(lambda done: self._connection.channel(on_open_callback=done)),
+            "opening a channel",
+        )
+        self._generation += 1
+        self._channel = channel
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_cancel_callback(self._on_consumer_cancelled)
+        arguments: dict[str, Any] = {}
+        if self.dead_letter_exchange:
+            await self._step(
+                self._call(
+                    lambda done: channel.exchange_declare(
+                        self.dead_letter_exchange, "direct", durable=self.durable, callback=done
+                    )
+                ),
+                f"declaring the dead-letter exchange {self.dead_letter_exchange!r}",
+            )
+            await self._step(
+                self._call(
+                    lambda done: channel.queue_declare(
+                        self.dead_letter_queue, durable=self.durable, callback=done
+                    )
+                ),
+                f"declaring the dead-letter queue {self.dead_letter_queue!r}",
+            )
+            await self._step(
+                self._call(
+                    lambda done: channel.queue_bind(
+                        self.dead_letter_queue,
+                        self.dead_letter_exchange,
+                        routing_key=self._queue_name,
+                        callback=done,
+                    )
+                ),
+                "binding the dead-letter queue",
+            )
+            arguments = {
+                "x-dead-letter-exchange": self.dead_letter_exchange,
+                "x-dead-letter-routing-key": self._queue_name,
+            }
+        await self._step(
+            self._call(
+                lambda done: channel.exchange_declare(
+                    self._exchange_name,
+                    self.EXCHANGE_TYPE or "topic",
+                    durable=self.durable,
+                    callback=done,
+                )
+            ),
+            f"declaring the exchange {self._exchange_name!r}",
+        )
+        await self._step(
+            self._call(
+                lambda done: channel.queue_declare(
+                    self._queue_name,
+                    durable=self.durable,
+                    arguments=arguments or None,
+                    callback=done,
+                )
+            ),
+            f"declaring the queue {self._queue_name!r}",
+        )
+        for routing_key in self.get_routing_keys(self._queue_name):
+            await self._step(
+                self._call(
+                    lambda done, key=routing_key: channel.queue_bind(
+                        self._queue_name, self._exchange_name, routing_key=key, callback=done
+                    )
+                ),
+                f"binding the queue with routing key {routing_key!r}",
+            )
+        await self._step(
+            self._call(lambda done: channel.basic_qos(prefetch_count=self.prefetch, callback=done)),
+            "setting the prefetch count",
+        )
+        consume_ok = self._waiter()
+        self._consumer_tag = channel.basic_consume(
+            self._queue_name, self._on_delivery, callback=lambda frame: _resolve(consume_ok, frame)
+        )
+        await self._step(consume_ok, "starting to consume")
+
+    def _waiter(self) -> asyncio.Future:
+        """A future that fails if the channel or connection closes first."""
+        future = self._loop.create_future()
+        self._waiters.add(future)
+        future.add_done_callback(self._waiters.discard)
+        return future
+
+    def _call(self, start: Callable[[Callable[[Any], None]], Any]) -> asyncio.Future:
+        future = self._waiter()
+        start(lambda result: _resolve(future, result))
+        return future
+
+    async def _step(self, future: asyncio.Future, what: str) -> Any:
+        try:
+            return await asyncio.wait_for(future, BROKER_STEP_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise BrokerError(
+                f"the broker at {self.broker} did not answer within "
+                f"{BROKER_STEP_TIMEOUT:g} s while {what}"
+            ) from None
+
+    def _fail_waiters(self, error: BrokerError) -> None:
+        for future in list(self._waiters):
+            if not future.done():
+                future.set_exception(error)
+
+    def _connection_error(self, error: BaseException) -> BrokerError:
+        if isinstance(error, pika.exceptions.ProbableAuthenticationError):
+            user = self._username or "guest"
+            return BrokerError(
+                f"the broker at {self.broker} refused the credentials of user {user!r} "
+                "(check AMQP_USER and AMQP_PASSWORD)",
+                fatal=True,
+            )
+        if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
+            return BrokerError(
+                f"the broker at {self.broker} denied access to virtual host {self._vhost!r} "
+                "(it does not exist, or the user may not use it; check AMQP_VHOST)",
+                fatal=True,
+            )
+        return BrokerError(
+            f"cannot connect to the broker at {self.broker}: {describe_broker_error(error)}"
+        )
+
+    # -- losing and closing -----------------------------------------------------------------
+
+    def _on_connection_closed(self, _connection: Any, reason: BaseException) -> None:
+        self._channel = None
+        self._fail_waiters(
+            BrokerError(
+                f"the broker at {self.broker} closed the connection: "
+                f"{describe_broker_error(reason)}"
+            )
+        )
+        if not self._closing:
+            self.should_reconnect = True
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(reason)
+
+    def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
+        if channel is not self._channel:
+            return
+        self._channel = None
+        # A channel the broker closes while we set up is a topology it refuses (an
+        # exchange or queue declared before with other arguments): not curable by
+        # reconnecting.
+        self._fail_waiters(
+            BrokerError(
+                f"the broker at {self.broker} closed the channel: {describe_broker_error(reason)}",
+                fatal=isinstance(reason, pika.exceptions.ChannelClosedByBroker),
+            )
+        )
+        if not self._closing:
+            logger.warning("The broker closed the channel: %s", describe_broker_error(reason))
+            self._close_connection()
+
+    def _on_consumer_cancelled(self, _frame: Any) -> None:
+        logger.warning(
+            "The broker cancelled the consumer of %r (was the queue deleted?)", self._queue_name
+        )
+        self._close_connection()
+
+    def _close_connection(self) -> None:
+        connection = self._connection
+        if connection is not None and not (connection.is_closing or connection.is_closed):
+            connection.close()
+
+    def abort(self) -> None:
+        """Close whatever is open, without waiting (a failed or abandoned connect)."""
+        self._closing = True
+        self._channel = None
+        self._close_connection()
+
+    async def stop(self, timeout: float) -> None:
+        """Stop consuming; give back what the handler has not begun; let the message
+        in hand finish (up to ``timeout`` seconds) and settle; close."""
+        self._closing = True
+        self._stopping.set()
+        channel = self._channel
+        if channel is not None and channel.is_open and self._consumer_tag:
+            cancelled = self._call(lambda done: channel.basic_cancel(self._consumer_tag, done))
+            try:
+                await asyncio.wait_for(cancelled, BROKER_STEP_TIMEOUT)
+            except (asyncio.TimeoutError, BrokerError):
+                pass
+        returned = self._requeue_waiting()
+        if returned:
+            logger.info("Returned %d messages not yet begun to the queue", returned)
+        thread = self._handler_thread
+        if thread is not None and thread.is_alive():
+            self._deliveries.put(None)
+            deadline = time.monotonic() + timeout
+            while thread.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if thread.is_alive():
+                logger.warning(
+                    "The handler is still working after %.1f s (--graceful-timeout); its "
+                    "message goes back to the queue",
+                    timeout,
+                )
+        self._flush()
+        channel = self._channel
+        if channel is not None and channel.is_open:
+            channel.close()
+        self._close_connection()
+        if self.closed is not None and not self.closed.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self.closed), BROKER_STEP_TIMEOUT)
+            except asyncio.TimeoutError:
+                logger.warning("The broker did not confirm closing the connection")
+
+    def _requeue_waiting(self) -> int:
+        """Hand back the messages received but not begun, so another consumer can
+        take them at once (the broker would anyway, when the channel closes)."""
+        returned = 0
+        while True:
+            try:
+                item = self._deliveries.get_nowait()
+            except queue.Empty:
+                return returned
+            if item is None:
+                continue
+            generation, _, method, _, _ = item
+            if generation == self._generation:
+                self._post(("nack", method.delivery_tag, True, False), generation)
+                returned += 1
+
+
+def _resolve(future: asyncio.Future, result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+class TopicHandler(_AMQPConsumer):
+    """A consumer on a *topic* exchange: subclass it and implement ``on_message``."""
+
+    EXCHANGE_TYPE = "topic"

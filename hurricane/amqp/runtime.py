@@ -1,0 +1,196 @@
+"""The ``consume`` process: the probe server, the AMQP client, signals and exit.
+
+- startup probe: 200 once the consumer consumed for the first time;
+- liveness: the process, its loop and the checks tagged ``hurricane``/``liveness``;
+  never the broker, so a broker outage does not restart every worker pod;
+- readiness: connected and consuming, the handler's backlog under
+  ``--req-queue-len``, the readiness checks and the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import traceback
+
+from tornado.httpserver import HTTPServer
+
+from hurricane.amqp.basehandler import BrokerError, ConsumerObserver, _AMQPConsumer
+from hurricane.amqp.worker import AMQPClient
+from hurricane.metrics.requests import RequestQueueLengthMetric
+from hurricane.options import OptionError, Options
+from hurricane.server.probes import make_probe_application
+from hurricane.server.runtime import bind_port, exit_on_second_signal, wait_for_delivery
+from hurricane.server.state import ProbeState
+
+logger = logging.getLogger("hurricane.amqp")
+
+
+def load_handler(path: str) -> type[_AMQPConsumer]:
+    """Import the handler class named by a dotted path; one clear line if it cannot."""
+    from django.utils.module_loading import import_string
+
+    try:
+        handler = import_string(path)
+    except ImportError as error:
+        raise OptionError(f"cannot import the handler {path!r}: {error}") from None
+    if not (isinstance(handler, type) and issubclass(handler, _AMQPConsumer)):
+        raise OptionError(
+            f"the handler {path!r} is not a subclass of hurricane.amqp.basehandler.TopicHandler"
+        )
+    return handler
+
+
+def require(options: Options, name: str, flag: str, variable: str) -> None:
+    if getattr(options, name) is None:
+        raise OptionError(f"no {name.replace('_', ' ')} given: pass {flag} or set {variable}")
+
+
+class ConsumerState(ProbeState, ConsumerObserver):
+    """What the probes and metrics of ``consume`` report."""
+
+    lifetime_unit = "messages"
+
+    def __init__(self, options: Options, began: float) -> None:
+        super().__init__(options)
+        self.began = began
+        self.connected = False
+        self.messages_handled = 0
+        self.backlog = lambda: 0
+        self.consumer_metrics = None
+        if self.metrics_enabled:
+            from hurricane.metrics.exposition import ConsumerMetrics
+
+            self.consumer_metrics = self.metrics = ConsumerMetrics(
+                backlog=lambda: self.backlog(), connected=lambda: int(self.connected)
+            )
+
+    def lifetime_used(self) -> int:
+        return self.messages_handled
+
+    def not_ready_reason(self) -> str | None:
+        if not self.connected:
+            return "not connected to the broker"
+        backlog = self.backlog()
+        if backlog >= self.req_queue_len:
+            return f"{backlog} messages wait for the handler (limit {self.req_queue_len})"
+        return None
+
+    # -- ConsumerObserver ---------------------------------------------------------------------
+
+    def connection_changed(self, connected: bool, reason: str | None = None) -> None:
+        self.connected = connected
+        if connected and not self.started:
+            self.mark_started(time.monotonic() - self.began)
+        elif connected and self.consumer_metrics is not None:
+            self.consumer_metrics.reconnects.inc()
+        if not connected and self.started:
+            # Tell the operators now, not at the next readiness probe.
+            self.report_readiness(False, [reason or "not connected to the broker"])
+
+    def message_received(self) -> None:
+        if self.consumer_metrics is not None:
+            self.consumer_metrics.received.inc()
+
+    def message_handled(self, seconds: float, failed: bool) -> None:
+        self.messages_handled += 1  # only the handler thread writes it
+        if self.consumer_metrics is not None:
+            self.consumer_metrics.duration.observe(seconds)
+            if failed:
+                self.consumer_metrics.errors.inc()
+
+    def message_settled(self, outcome: str) -> None:
+        metrics = self.consumer_metrics
+        if metrics is None:
+            return
+        if outcome == "acked":
+            metrics.acked.inc()
+        else:
+            metrics.rejected.labels("true" if outcome == "requeued" else "false").inc()
+
+
+class Consumer:
+    """One ``consume`` process: ``main()`` starts the probes and consumes until a
+    signal; exits 0 after a clean stop, 1 when the broker cannot be used."""
+
+    def __init__(self, options: Options, handle_signals: bool = True) -> None:
+        require(options, "handler", "HANDLER (the first argument)", "HURRICANE_HANDLER")
+        require(options, "queue", "--queue", "HURRICANE_QUEUE")
+        require(options, "exchange", "--exchange", "HURRICANE_EXCHANGE")
+        require(options, "amqp_host", "--amqp-host", "AMQP_HOST")
+        self.options = options
+        self.handler_class = load_handler(options.handler)
+        self.handle_signals = handle_signals
+        self.began = time.monotonic()
+        self.signals_received = 0
+        self.probe_server: HTTPServer | None = None
+
+    def run(self) -> int:
+        return asyncio.run(self.main())
+
+    async def main(self) -> int:
+        options = self.options
+        loop = asyncio.get_running_loop()
+        self.state = state = ConsumerState(options, self.began)
+        self.client = client = AMQPClient(
+            self.handler_class,
+            options.queue,
+            options.exchange,
+            options.amqp_host,
+            options.amqp_port,
+            options.amqp_vhost,
+            amqp_user=options.amqp_user,
+            amqp_password=options.amqp_password,
+            graceful_timeout=options.graceful_timeout,
+            observer=state,
+            routing_key=options.routing_key,
+            prefetch=options.prefetch,
+            durable=options.durable,
+            dead_letter_exchange=options.dead_letter_exchange,
+            dead_letter_queue=options.dead_letter_queue,
+            requeue_on_error=options.requeue_on_error,
+            heartbeat=options.amqp_heartbeat,
+        )
+        state.backlog = lambda: client.consumer.backlog
+        RequestQueueLengthMetric.backlog_source = state.backlog
+        if self.handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.on_signal, signum)
+        if not options.no_probe:
+            self.probe_server = HTTPServer(make_probe_application(state, options))
+            self.probe_server.add_sockets(bind_port(options.probe_port, "--probe-port", {}))
+            logger.info("Probes answer on port %d", options.probe_port)
+        try:
+            await client.consume(options.reconnect)
+        except BrokerError as error:
+            logger.error("%s", error)
+            if not state.started:
+                await wait_for_delivery(
+                    state.send_webhook("startup", False, traceback.format_exc())
+                )
+            return 1
+        logger.info("Stopped consuming; exiting")
+        return 0
+
+    def on_signal(self, signum: int) -> None:
+        self.signals_received += 1
+        exit_on_second_signal(signum, self.signals_received)
+        logger.info("%s received: finishing the message in hand", signal.Signals(signum).name)
+        self.state.draining = True
+        self.client.request_stop()
+
+
+def run_consumer(options: Options) -> int:
+    """Run ``consume`` with resolved options; returns the process exit code. Bad
+    options raise OptionError before anything starts."""
+    from hurricane.server import run_process
+
+    consumer = Consumer(options)
+
+    def run(handle_signals: bool) -> int:
+        consumer.handle_signals = handle_signals
+        return consumer.run()
+
+    return run_process(options, run)

@@ -1,0 +1,165 @@
+"""The AMQP client: connects a handler to the broker and, with ``reconnect``,
+connects it again after a loss, with capped, jittered backoff.
+
+Users who start a consumer themselves::
+
+    from hurricane.amqp.worker import AMQPClient
+
+    AMQPClient(MyHandler, "my.queue", "my.exchange", "127.0.0.1", 5672, "/").run(reconnect=True)
+
+``run()`` blocks until SIGTERM or SIGINT (when called in the main thread) and
+raises :class:`~hurricane.amqp.basehandler.BrokerError` when it cannot go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import threading
+from typing import Any
+
+from hurricane.amqp import logger
+from hurricane.amqp.basehandler import (
+    BrokerError,
+    ConsumerObserver,
+    _AMQPConsumer,
+    describe_broker_error,
+)
+
+# Reconnect delays: doubling from the base up to the cap, each drawn at random from
+# its upper half, so that a fleet of consumers does not reconnect in lockstep.
+RECONNECT_BASE_DELAY = 0.5
+RECONNECT_MAX_DELAY = 30.0
+
+
+def reconnect_delay(attempt: int) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0 for the first)."""
+    ceiling = min(RECONNECT_MAX_DELAY, RECONNECT_BASE_DELAY * 2 ** min(attempt, 16))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def broker_credentials() -> tuple[str | None, str | None]:
+    """AMQP_USER and AMQP_PASSWORD: the Django setting, else the environment."""
+    from django.conf import settings
+
+    from hurricane.options import AMQP_CREDENTIAL_OPTIONS, resolve
+
+    options = resolve(AMQP_CREDENTIAL_OPTIONS, {}, settings)
+    return options.amqp_user, options.amqp_password
+
+
+class AMQPClient:
+    """Runs one handler class against one queue; see the module's documentation."""
+
+    def __init__(
+        self,
+        consumer_klass: type[_AMQPConsumer],
+        queue_name: str,
+        exchange_name: str,
+        amqp_host: str,
+        amqp_port: int,
+        amqp_vhost: str | None = None,
+        *,
+        amqp_user: str | None = None,
+        amqp_password: str | None = None,
+        graceful_timeout: float = 30.0,
+        observer: ConsumerObserver | None = None,
+        **consumer_settings: Any,
+    ) -> None:
+        if not (isinstance(consumer_klass, type) and issubclass(consumer_klass, _AMQPConsumer)):
+            raise TypeError(
+                f"{consumer_klass!r} is not a subclass of hurricane.amqp.basehandler.TopicHandler"
+            )
+        if amqp_user is None and amqp_password is None:
+            amqp_user, amqp_password = broker_credentials()
+        self.consumer = consumer_klass(
+            queue_name, exchange_name, amqp_host, amqp_port, amqp_vhost, amqp_user, amqp_password
+        )
+        self.consumer.configure(**consumer_settings)
+        self.observer = observer or ConsumerObserver()
+        self.consumer.observer = self.observer
+        self.graceful_timeout = graceful_timeout
+        self.reconnects = 0
+        self._stop_requested = False
+        self._stop: asyncio.Event | None = None
+
+    def run(self, reconnect: bool = False) -> None:
+        """Consume until SIGTERM/SIGINT; with ``reconnect``, survive broker outages."""
+        asyncio.run(self.main(reconnect))
+
+    async def main(self, reconnect: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.request_stop)
+        await self.consume(reconnect)
+
+    def request_stop(self) -> None:
+        """Stop consuming and close (on the event loop)."""
+        self._stop_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
+    async def consume(self, reconnect: bool) -> None:
+        """Connect and consume until a stop is requested. Raises BrokerError when the
+        broker cannot be reached or is lost and ``reconnect`` is off, or when reconnecting
+        cannot help (bad credentials, unknown vhost, a refused topology)."""
+        self._stop = asyncio.Event()
+        if self._stop_requested:
+            return
+        consumer = self.consumer
+        attempt = 0
+        while True:
+            try:
+                if not await self._until_stopped(consumer.connect()):
+                    consumer.abort()
+                    return
+            except BrokerError as error:
+                if error.fatal or not reconnect:
+                    raise
+                if await self._wait_to_reconnect(str(error), attempt):
+                    return
+                attempt += 1
+                continue
+            attempt = 0
+            self.observer.connection_changed(True)
+            if not await self._until_stopped(asyncio.shield(consumer.closed)):
+                await consumer.stop(self.graceful_timeout)
+                return
+            reason = (
+                f"lost the connection to the broker at {consumer.broker}: "
+                f"{describe_broker_error(consumer.closed.result())}"
+            )
+            self.observer.connection_changed(False, reason)
+            if not reconnect:
+                raise BrokerError(f"{reason}; not reconnecting (--reconnect is off)")
+            self.reconnects += 1
+            if await self._wait_to_reconnect(reason, attempt):
+                return
+            attempt += 1
+
+    async def _until_stopped(self, awaitable: Any) -> bool:
+        """Await ``awaitable`` unless a stop comes first; False if it did."""
+        task = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if task.done():
+            task.result()  # raises what the work raised
+            return True
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        return False
+
+    async def _wait_to_reconnect(self, reason: str, attempt: int) -> bool:
+        """Log and sleep before the next attempt; True if a stop came meanwhile."""
+        delay = reconnect_delay(attempt)
+        logger.warning("%s; connecting again in %.1f s", reason, delay)
+        try:
+            await asyncio.wait_for(self._stop.wait(), delay)
+        except asyncio.TimeoutError:
+            return False
+        return True
