@@ -13,8 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -49,7 +51,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 class ServeProcess:
-    """One ``manage.py serve`` process; output goes to a file the test can read."""
+    """One ``manage.py serve`` (or ``consume``) process; output goes to a file the test
+    can read."""
 
     def __init__(
         self,
@@ -57,15 +60,17 @@ class ServeProcess:
         env: dict[str, str],
         cwd: Path,
         log_path: Path,
-        port: int,
+        port: int | None,
         probe_port: int | None,
+        command: str = "serve",
     ) -> None:
+        self.command = command
         self.port = port
         self.probe_port = probe_port
         self.log_path = log_path
         self.log_file = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", *args],
+            [sys.executable, "manage.py", command, *args],
             cwd=cwd,
             env=env,
             stdout=self.log_file,
@@ -91,7 +96,8 @@ class ServeProcess:
                     return
             if self.process.poll() is not None and not condition_allows_exit(condition):
                 raise AssertionError(
-                    f"serve exited with {self.process.returncode} before {what}:\n{self.output}"
+                    f"{self.command} exited with {self.process.returncode} before {what}:\n"
+                    f"{self.output}"
                 )
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}:\n{self.output}")
@@ -115,7 +121,9 @@ class ServeProcess:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"serve did not exit within {timeout} s:\n{self.output}") from None
+            raise AssertionError(
+                f"{self.command} did not exit within {timeout} s:\n{self.output}"
+            ) from None
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.process.send_signal(signum)
@@ -197,6 +205,136 @@ def serve(tmp_path: Path) -> Iterator:
     yield start
     for process in processes:
         process.kill()
+
+
+@pytest.fixture
+def consume(tmp_path: Path) -> Iterator:
+    """``consume(*args, env={...})`` starts ``manage.py consume`` on the test project,
+    with its probes on a free port (unless the test passes ``--probe-port``). Handled
+    messages are recorded in ``tmp_path / "records.jsonl"`` (see testapp.consumers)."""
+    processes: list[ServeProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> ServeProcess:
+        full_env = base_env(tmp_path, TEST_RECORD_FILE=str(tmp_path / "records.jsonl"))
+        full_env.update(env or {})
+        args_list = list(args)
+        if "--probe-port" in args_list:
+            probe_port = int(args_list[args_list.index("--probe-port") + 1])
+        else:
+            probe_port = free_port()
+            args_list += ["--probe-port", str(probe_port)]
+        log_path = tmp_path / f"consume-{len(processes)}.log"
+        process = ServeProcess(
+            args_list, full_env, TEST_PROJECT, log_path, None, probe_port, command="consume"
+        )
+        processes.append(process)
+        if wait:
+            process.wait_started()
+        return process
+
+    yield start
+    for process in processes:
+        process.kill()
+
+
+def read_records(tmp_path: Path) -> list[dict]:
+    """The messages the test handler recorded, in order."""
+    path = tmp_path / "records.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Broker:
+    """The real RabbitMQ on 127.0.0.1:5672. Every test gets names of its own, and
+    the queues and exchanges named here are deleted at the end."""
+
+    def __init__(self) -> None:
+        import pika
+
+        self.pika = pika
+        self.queues: list[str] = []
+        self.exchanges: list[str] = []
+        try:
+            self.connection().close()
+        except pika.exceptions.AMQPError as error:
+            raise AssertionError(
+                f"RabbitMQ must answer on 127.0.0.1:5672 (.ci/run starts it): {error!r}"
+            ) from None
+
+    def connection(self):
+        return self.pika.BlockingConnection(
+            self.pika.ConnectionParameters("127.0.0.1", 5672, connection_attempts=10, retry_delay=1)
+        )
+
+    def names(self) -> SimpleNamespace:
+        """Fresh names: ``queue``, ``exchange``, ``dead_letter_exchange`` and
+        ``dead_letter_queue`` (the consumer's default name for it)."""
+        unique = uuid.uuid4().hex[:10]
+        names = SimpleNamespace(
+            queue=f"test.{unique}",
+            exchange=f"test-exchange.{unique}",
+            dead_letter_exchange=f"test-dead.{unique}",
+            dead_letter_queue=f"test.{unique}.dead-letter",
+        )
+        self.queues += [names.queue, names.dead_letter_queue]
+        self.exchanges += [names.exchange, names.dead_letter_exchange]
+        return names
+
+    def publish(
+        self, exchange: str, routing_key: str, messages: list[dict], persistent: bool = False
+    ) -> None:
+        properties = self.pika.BasicProperties(delivery_mode=2 if persistent else 1)
+        connection = self.connection()
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            for message in messages:
+                channel.basic_publish(
+                    exchange, routing_key, json.dumps(message).encode(), properties, mandatory=True
+                )
+        finally:
+            connection.close()
+
+    def count(self, queue: str) -> int:
+        """Messages ready in the queue (not counting those delivered and unacked)."""
+        connection = self.connection()
+        try:
+            return connection.channel().queue_declare(queue, passive=True).method.message_count
+        finally:
+            connection.close()
+
+    def take_all(self, queue: str) -> list[dict]:
+        """Take (and acknowledge) every message ready in the queue."""
+        connection = self.connection()
+        taken = []
+        try:
+            channel = connection.channel()
+            while True:
+                method, _, body = channel.basic_get(queue, auto_ack=True)
+                if method is None:
+                    return taken
+                taken.append(json.loads(body))
+        finally:
+            connection.close()
+
+    def cleanup(self) -> None:
+        connection = self.connection()
+        try:
+            channel = connection.channel()
+            for queue in self.queues:
+                channel.queue_delete(queue)
+            for exchange in self.exchanges:
+                channel.exchange_delete(exchange)
+        finally:
+            connection.close()
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    broker = Broker()
+    yield broker
+    broker.cleanup()
 
 
 class WebhookReceiver:

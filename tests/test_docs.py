@@ -1,13 +1,14 @@
-"""The README documents every option of serve, with its variable."""
+"""The README documents every option of serve and consume, with its variable."""
 
 from conftest import ROOT
-from hurricane.options import SERVE_OPTIONS
+from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS
 
 
 def test_readme_documents_every_option():
     readme = (ROOT / "README.md").read_text()
-    missing = [o.flag for o in SERVE_OPTIONS if f"`{o.flag}" not in readme]
-    missing += [o.variable for o in SERVE_OPTIONS if f"`{o.variable}`" not in readme]
+    options = {o.name: o for o in (*SERVE_OPTIONS, *CONSUME_OPTIONS)}.values()
+    missing = [o.flag for o in options if f"`{o.flag}" not in readme]
+    missing += [o.variable for o in options if f"`{o.variable}`" not in readme]
     assert not missing
 
 
@@ -23,6 +24,9 @@ def test_documented_module_paths_import():
 
     for name in (
         "hurricane.management.commands.serve",
+        "hurricane.management.commands.consume",
+        "hurricane.amqp.basehandler",
+        "hurricane.amqp.worker",
         "hurricane.server.django",
         "hurricane.server.wsgi",
         "hurricane.metrics.base",

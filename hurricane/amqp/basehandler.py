@@ -381,8 +381,11 @@ class _AMQPConsumer:
 
     def connection_parameters(self) -> pika.ConnectionParameters:
         extra: dict[str, Any] = {}
-        if self._username:
-            extra["credentials"] = pika.PlainCredentials(self._username, self._password or "")
+        if self._username or self._password:
+            # RabbitMQ's default user is guest; a password alone is guest's.
+            extra["credentials"] = pika.PlainCredentials(
+                self._username or "guest", self._password or ""
+            )
         if self.heartbeat is not None:
             extra["heartbeat"] = self.heartbeat
         return pika.ConnectionParameters(

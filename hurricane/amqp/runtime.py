@@ -165,11 +165,10 @@ class Consumer:
         try:
             await client.consume(options.reconnect)
         except BrokerError as error:
-            logger.error("%s", error)
             if not state.started:
-                await wait_for_delivery(
-                    state.send_webhook("startup", False, traceback.format_exc())
-                )
+                state.send_webhook("startup", False, traceback.format_exc())
+            await wait_for_delivery(state.last_webhook)
+            logger.error("%s", error)  # last, so that it ends the log of the pod
             return 1
         logger.info("Stopped consuming; exiting")
         return 0

@@ -156,10 +156,10 @@ class DjangoReadinessHandler(ProbeHandler):
             state.report_readiness(False, ["draining"])
             self.answer(503, "draining")
             return
-        if not state.started:
-            self.answer(400, "starting")
-            return
         reason = state.not_ready_reason()
+        if not state.started:
+            self.answer(400, f"starting: {reason}" if reason else "starting")
+            return
         if reason:
             state.report_readiness(False, [reason])
             self.answer(400, reason)

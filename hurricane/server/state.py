@@ -35,6 +35,7 @@ class ProbeState:
         # A process that runs is alive; it is not ready until a probe says so.
         # Webhooks go out on changes from these.
         self.probe_states = {"liveness": True, "readiness": False}
+        self.last_webhook: Any = None  # the delivery (a Future) of the last webhook sent
 
     def lifetime_used(self) -> int:
         """How much of ``--max-lifetime`` is used up."""
@@ -84,6 +85,8 @@ class ProbeState:
         from hurricane.webhooks.base import WebhookStatus
 
         status = WebhookStatus.SUCCEEDED if ok else WebhookStatus.FAILED
-        return registry.get(code).run(
+        # Webhooks leave one after another: waiting for the last one sent waits for all.
+        self.last_webhook = registry.get(code).run(
             self.webhook_url, status, error_trace, info=info, secret=self.webhook_secret
         )
+        return self.last_webhook

@@ -1,0 +1,443 @@
+"""``manage.py consume`` against the real RabbitMQ on 127.0.0.1:5672 (guest/guest).
+
+Every test uses queue and exchange names of its own (the ``broker`` fixture), so
+tests cannot see each other's messages.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import TEST_PROJECT, base_env, free_port, read_records
+from prometheus_client.parser import text_string_to_metric_families
+
+HANDLER = "testapp.consumers.RecordingHandler"
+
+
+def consumer_args(names, *extra: str) -> list[str]:
+    return [
+        HANDLER,
+        "--queue",
+        names.queue,
+        "--exchange",
+        names.exchange,
+        "--amqp-host",
+        "127.0.0.1",
+        "--amqp-port",
+        "5672",
+        *extra,
+    ]
+
+
+def metric(process, name: str, labels: dict | None = None) -> float:
+    text = requests.get(process.probe("/metrics"), timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and (labels is None or sample.labels == labels):
+                return sample.value
+    raise AssertionError(f"no metric {name} {labels or ''}")
+
+
+def status(url: str) -> int:
+    return requests.get(url, timeout=5).status_code
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def handled_ids(tmp_path: Path, outcome: str = "acked") -> list:
+    return [r["id"] for r in read_records(tmp_path) if r["outcome"] == outcome]
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+def test_hundreds_of_messages_are_each_handled_exactly_once(consume, broker, tmp_path):
+    names = broker.names()
+    process = consume(*consumer_args(names, "--prefetch", "20"))
+    broker.publish(names.exchange, names.queue, [{"id": n} for n in range(500)])
+    wait_until(lambda: len(read_records(tmp_path)) >= 500, 60, "500 messages handled")
+    wait_until(
+        lambda: metric(process, "hurricane_amqp_messages_acked_total") == 500, 10, "500 acks"
+    )
+    time.sleep(0.5)  # anything handled twice would show up now
+    assert sorted(handled_ids(tmp_path)) == list(range(500))
+    assert metric(process, "hurricane_amqp_messages_received_total") == 500
+    assert metric(process, "hurricane_amqp_handler_errors_total") == 0
+    assert metric(process, "hurricane_amqp_handler_duration_seconds_count") == 500
+    assert metric(process, "hurricane_amqp_connected") == 1
+    assert broker.count(names.queue) == 0
+    process.signal(signal.SIGTERM)
+    assert process.wait_exit(30) == 0
+    # Messages published to the routing key nobody else binds stay for the next consumer.
+    assert broker.count(names.queue) == 0
+
+
+def test_probes_follow_the_connection(consume, broker, tmp_path):
+    names = broker.names()
+    # Nothing listens on this port: the consumer keeps trying (--reconnect) and is alive,
+    # but neither started nor ready.
+    dead_port = str(free_port())
+    process = consume(
+        HANDLER,
+        "--queue",
+        names.queue,
+        "--exchange",
+        names.exchange,
+        "--amqp-host",
+        "127.0.0.1",
+        "--amqp-port",
+        dead_port,
+        "--reconnect",
+        wait=False,
+    )
+    process.wait_for(lambda: status(process.probe("/alive")) == 200, 30, "liveness")
+    assert status(process.probe("/startup")) == 400
+    assert status(process.probe("/ready")) == 400
+    assert "not connected to the broker" in requests.get(process.probe("/ready"), timeout=5).text
+    assert "connecting again in" in process.output
+    process.signal(signal.SIGTERM)
+    assert process.wait_exit(30) == 0
+
+    process = consume(*consumer_args(names))
+    for path in ("/startup", "/ready", "/alive", "/ready/", "/alive/"):
+        assert status(process.probe(path)) == 200, path
+    response = requests.head(process.probe("/ready"), timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_settings_and_environment_give_the_connection(consume, broker, tmp_path):
+    names = broker.names()
+    # The setting beats the environment (whose port is wrong); the command line beats both.
+    settings = {"AMQP_HOST": "127.0.0.1", "AMQP_PORT": 5672, "HURRICANE_QUEUE": names.queue}
+    process = consume(
+        HANDLER,
+        "--exchange",
+        names.exchange,
+        env={
+            "TEST_SETTINGS": json.dumps(settings),
+            "AMQP_PORT": "1",
+            "AMQP_VHOST": "/",
+            "AMQP_USER": "guest",
+            "AMQP_PASSWORD": "guest",
+            "HURRICANE_QUEUE": "not-this-queue",
+        },
+    )
+    broker.publish(names.exchange, names.queue, [{"id": "via-settings"}])
+    wait_until(lambda: handled_ids(tmp_path) == ["via-settings"], 20, "the message")
+    assert "not-this-queue" not in process.output
+
+    # Everything from the environment, the handler too; a wrong setting loses to the
+    # command line.
+    other = broker.names()
+    process = consume(
+        "--amqp-port",
+        "5672",
+        env={
+            "TEST_SETTINGS": json.dumps({"AMQP_PORT": 1}),
+            "HURRICANE_HANDLER": HANDLER,
+            "HURRICANE_QUEUE": other.queue,
+            "HURRICANE_EXCHANGE": other.exchange,
+            "AMQP_HOST": "127.0.0.1",
+        },
+    )
+    broker.publish(other.exchange, other.queue, [{"id": "via-environment"}])
+    wait_until(
+        lambda: handled_ids(tmp_path) == ["via-settings", "via-environment"], 20, "the message"
+    )
+
+
+def test_routing_key_and_durable_queue(consume, broker, tmp_path):
+    names = broker.names()
+    process = consume(*consumer_args(names, "--routing-key", "orders.*", "--durable"))
+    broker.publish(names.exchange, "orders.created", [{"id": 1}])
+    # The queue's name is not a binding when --routing-key is given: nothing routes it.
+    with pytest.raises(broker.pika.exceptions.UnroutableError):
+        broker.publish(names.exchange, names.queue, [{"id": "not-routed"}])
+    wait_until(lambda: handled_ids(tmp_path) == [1], 20, "the routed message")
+    time.sleep(0.3)
+    assert handled_ids(tmp_path) == [1]
+    process.signal(signal.SIGTERM)
+    assert process.wait_exit(30) == 0
+    # Durable: the queue outlives its consumer with its bindings.
+    broker.publish(names.exchange, "orders.paid", [{"id": 2}], persistent=True)
+    assert broker.count(names.queue) == 1
+
+
+def test_sigterm_finishes_the_message_in_hand_and_loses_nothing(consume, broker, tmp_path):
+    names = broker.names()
+    process = consume(*consumer_args(names, "--prefetch", "10"))
+    broker.publish(
+        names.exchange,
+        names.queue,
+        [{"id": "slow", "sleep": 3}] + [{"id": n} for n in range(5)],
+    )
+    wait_until(
+        lambda: metric(process, "hurricane_amqp_messages_received_total") == 6,
+        20,
+        "the prefetched messages",
+    )
+    process.signal(signal.SIGTERM)
+    wait_until(lambda: status(process.probe("/ready")) == 503, 5, "readiness 503")
+    assert process.wait_exit(30) == 0
+    assert handled_ids(tmp_path) == ["slow"]
+    assert "Returned 5 messages not yet begun to the queue" in process.output
+    assert broker.count(names.queue) == 5
+
+    consume(*consumer_args(names))
+    wait_until(lambda: len(read_records(tmp_path)) == 6, 20, "the rest")
+    time.sleep(0.3)
+    assert sorted(map(str, handled_ids(tmp_path))) == sorted(["slow", "0", "1", "2", "3", "4"])
+
+
+def test_a_handler_that_raises_is_dead_lettered_and_consuming_goes_on(consume, broker, tmp_path):
+    names = broker.names()
+    process = consume(*consumer_args(names, "--dead-letter-exchange", names.dead_letter_exchange))
+    broker.publish(
+        names.exchange,
+        names.queue,
+        [{"id": "bad", "raise": True}, {"id": "rejected", "reject": True}, {"id": "good"}],
+    )
+    wait_until(lambda: handled_ids(tmp_path) == ["good"], 20, "the good message")
+    wait_until(lambda: broker.count(names.dead_letter_queue) == 2, 10, "two dead letters")
+    assert sorted(m["id"] for m in broker.take_all(names.dead_letter_queue)) == [
+        "bad",
+        "rejected",
+    ]
+    assert metric(process, "hurricane_amqp_handler_errors_total") == 1
+    assert metric(process, "hurricane_amqp_messages_rejected_total", {"requeued": "false"}) == 2
+    assert "RuntimeError: handler failed on message bad" in process.output
+    assert "dead-lettering it" in process.output
+    assert status(process.probe("/alive")) == 200
+
+
+def test_a_failed_message_is_requeued_after_a_pause_without_dead_letters(consume, broker, tmp_path):
+    names = broker.names()
+    process = consume(*consumer_args(names))
+    broker.publish(names.exchange, names.queue, [{"id": "bad", "raise": True}, {"id": "ok"}])
+    wait_until(lambda: len(handled_ids(tmp_path, "raised")) >= 2, 20, "the redelivery")
+    time.sleep(0.5)
+    raised = [r for r in read_records(tmp_path) if r["outcome"] == "raised"]
+    # Requeued, not lost: it came back, marked redelivered; the pauses keep the number
+    # of attempts small instead of a hot loop.
+    assert raised[1]["redelivered"] is True
+    assert len(raised) <= 4
+    assert "ok" in handled_ids(tmp_path)
+    assert "requeueing it after" in process.output
+    assert metric(process, "hurricane_amqp_messages_rejected_total", {"requeued": "true"}) >= 1
+
+
+def test_a_slow_handler_keeps_heartbeats_and_probes_going(consume, broker, tmp_path):
+    names = broker.names()
+    process = consume(*consumer_args(names, "--amqp-heartbeat", "1"))
+    broker.publish(names.exchange, names.queue, [{"id": "slow", "sleep": 6}, {"id": "next"}])
+    wait_until(
+        lambda: metric(process, "hurricane_amqp_messages_received_total") >= 1, 10, "delivery"
+    )
+    # Several heartbeat intervals pass while the handler sleeps; the loop answers.
+    for _ in range(8):
+        began = time.monotonic()
+        assert status(process.probe("/alive")) == 200
+        assert time.monotonic() - began < 1.0
+        assert status(process.probe("/ready")) == 200
+        time.sleep(0.5)
+    wait_until(lambda: handled_ids(tmp_path) == ["slow", "next"], 20, "both messages")
+    assert metric(process, "hurricane_amqp_reconnects_total") == 0
+    assert "lost the connection" not in process.output
+
+
+def test_max_lifetime_counts_messages(consume, broker, tmp_path):
+    names = broker.names()
+    process = consume(*consumer_args(names, "--max-lifetime", "3"))
+    assert status(process.probe("/alive")) == 200
+    broker.publish(names.exchange, names.queue, [{"id": n} for n in range(3)])
+    wait_until(lambda: len(handled_ids(tmp_path)) == 3, 20, "three messages")
+    response = requests.get(process.probe("/alive"), timeout=5)
+    assert response.status_code == 400
+    assert "max lifetime of 3 messages reached" in response.text
+
+
+def test_lost_connection_without_reconnect_exits_with_a_clear_message(
+    consume, broker, tmp_path, webhook_receiver
+):
+    names = broker.names()
+    process = consume(*consumer_args(names, "--webhook-url", webhook_receiver.url))
+    webhook_receiver.wait_for(lambda w: w["type"] == "startup" and w["status"] == "succeeded")
+    assert status(process.probe("/ready")) == 200  # as the kubelet would have asked
+    rabbitmqctl("close_all_connections", "test: cut the network")
+    assert process.wait_exit(30) == 1
+    lines = process.output.strip().splitlines()
+    assert "lost the connection to the broker at 127.0.0.1:5672/" in lines[-1]
+    assert "not reconnecting (--reconnect is off)" in lines[-1]
+    webhook_receiver.wait_for(lambda w: w["type"] == "readiness" and w["status"] == "failed")
+
+
+def test_reconnect_after_a_cut_connection(consume, broker, tmp_path, webhook_receiver):
+    names = broker.names()
+    process = consume(
+        *consumer_args(names, "--reconnect", "--durable", "--webhook-url", webhook_receiver.url)
+    )
+    broker.publish(names.exchange, names.queue, [{"id": "before"}], persistent=True)
+    wait_until(lambda: handled_ids(tmp_path) == ["before"], 20, "the first message")
+    assert status(process.probe("/ready")) == 200
+    rabbitmqctl("close_all_connections", "test: cut the network")
+    webhook_receiver.wait_for(lambda w: w["type"] == "readiness" and w["status"] == "failed")
+    wait_until(lambda: metric(process, "hurricane_amqp_reconnects_total") == 1, 30, "a reconnect")
+    assert status(process.probe("/alive")) == 200
+    wait_until(lambda: status(process.probe("/ready")) == 200, 10, "readiness again")
+    broker.publish(names.exchange, names.queue, [{"id": "after"}], persistent=True)
+    wait_until(lambda: handled_ids(tmp_path) == ["before", "after"], 20, "the later message")
+
+
+def test_a_broker_restart_during_a_stream_loses_nothing(consume, broker, tmp_path):
+    names = broker.names()
+    process = consume(*consumer_args(names, "--reconnect", "--durable", "--prefetch", "5"))
+    broker.publish(
+        names.exchange,
+        names.queue,
+        [{"id": n, "sleep": 0.02} for n in range(200)],
+        persistent=True,
+    )
+    wait_until(lambda: len(read_records(tmp_path)) >= 20, 30, "the stream to flow")
+    try:
+        rabbitmqctl("stop_app")
+        time.sleep(1)
+        assert status(process.probe("/alive")) == 200
+        assert status(process.probe("/ready")) == 400
+    finally:
+        rabbitmqctl("start_app")
+    broker.publish(
+        names.exchange, names.queue, [{"id": n} for n in range(200, 250)], persistent=True
+    )
+    wait_until(
+        lambda: set(handled_ids(tmp_path)) >= set(range(250)), 90, "every message after the restart"
+    )
+    wait_until(lambda: broker.count(names.queue) == 0, 10, "an empty queue")
+    assert metric(process, "hurricane_amqp_reconnects_total") >= 1
+    counts = collections.Counter(handled_ids(tmp_path))
+    # At least once: only what was in hand when the broker went away comes twice.
+    assert sum(n - 1 for n in counts.values()) <= 5 + 1, counts.most_common(3)
+
+
+@pytest.mark.parametrize(
+    "args, env, expected",
+    [
+        (["no.such.Handler", "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1"], {},
+         "cannot import the handler 'no.such.Handler'"),
+        (["testapp.consumers.NotAHandler", "--queue", "q", "--exchange", "e",
+          "--amqp-host", "127.0.0.1"], {},
+         "is not a subclass of hurricane.amqp.basehandler.TopicHandler"),
+        ([HANDLER, "--exchange", "e", "--amqp-host", "127.0.0.1"], {},
+         "no queue given: pass --queue or set HURRICANE_QUEUE"),
+        ([HANDLER, "--queue", "q", "--amqp-host", "127.0.0.1"], {},
+         "no exchange given: pass --exchange or set HURRICANE_EXCHANGE"),
+        (["--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1"], {},
+         "no handler given"),
+        ([HANDLER, "--queue", "q", "--exchange", "e"], {},
+         "no amqp host given: pass --amqp-host or set AMQP_HOST"),
+        ([HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1",
+          "--prefetch", "0"], {},
+         "invalid value '0' for --prefetch (from command line --prefetch): expected a whole number"),
+        ([HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1"],
+         {"AMQP_PASSWORD": "wrong"},
+         "refused the credentials of user 'guest'"),
+        ([HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1",
+          "--amqp-vhost", "no-such-vhost"], {},
+         "denied access to virtual host 'no-such-vhost'"),
+        ([HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1",
+          "--amqp-port", "1"], {},
+         "cannot connect to the broker at 127.0.0.1:1/: Connection refused"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_clear_line_and_a_non_zero_exit(tmp_path, args, env, expected):
+    # A wrong password stays wrong with --reconnect: it is not retried for ever.
+    if "AMQP_PASSWORD" in env:
+        args = [*args, "--reconnect"]
+    result = subprocess.run(
+        [sys.executable, "manage.py", "consume", *args, "--probe-port", str(free_port())],
+        cwd=TEST_PROJECT,
+        env=base_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    last_line = output.strip().splitlines()[-1]
+    assert expected in last_line, output
+    assert "Traceback" not in output
+
+
+def test_amqp_client_works_for_users_who_start_it_themselves(broker, tmp_path):
+    names = broker.names()
+    script = (
+        "import django; django.setup()\n"
+        "from hurricane.amqp.worker import AMQPClient\n"
+        "from testapp.consumers import RecordingHandler\n"
+        f"AMQPClient(RecordingHandler, {names.queue!r}, {names.exchange!r}, '127.0.0.1', 5672,"
+        " '/').run(reconnect=True)\n"
+        "print('run returned', flush=True)\n"
+    )
+    env = base_env(
+        tmp_path,
+        DJANGO_SETTINGS_MODULE="testproject.settings",
+        TEST_RECORD_FILE=str(tmp_path / "records.jsonl"),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=TEST_PROJECT,
+        env={**env, "PYTHONPATH": os.pathsep.join([str(TEST_PROJECT), env["PYTHONPATH"]])},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until(lambda: _queue_exists(broker, names.queue), 20, "the queue")
+        broker.publish(names.exchange, names.queue, [{"id": n} for n in range(10)])
+        wait_until(lambda: len(handled_ids(tmp_path)) == 10, 20, "ten messages")
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "run returned" in output
+    assert sorted(handled_ids(tmp_path)) == list(range(10))
+
+
+def _queue_exists(broker, queue: str) -> bool:
+    try:
+        broker.count(queue)
+    except broker.pika.exceptions.ChannelClosedByBroker:
+        return False
+    return True
+
+
+def test_reconnect_delays_are_capped_and_jittered():
+    from hurricane.amqp.worker import RECONNECT_MAX_DELAY, reconnect_delay
+
+    first = [reconnect_delay(0) for _ in range(50)]
+    assert all(0.25 <= delay <= 0.5 for delay in first)
+    assert len(set(first)) > 1  # jittered
+    assert all(reconnect_delay(attempt) <= RECONNECT_MAX_DELAY for attempt in range(100))
+    assert reconnect_delay(50) >= RECONNECT_MAX_DELAY / 2
