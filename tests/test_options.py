@@ -8,7 +8,7 @@ import types
 import pytest
 
 from conftest import TEST_PROJECT, base_env, free_port, port_open
-from hurricane.options import SERVE_OPTIONS, OptionError, resolve
+from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS, OptionError, resolve
 
 
 def settings(**values):
@@ -26,6 +26,38 @@ def test_defaults():
     assert options.static is False
     assert options.shutdown_delay == 0.0
     assert options.graceful_timeout == 30.0
+
+
+def test_consume_defaults():
+    options = resolve(CONSUME_OPTIONS, {}, settings(), {})
+    assert options.probe_port == 8001
+    assert options.amqp_port == 5672
+    assert options.amqp_vhost == "/"
+    assert options.amqp_host is None
+    assert options.prefetch == 10
+    assert options.reconnect is False
+    assert options.requeue_on_error is None  # decided by the dead-letter set-up
+
+
+def test_broker_settings_command_line_then_setting_then_environment():
+    environ = {
+        "AMQP_HOST": "env-host",
+        "AMQP_PORT": "5673",
+        "AMQP_VHOST": "env-vhost",
+        "AMQP_USER": "env-user",
+        "AMQP_PASSWORD": "env secret ",
+        "HURRICANE_PREFETCH": "50",
+    }
+    conf = settings(AMQP_HOST="setting-host", AMQP_PORT=5674, AMQP_USER="setting-user")
+    options = resolve(CONSUME_OPTIONS, {"amqp_host": "cli-host"}, conf, environ)
+    assert options.amqp_host == "cli-host"
+    assert options.amqp_port == 5674
+    assert options.sources["amqp_port"] == "setting AMQP_PORT"
+    assert options.amqp_vhost == "env-vhost"
+    assert options.sources["amqp_vhost"] == "environment AMQP_VHOST"
+    assert options.amqp_user == "setting-user"
+    assert options.amqp_password == "env secret "  # a password is taken as it is
+    assert options.prefetch == 50
 
 
 def test_command_line_beats_setting_beats_environment():
