@@ -447,7 +447,10 @@ def test_reconnect_delays_are_capped_and_jittered():
 def test_no_probe_and_no_metrics(consume, broker, tmp_path):
     names = broker.names()
     quiet_port = free_port()
-    consume(*consumer_args(names, "--no-probe", "--probe-port", str(quiet_port)), wait=False)
+    process = consume(
+        *consumer_args(names, "--no-probe", "--probe-port", str(quiet_port)), wait=False
+    )
+    process.wait_for(lambda: "Consuming" in process.output, 20, "consuming")
     broker.publish(names.exchange, names.queue, [{"id": "unprobed"}])
     wait_until(lambda: handled_ids(tmp_path) == ["unprobed"], 20, "the message")
     assert not port_open(quiet_port)
