@@ -1,0 +1,539 @@
+"""The image's entrypoint, ``entrypoint/hurricane-entrypoint``, run here without a
+container: modes, ``<NAME>_FILE`` secrets, the summary line, bad input, and the
+server it execs (same PID, probes, start-up tasks, SIGTERM), on the demo project
+with its SQLite database in tmp_path."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import DEMO_PROJECT, ROOT, TEST_PROJECT, base_env, free_port, port_open
+
+ENTRYPOINT = ROOT / "entrypoint" / "hurricane-entrypoint"
+PREFIX = "hurricane-entrypoint: "
+REFUSED = 64
+
+
+def entrypoint_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The test environment without the host's AMQP_* and *_FILE variables (the
+    entrypoint would resolve the latter), on the demo project with its files in tmp."""
+    env = {
+        name: value
+        for name, value in base_env(tmp_path).items()
+        if not name.startswith("AMQP_") and not name.endswith("_FILE")
+    }
+    env.update(
+        HURRICANE_APP_DIR=str(DEMO_PROJECT),
+        DEMO_DATABASE=str(tmp_path / "demo.sqlite3"),
+        DEMO_STATIC_ROOT=str(tmp_path / "static"),
+    )
+    env.update(extra)
+    return env
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+@dataclass(frozen=True)
+class Finished:
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_entrypoint(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60
+) -> Finished:
+    """Run the entrypoint to its end; its own session, killed if it overstays."""
+    process = subprocess.Popen(
+        [sys.executable, str(ENTRYPOINT), *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        kill_group(process)
+    return Finished(process.pid, process.returncode, stdout, stderr)
+
+
+class Running:
+    """An entrypoint started in the background, its output in files."""
+
+    def __init__(self, args: list[str], env: dict[str, str], tmp_path: Path, index: int) -> None:
+        self.stdout_path = tmp_path / f"entrypoint-{index}.out"
+        self.stderr_path = tmp_path / f"entrypoint-{index}.err"
+        with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, str(ENTRYPOINT), *args],
+                env=env,
+                cwd=tmp_path,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    @property
+    def output(self) -> str:
+        return self.stdout_path.read_text(errors="replace") + self.stderr
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException, OSError):
+                if condition():
+                    return
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"exited with {self.process.returncode} before {what}:\n{self.output}"
+                )
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.output}")
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit {timeout} s after SIGTERM:\n{self.output}") from None
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    """``start(args, env)`` runs the entrypoint in the background; killed at the end."""
+    started: list[Running] = []
+
+    def run(args: list[str], env: dict[str, str]) -> Running:
+        started.append(Running(args, env, tmp_path, len(started)))
+        return started[-1]
+
+    yield run
+    for running in started:
+        kill_group(running.process)
+
+
+def status(url: str) -> int:
+    return requests.get(url, timeout=5).status_code
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().rstrip("\0").split("\0")
+
+
+def summary(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith(PREFIX + "running ")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def secret_file(tmp_path: Path, name: str, content: str) -> str:
+    path = tmp_path / name
+    path.write_text(content)
+    return str(path)
+
+
+class SignedWebhooks:
+    """A real HTTP server recording each webhook's raw body and signature header."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, str]] = []
+        received = self.received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((body, self.headers.get("X-Hurricane-Signature", "")))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def signed_webhooks() -> Iterator[SignedWebhooks]:
+    receiver = SignedWebhooks()
+    yield receiver
+    receiver.close()
+
+
+# -- serve ---------------------------------------------------------------------------------
+
+
+def test_serve_is_execd_in_place_runs_commands_and_ends_on_sigterm(
+    start, tmp_path, signed_webhooks
+):
+    port, probe_port = free_port(), free_port()
+    env = entrypoint_env(
+        tmp_path,
+        HURRICANE_COMMANDS="migrate",
+        HURRICANE_PROBE_PORT=str(probe_port),
+        HURRICANE_WEBHOOK_URL=signed_webhooks.url,
+        HURRICANE_WEBHOOK_SECRET_FILE=secret_file(tmp_path, "webhook", "from-a-file\n"),
+    )
+    server = start(["serve", "--port", str(port)], env)
+    probe = f"http://127.0.0.1:{probe_port}"
+    server.wait_for(lambda: status(probe + "/startup") == 200, "startup 200")
+    server.wait_for(lambda: status(probe + "/ready") == 200, "ready 200")
+
+    # exec, not a child: the PID the entrypoint started as is the server, in the app folder
+    assert cmdline(server.process.pid)[1:] == ["manage.py", "serve", "--port", str(port)]
+    assert Path(f"/proc/{server.process.pid}/cwd").resolve() == DEMO_PROJECT.resolve()
+
+    # HURRICANE_COMMANDS=migrate ran: the notes table exists
+    app = f"http://127.0.0.1:{port}"
+    assert requests.post(app + "/notes/", json={"text": "hi"}, timeout=5).status_code == 201
+    notes = requests.get(app + "/notes/", timeout=5).json()["notes"]
+    assert [note["text"] for note in notes] == ["hi"]
+
+    # the secret from HURRICANE_WEBHOOK_SECRET_FILE (one newline stripped) signs webhooks
+    server.wait_for(lambda: signed_webhooks.received, "the startup webhook")
+    body, signature = signed_webhooks.received[0]
+    assert json.loads(body)["type"] == "startup"
+    expected = hmac.new(b"from-a-file", body, hashlib.sha256).hexdigest()
+    assert signature == "sha256=" + expected
+
+    line = summary(server.stderr)
+    assert f"manage.py serve --port {port} in {DEMO_PROJECT} (" in line
+    assert "HURRICANE_COMMANDS=migrate;" in line
+    assert "HURRICANE_WEBHOOK_SECRET=*****" in line
+    assert "from-a-file" not in server.output
+
+    assert server.terminate() == 0
+
+
+def test_no_arguments_serve_and_check_migrations_apply_applies_them(start, tmp_path):
+    port = free_port()
+    env = entrypoint_env(tmp_path, HURRICANE_PORT=str(port), HURRICANE_CHECK_MIGRATIONS="apply")
+    server = start([], env)
+    server.wait_for(lambda: status(f"http://127.0.0.1:{port + 1}/startup") == 200, "startup")
+    assert status(f"http://127.0.0.1:{port}/notes/") == 200
+    assert cmdline(server.process.pid)[1:] == ["manage.py", "serve"]
+    assert server.terminate() == 0
+
+
+def test_check_migrations_waits_until_manage_migrate_ran(start, tmp_path):
+    port = free_port()
+    env = entrypoint_env(tmp_path, HURRICANE_PORT=str(port), HURRICANE_CHECK_MIGRATIONS="true")
+    server = start(["serve"], env)
+    startup = f"http://127.0.0.1:{port + 1}/startup"
+    server.wait_for(lambda: status(startup) == 400, "the probe port (startup 400)")
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:  # pending migrations: it waits, never serves
+        assert status(startup) == 400
+        assert not port_open(port)
+        time.sleep(0.2)
+
+    migrate = run_entrypoint(["manage", "migrate", "--noinput"], env, tmp_path)
+    assert migrate.returncode == 0, migrate.stderr
+    assert "manage.py migrate --noinput in" in summary(migrate.stderr)
+
+    server.wait_for(lambda: status(startup) == 200, "startup 200 after the migration")
+    assert status(f"http://127.0.0.1:{port}/notes/") == 200
+    assert server.terminate() == 0
+
+
+def test_manage_runs_a_one_off_command(tmp_path):
+    result = run_entrypoint(["manage", "migrate", "--noinput"], entrypoint_env(tmp_path), tmp_path)
+    assert result.returncode == 0, result.stderr
+    with contextlib.closing(sqlite3.connect(tmp_path / "demo.sqlite3")) as database:
+        tables = {row[0] for row in database.execute("SELECT name FROM sqlite_master")}
+    assert "notes_note" in tables
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("HURRICANE_PORT", "eighty", "a port number between 1 and 65535"),
+        ("HURRICANE_CHECK_MIGRATIONS", "maybe", "true, false or apply"),
+    ],
+)
+def test_a_bad_option_value_stops_serve_with_its_one_line(tmp_path, variable, value, expected):
+    port = free_port()
+    env = entrypoint_env(tmp_path, HURRICANE_PORT=str(port))
+    env[variable] = value
+    result = run_entrypoint(["serve"], env, tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith(PREFIX + "running ")
+    flag = "--" + variable.removeprefix("HURRICANE_").lower().replace("_", "-")
+    assert lines[1] == (
+        f"CommandError: invalid value {value!r} for {flag} (from environment {variable}): "
+        f"expected {expected}"
+    )
+    assert not port_open(port) and not port_open(port + 1)
+    assert not (tmp_path / "demo.sqlite3").exists()
+
+
+# -- consume -------------------------------------------------------------------------------
+
+
+def test_consume_runs_the_handler_with_credentials_from_files(start, tmp_path, broker):
+    names = broker.names()
+    probe = f"http://127.0.0.1:{free_port()}"
+    env = entrypoint_env(
+        tmp_path,
+        HURRICANE_APP_DIR=str(TEST_PROJECT),
+        HURRICANE_QUEUE=names.queue,
+        HURRICANE_EXCHANGE=names.exchange,
+        HURRICANE_PROBE_PORT=probe.rsplit(":", 1)[1],
+        AMQP_HOST="127.0.0.1",
+        AMQP_USER_FILE=secret_file(tmp_path, "user", "guest\n"),
+        AMQP_PASSWORD_FILE=secret_file(tmp_path, "password", "guest\n"),
+    )
+    handler = "testapp.consumers.AckOnlyHandler"
+    consumer = start(["consume", handler], env)
+    consumer.wait_for(lambda: status(probe + "/startup") == 200, "startup 200")
+    assert cmdline(consumer.process.pid)[1:] == ["manage.py", "consume", handler]
+
+    broker.publish(names.exchange, names.queue, [{"id": 1}])
+    acked = "\nhurricane_amqp_messages_acked_total 1.0\n"
+    consumer.wait_for(lambda: acked in requests.get(probe + "/metrics", timeout=5).text, "an ack")
+    line = summary(consumer.stderr)
+    assert "AMQP_PASSWORD=*****" in line and "AMQP_USER=*****" in line
+    assert consumer.terminate() == 0
+
+
+def test_consume_takes_the_handler_from_the_environment(tmp_path):
+    env = entrypoint_env(tmp_path, HURRICANE_HANDLER="notes.NoSuchHandler")
+    result = run_entrypoint(["consume", "--queue", "q"], env, tmp_path)
+    assert "manage.py consume --queue q in" in summary(result.stderr)
+    # past the entrypoint: consume itself reads HURRICANE_HANDLER and rejects what is missing
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[1].startswith("CommandError: ")
+
+
+# -- other programs, _FILE secrets, the summary line ----------------------------------------
+
+PRINT_ENVIRONMENT = (
+    "import json, os, sys; "
+    "print(json.dumps([os.getpid(), os.getcwd(), sys.argv[1:], dict(os.environ)]))"
+)
+
+
+def run_python(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[Finished, dict]:
+    """Run ``python -c PRINT_ENVIRONMENT ARGS`` through the entrypoint."""
+    result = run_entrypoint(["python", "-c", PRINT_ENVIRONMENT, *args], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    pid, cwd, argv, environ = json.loads(result.stdout)
+    return result, {"pid": pid, "cwd": cwd, "argv": argv, "environ": environ}
+
+
+def test_another_program_is_execd_as_given_in_the_app_folder(tmp_path):
+    result, seen = run_python(tmp_path, entrypoint_env(tmp_path), "a b", "")
+    assert seen["pid"] == result.pid  # exec: no process left in between
+    assert Path(seen["cwd"]).resolve() == DEMO_PROJECT.resolve()
+    assert seen["argv"] == ["a b", ""]
+    assert summary(result.stderr).startswith(f"{PREFIX}running python -c ")
+
+
+def test_the_program_gets_default_signal_dispositions(tmp_path):
+    """Python ignores SIGPIPE; the program must not inherit that (``yes | head`` works)."""
+    result = run_entrypoint(["cat", "/proc/self/status"], entrypoint_env(tmp_path), tmp_path)
+    ignored = next(line for line in result.stdout.splitlines() if line.startswith("SigIgn:"))
+    mask = int(ignored.split()[1], 16)
+    assert not mask & (1 << (signal.SIGPIPE - 1))
+    assert not mask & (1 << (signal.SIGXFSZ - 1))
+
+
+def test_file_secrets_are_resolved_and_masked(tmp_path):
+    env = entrypoint_env(
+        tmp_path,
+        MY_TOKEN_FILE=secret_file(tmp_path, "token", "tok en\n\n"),
+        PLAIN_FILE=secret_file(tmp_path, "plain", "no newline"),
+        WINDOWS_FILE=secret_file(tmp_path, "windows", "crlf\r\n"),
+        SSL_CERT_FILE=str(tmp_path / "bundle.pem"),  # a path a library reads: left alone
+        AWS_WEB_IDENTITY_TOKEN_FILE=str(tmp_path / "aws-token"),
+    )
+    result, seen = run_python(tmp_path, env)
+    environ, stderr = seen["environ"], result.stderr
+    assert environ["MY_TOKEN"] == "tok en\n"  # one trailing newline stripped, no more
+    assert environ["PLAIN"] == "no newline"
+    assert environ["WINDOWS"] == "crlf"
+    for resolved in ("MY_TOKEN_FILE", "PLAIN_FILE", "WINDOWS_FILE"):
+        assert resolved not in environ
+    assert environ["SSL_CERT_FILE"] == str(tmp_path / "bundle.pem")
+    assert environ["AWS_WEB_IDENTITY_TOKEN_FILE"] == str(tmp_path / "aws-token")
+    assert "SSL_CERT" not in environ and "AWS_WEB_IDENTITY_TOKEN" not in environ
+
+    line = summary(stderr)
+    assert stderr.count("\n") == 1
+    assert "MY_TOKEN=*****" in line and "PLAIN=*****" in line and "WINDOWS=*****" in line
+    for secret in ("tok en", "no newline", "crlf"):
+        assert secret not in stderr
+
+
+def test_the_summary_line_lists_the_settings_on_one_line_with_secrets_masked(tmp_path):
+    env = entrypoint_env(
+        tmp_path,
+        HURRICANE_COMMANDS="migrate\ncollectstatic --noinput",
+        HURRICANE_WEBHOOK_SECRET="hunter2",
+        AMQP_HOST="rabbitmq",
+        AMQP_PASSWORD="hunter3",
+        DJANGO_SETTINGS_MODULE="demo.settings",
+        MY_API_KEY="hunter4",
+        UNRELATED="shown nowhere",
+    )
+    result, seen = run_python(
+        tmp_path, env, "--amqp-password", "hunter5", "--webhook-secret=hunter6"
+    )
+    stderr = result.stderr
+    assert seen["environ"]["HURRICANE_COMMANDS"] == "migrate\ncollectstatic --noinput"
+    assert seen["environ"]["AMQP_PASSWORD"] == "hunter3"  # passed through unchanged
+    assert stderr.count("\n") == 1
+    line = summary(stderr)
+    assert line.endswith(
+        f" --amqp-password ***** --webhook-secret=***** in {DEMO_PROJECT} ("
+        f"HURRICANE_APP_DIR={DEMO_PROJECT}; HURRICANE_COMMANDS=migrate\\ncollectstatic --noinput; "
+        "HURRICANE_WEBHOOK_SECRET=*****; AMQP_HOST=rabbitmq; AMQP_PASSWORD=*****; "
+        "DJANGO_SETTINGS_MODULE=demo.settings)"
+    )
+    assert "hunter" not in stderr and "UNRELATED" not in stderr
+
+
+def test_the_script_runs_by_itself(tmp_path):
+    """The image runs it by its shebang, from PATH."""
+    assert os.access(ENTRYPOINT, os.X_OK)
+    result = subprocess.run(
+        [str(ENTRYPOINT), "true"],
+        env=entrypoint_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        summary(result.stderr)
+        == f"{PREFIX}running true in {DEMO_PROJECT} (HURRICANE_APP_DIR={DEMO_PROJECT})"
+    )
+
+
+# -- bad input: one line, exit 64, nothing started -----------------------------------------
+
+
+EXPECTED_MODES = "expected serve, consume HANDLER, manage ARGS... or a program on PATH"
+
+# (arguments, environment changes, the one line expected); {tmp} is tmp_path, where
+# the test made: empty/ (a folder), not-executable, big (64 KiB + 1), token.
+BAD_INPUTS = {
+    "no manage.py": (
+        ["serve"],
+        {"HURRICANE_APP_DIR": "{tmp}/empty"},
+        "no manage.py in {tmp}/empty (set HURRICANE_APP_DIR to the folder that holds it)",
+    ),
+    "no app folder": (
+        ["manage", "check"],
+        {"HURRICANE_APP_DIR": "{tmp}/missing"},
+        "no folder {tmp}/missing (set HURRICANE_APP_DIR to the folder that holds manage.py)",
+    ),
+    "empty app folder variable": (
+        ["serve"],
+        {"HURRICANE_APP_DIR": ""},
+        "HURRICANE_APP_DIR is empty (set HURRICANE_APP_DIR to the folder that holds manage.py)",
+    ),
+    "unknown mode": (["xyz"], {}, f"unknown mode or program 'xyz' ({EXPECTED_MODES})"),
+    "missing program path": (
+        ["./missing.sh"],
+        {},
+        f"unknown mode or program './missing.sh' ({EXPECTED_MODES})",
+    ),
+    "program not executable": (
+        ["{tmp}/not-executable"],
+        {},
+        "cannot run '{tmp}/not-executable': it is not executable",
+    ),
+    "empty manage": (
+        ["manage"],
+        {},
+        "manage needs a management command: manage ARGS... (e.g. manage migrate --noinput)",
+    ),
+    "consume without handler": (
+        ["consume", "--queue", "q"],
+        {},
+        "consume needs a handler: consume HANDLER [OPTIONS...] "
+        "(e.g. consume myapp.consumers.MyHandler), or set HURRICANE_HANDLER",
+    ),
+    "missing _FILE": (
+        ["serve"],
+        {"AMQP_PASSWORD_FILE": "{tmp}/nope"},
+        "cannot read AMQP_PASSWORD_FILE={tmp}/nope: No such file or directory",
+    ),
+    "_FILE is a folder": (
+        ["serve"],
+        {"MY_TOKEN_FILE": "{tmp}/empty"},
+        "cannot read MY_TOKEN_FILE={tmp}/empty: Is a directory",
+    ),
+    "empty _FILE": (
+        ["serve"],
+        {"MY_TOKEN_FILE": ""},
+        "MY_TOKEN_FILE is empty (set it to the file that holds the value)",
+    ),
+    "_FILE too large": (
+        ["serve"],
+        {"MY_TOKEN_FILE": "{tmp}/big"},
+        "MY_TOKEN_FILE={tmp}/big is larger than 64 KiB; an environment variable cannot hold it",
+    ),
+    "both NAME and NAME_FILE": (
+        ["serve"],
+        {"MY_TOKEN": "t", "MY_TOKEN_FILE": "{tmp}/token"},
+        "both MY_TOKEN and MY_TOKEN_FILE are set; set only one of them",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_stops_with_one_line(tmp_path, case):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "not-executable").write_text("#!/bin/sh\n")
+    (tmp_path / "big").write_text("x" * (64 * 1024 + 1))
+    (tmp_path / "token").write_text("t")
+    args, changes, expected = BAD_INPUTS[case]
+    tmp = str(tmp_path)
+    args = [arg.format(tmp=tmp) for arg in args]
+    changes = {name: value.format(tmp=tmp) for name, value in changes.items()}
+    result = run_entrypoint(args, entrypoint_env(tmp_path, **changes), tmp_path, timeout=30)
+    assert result.returncode == REFUSED
+    assert result.stderr == PREFIX + expected.format(tmp=tmp) + "\n"
+    assert result.stdout == ""
+    assert not (tmp_path / "demo.sqlite3").exists()
