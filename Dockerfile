@@ -1,0 +1,75 @@
+# Hurricane's base image: Django on Kubernetes, `FROM blueshoe/hurricane:py3.11`.
+#
+#   docker buildx bake                          every Python version (docker-bake.hcl)
+#   docker build --build-arg PYTHON_IMAGE=python:3.12-slim-bookworm -t hurricane:py3.12 .
+#
+# PYTHON_IMAGE is any Debian-based image with python3 (and its venv module): the
+# official python images, or Debian's own python3 (the tests build on one).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# -- builder: wheels of Hurricane and everything it needs ------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+# For a build behind a TLS-intercepting proxy: --build-arg PIP_CERT=/path/to/ca-bundle
+# (with the bundle mounted into the build). Declared in this stage only, so that it
+# stays out of the image.
+ARG PIP_CERT
+RUN python3 -m venv /opt/build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY hurricane/ hurricane/
+# The pip cache is a build cache mount: fast rebuilds, nothing of it in any layer.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    /opt/build/bin/pip wheel --wheel-dir /wheels .
+
+# -- the image ---------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+
+ENV VIRTUAL_ENV=/opt/hurricane \
+    PATH=/opt/hurricane/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# tini from the distribution (the official python images lack it; Debian's python3
+# may have it already). The user's home is /tmp: the only place written at run time.
+RUN set -eux; \
+    if ! command -v tini >/dev/null; then \
+        apt-get update; \
+        apt-get install -y --no-install-recommends tini; \
+        rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; \
+    fi; \
+    groupadd --system --gid 10001 hurricane; \
+    useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
+        --shell /usr/sbin/nologin hurricane
+
+# The venv and /app belong to the image's user, so that a derived image's
+# `RUN pip install -r requirements.txt` and `RUN python manage.py collectstatic` work
+# without switching to root. At run time nothing needs to be writable (--read-only).
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    set -eux; \
+    python3 -m venv "$VIRTUAL_ENV"; \
+    pip install --no-index --find-links /wheels django-hurricane; \
+    mkdir -p /app; \
+    chown -R 10001:10001 "$VIRTUAL_ENV" /app
+
+COPY entrypoint/hurricane-entrypoint /usr/local/bin/hurricane-entrypoint
+
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8000 8001
+ENTRYPOINT ["tini", "--", "hurricane-entrypoint"]
+CMD ["serve"]
+
+# Last, so that a new revision or build time reuses every layer above.
+ARG HURRICANE_VERSION=dev
+ARG REVISION=unknown
+ARG CREATED=unknown
+ARG SOURCE=https://github.com/django-hurricane/django-hurricane
+LABEL org.opencontainers.image.title="Hurricane" \
+      org.opencontainers.image.description="Django on Kubernetes: app server and AMQP consumer with probes, metrics and graceful shutdown" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${HURRICANE_VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="MIT"
