@@ -1,0 +1,363 @@
+"""Hurricane's image, built from the Dockerfile and run for real with rootful podman.
+
+No Docker engine runs here and no registry is reachable: ``image/podman-setup.sh``
+installs podman, configures it for this sandbox and builds a stand-in for the python
+base image with debootstrap (cached in image/.cache/, so only the first run takes
+minutes). Nothing here skips: if podman cannot build or run, the tests fail.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import DEMO_PROJECT, ROOT, TEST_PROJECT
+
+# The first run installs packages, debootstraps the stand-in and builds the image.
+pytestmark = pytest.mark.timeout(1800)
+
+IMAGE_DIR = ROOT / "image"
+PODMAN = IMAGE_DIR / "podman"
+BASE_TAG = "localhost/hurricane:image-test"
+DEMO_TAG = "localhost/hurricane-demo:image-test"
+USER_TAG = "localhost/hurricane-user-project:image-test"
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+USER_ID = 10001
+PROJECT_VERSION = re.search(
+    r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M
+).group(1)
+# A size above the base that only a compiler, a cache or a stray wheel would exceed
+# (measured: about 70 MB).
+MAX_SIZE_ABOVE_BASE = 120 * 1000 * 1000
+
+
+def podman(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run podman with the configuration image/podman-setup.sh wrote; fail loudly."""
+    result = subprocess.run(
+        [str(PODMAN), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+    if check and result.returncode != 0:
+        output = (result.stdout + result.stderr)[-6000:]
+        pytest.fail(f"podman {' '.join(args[:3])} ... exited {result.returncode}:\n{output}")
+    return result
+
+
+def build_args() -> list[str]:
+    """Options every build here needs: the host's network (the package registries) and,
+    for TLS through this machine's intercepting proxy, its CA bundle mounted into the
+    RUN steps, never copied into the image."""
+    args = ["build", "--network=host"]
+    if HOST_CA_BUNDLE.is_file():
+        args += ["--volume", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
+    return args
+
+
+def git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout.strip()
+
+
+def inspect(image: str) -> dict:
+    return json.loads(podman("image", "inspect", image).stdout)[0]
+
+
+@pytest.fixture(scope="module")
+def stand_in() -> str:
+    """The stand-in base image's name (Debian bookworm's python3 and tini)."""
+    result = subprocess.run(
+        [str(IMAGE_DIR / "podman-setup.sh")], capture_output=True, text=True, timeout=1500
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"image/podman-setup.sh exited {result.returncode}:\n"
+            + (result.stdout + result.stderr)[-6000:]
+        )
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def base_image(stand_in: str) -> str:
+    podman(
+        *build_args(),
+        "--build-arg", f"PYTHON_IMAGE={stand_in}",
+        "--build-arg", f"PIP_CERT={HOST_CA_BUNDLE}",
+        "--build-arg", f"HURRICANE_VERSION={PROJECT_VERSION}",
+        "--build-arg", f"REVISION={git('rev-parse', 'HEAD')}",
+        "--build-arg", f"CREATED={git('log', '-1', '--format=%cI')}",
+        "--tag", BASE_TAG,
+        "--file", "Dockerfile",
+        ".",
+    )  # fmt: skip
+    return BASE_TAG
+
+
+@pytest.fixture(scope="module")
+def demo_image(base_image: str) -> str:
+    podman(
+        *build_args(),
+        "--build-arg", f"BASE_IMAGE={base_image}",
+        "--tag", DEMO_TAG,
+        "--file", "image/demo.Dockerfile",
+        ".",
+    )  # fmt: skip
+    return DEMO_TAG
+
+
+# -- running containers ---------------------------------------------------------------------
+
+
+@dataclass
+class Container:
+    name: str
+    app_url: str
+    probe_url: str
+
+    def state(self) -> dict:
+        return json.loads(podman("inspect", self.name).stdout)[0]["State"]
+
+    def logs(self) -> str:
+        result = podman("logs", self.name, check=False)
+        return result.stdout + result.stderr
+
+    def wait_started(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(self.probe_url + "/startup", timeout=2).status_code == 200:
+                    return
+            if not self.state()["Running"]:
+                pytest.fail(f"container {self.name} exited:\n{self.logs()}")
+            time.sleep(0.2)
+        pytest.fail(f"container {self.name} did not start in {timeout} s:\n{self.logs()}")
+
+
+def published(name: str, port: int) -> str:
+    # "127.0.0.1:41234"
+    return "http://" + podman("port", name, f"{port}/tcp").stdout.strip().splitlines()[0]
+
+
+@contextlib.contextmanager
+def container(image: str, *options: str, env: dict[str, str] | None = None) -> Iterator[Container]:
+    """A detached container as Kubernetes runs it: read-only root, a tmpfs on /tmp, the
+    app and probe ports published on loopback ports of the host."""
+    name = f"hurricane-image-test-{time.monotonic_ns()}"
+    env_options = [f"--env={key}={value}" for key, value in (env or {}).items()]
+    podman(
+        "run", "--detach", "--name", name,
+        "--read-only", "--tmpfs", "/tmp",
+        "--publish", "127.0.0.1::8000", "--publish", "127.0.0.1::8001",
+        *env_options, *options, image,
+    )  # fmt: skip
+    try:
+        yield Container(name, published(name, 8000), published(name, 8001))
+    finally:
+        print(f"--- logs of {name} ---\n" + Container(name, "", "").logs())
+        podman("rm", "--force", "--time", "0", name, check=False)
+
+
+def process_tree(host_pid: int) -> list[tuple[int, list[str], int]]:
+    """(pid, argv, real uid) of the container's PID 1 and of its children, as the
+    host's /proc shows them."""
+    children = Path(f"/proc/{host_pid}/task/{host_pid}/children").read_text().split()
+    rows = []
+    for pid in [host_pid, *map(int, children)]:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        uid_line = next(
+            line
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("Uid:")
+        )
+        rows.append((pid, [arg.decode() for arg in argv], int(uid_line.split()[1])))
+    return rows
+
+
+# -- the image ------------------------------------------------------------------------------
+
+
+def test_demo_serves_on_a_read_only_root(demo_image: str) -> None:
+    with container(demo_image) as demo:
+        demo.wait_started()
+        assert demo.state()["Running"]
+        for probe in ("/startup", "/ready", "/alive"):
+            assert requests.get(demo.probe_url + probe, timeout=5).status_code == 200, probe
+        assert (
+            "hurricane_http_requests_total"
+            in requests.get(demo.probe_url + "/metrics", timeout=5).text
+        )
+        home = requests.get(demo.app_url + "/", timeout=5)
+        assert home.status_code == 200 and "Hurricane demo" in home.text
+        # The database was migrated at start, in /tmp.
+        created = requests.post(demo.app_url + "/notes/", json={"text": "from a test"}, timeout=5)
+        assert created.status_code == 201
+        notes = requests.get(demo.app_url + "/notes/", timeout=5).json()["notes"]
+        assert [note["text"] for note in notes] == ["from a test"]
+        # Static files collected at build time, served by Hurricane.
+        assert requests.get(demo.app_url + "/static/notes/style.css", timeout=5).ok
+        inspected = json.loads(podman("inspect", demo.name).stdout)[0]
+        assert inspected["HostConfig"]["ReadonlyRootfs"] is True
+
+
+def test_tini_is_pid_1_and_the_server_its_non_root_child(demo_image: str) -> None:
+    with container(demo_image) as demo:
+        demo.wait_started()
+        host_pid = demo.state()["Pid"]
+        (tini_pid, tini_argv, _), *children = process_tree(host_pid)
+        assert Path(tini_argv[0]).name == "tini", tini_argv
+        assert tini_argv[1:] == ["--", "hurricane-entrypoint", "serve"]
+        # The entrypoint exec'd the server: no shell nor Python wrapper in between.
+        assert len(children) == 1, children
+        _, server_argv, server_uid = children[0]
+        assert Path(server_argv[0]).name.startswith("python"), server_argv
+        assert server_argv[1:] == ["manage.py", "serve"], server_argv
+        assert server_uid == USER_ID
+        # And from inside: PID 1 is tini.
+        inside = podman("exec", demo.name, "cat", "/proc/1/comm").stdout.strip()
+        assert inside == "tini"
+        assert podman("exec", demo.name, "id", "-u").stdout.strip() == str(USER_ID)
+
+
+def test_stop_drains_in_flight_requests_and_exits_0(base_image: str) -> None:
+    """The base image serving a project mounted at /app (the tests' project, for its
+    slow view): `podman stop` (SIGTERM to tini, forwarded) lets requests in flight
+    finish, and the container exits 0 well within the grace period."""
+    grace = 30
+    env = {"TEST_SQLITE": "/tmp/test.sqlite3", "HURRICANE_COMMANDS": "migrate"}
+    mount = f"--volume={TEST_PROJECT}:/app:ro"
+    with container(base_image, mount, env=env) as server:
+        server.wait_started()
+        slow = server.app_url + "/slow/?seconds=3"
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            in_flight = [pool.submit(requests.get, slow, timeout=30) for _ in range(3)]
+            deadline = time.monotonic() + 10
+            metrics = ""
+            while time.monotonic() < deadline:
+                metrics = requests.get(server.probe_url + "/metrics", timeout=5).text
+                if re.search(r"^hurricane_http_requests_in_flight 3\.0$", metrics, re.M):
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail(f"the slow requests never were in flight:\n{metrics}")
+            started = time.monotonic()
+            podman("stop", "--time", str(grace), server.name)
+            stopped_after = time.monotonic() - started
+            answers = [future.result() for future in in_flight]
+        assert [(answer.status_code, answer.text) for answer in answers] == [(200, "slept 3.0")] * 3
+        state = server.state()
+        assert state["ExitCode"] == 0, server.logs()
+        assert stopped_after < grace - 5, f"stop took {stopped_after:.1f} s"
+        assert "SIGTERM" in server.logs()
+
+
+def test_image_configuration(base_image: str) -> None:
+    config = inspect(base_image)["Config"]
+    assert config["User"] == f"{USER_ID}:{USER_ID}"
+    assert config["Entrypoint"] == ["tini", "--", "hurricane-entrypoint"]
+    assert config["Cmd"] == ["serve"]
+    assert config["WorkingDir"] == "/app"
+    assert set(config["ExposedPorts"]) == {"8000/tcp", "8001/tcp"}
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["PATH"].startswith("/opt/hurricane/bin:")
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.version"] == PROJECT_VERSION
+    assert labels["org.opencontainers.image.revision"] == git("rev-parse", "HEAD")
+    assert labels["org.opencontainers.image.created"] == git("log", "-1", "--format=%cI")
+    assert labels["org.opencontainers.image.licenses"] == "MIT"
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+    assert "PIP_CERT" not in env
+
+
+LEFTOVERS_SCRIPT = r"""
+import glob, json, os, shutil
+places = ["/app", "/opt", "/root", "/tmp", "/usr/local", "/var/tmp", "/wheels", "/src"]
+found = {
+    "compilers": [c for c in ("cc", "gcc", "c++", "g++", "clang", "make") if shutil.which(c)],
+    "build folders": [p for p in ("/wheels", "/src", "/opt/build") if os.path.exists(p)],
+    "files in /app, /tmp, /var/tmp": sorted(
+        glob.glob("/app/*") + glob.glob("/tmp/*") + glob.glob("/var/tmp/*")
+    ),
+    "caches": [
+        path for place in places for path in glob.glob(place + "/**/.cache", recursive=True)
+    ] + [p for p in glob.glob("/var/cache/apt/*.bin")],
+    "apt lists": [
+        p for p in glob.glob("/var/lib/apt/lists/*")
+        if os.path.basename(p) not in ("lock", "partial")
+    ],
+    "wheels": [
+        path for place in places for path in glob.glob(place + "/**/*.whl", recursive=True)
+    ],
+    "pip.conf": [p for p in ("/etc/pip.conf", "/etc/xdg/pip/pip.conf") if os.path.exists(p)],
+}
+print(json.dumps(found))
+"""
+
+
+def test_image_carries_no_compiler_cache_or_build_file(base_image: str, stand_in: str) -> None:
+    result = podman(
+        "run", "--rm", "--user", "0", "--entrypoint", "python3",
+        base_image, "-c", LEFTOVERS_SCRIPT,
+    )  # fmt: skip
+    found = json.loads(result.stdout)
+    assert found == {key: [] for key in found}
+    size_above_base = inspect(base_image)["Size"] - inspect(stand_in)["Size"]
+    print(f"image size above its base: {size_above_base / 1e6:.1f} MB")
+    assert 0 < size_above_base < MAX_SIZE_ABOVE_BASE
+
+
+def users_dockerfile() -> str:
+    """The user's Dockerfile that the README shows."""
+    for doc in (ROOT / "README.md", IMAGE_DIR / "README.md"):
+        if not doc.is_file():
+            continue
+        match = re.search(
+            r"```dockerfile\n(FROM blueshoe/hurricane:\S+\n.*?)```", doc.read_text(), re.S
+        )
+        if match:
+            return match.group(1)
+    pytest.fail("no ```dockerfile block starting FROM blueshoe/hurricane: in the README")
+
+
+def test_users_short_dockerfile_installs_requirements_as_non_root(
+    base_image: str, tmp_path: Path
+) -> None:
+    """The README's Dockerfile, on the demo project with one more requirement: its
+    `RUN pip install` runs as the image's non-root user and the result serves."""
+    dockerfile = users_dockerfile()
+    assert len(dockerfile.splitlines()) <= 5, "the user's Dockerfile stays short"
+    context = tmp_path / "project"
+    local_files = shutil.ignore_patterns("__pycache__", "*.sqlite3", "staticfiles")
+    shutil.copytree(DEMO_PROJECT, context, ignore=local_files)
+    (context / "requirements.txt").write_text("six\n")
+    (context / "Dockerfile").write_text(
+        re.sub(r"^FROM \S+", f"FROM {base_image}", dockerfile, flags=re.M)
+    )
+    # pip in that RUN reaches the registry through this machine's TLS proxy.
+    pip_conf = tmp_path / "pip.conf"
+    pip_conf.write_text(f"[global]\ncert = {HOST_CA_BUNDLE}\n")
+    podman(
+        *build_args(), "--volume", f"{pip_conf}:/etc/pip.conf:ro",
+        "--tag", USER_TAG, str(context),
+    )  # fmt: skip
+    assert inspect(USER_TAG)["Config"]["User"] == f"{USER_ID}:{USER_ID}"
+    owner = podman(
+        "run", "--rm", USER_TAG, "python", "-c",
+        "import os, six; print(os.stat(six.__file__).st_uid)",
+    ).stdout.split()[-1]  # fmt: skip
+    assert owner == str(USER_ID), "installed by the image's user, not root"
+    env = {"DEMO_DATABASE": "/tmp/demo.sqlite3", "HURRICANE_COMMANDS": "migrate"}
+    with container(USER_TAG, env=env) as project:
+        project.wait_started()
+        assert requests.get(project.app_url + "/notes/", timeout=5).json() == {"notes": []}
