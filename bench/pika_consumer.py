@@ -6,8 +6,8 @@ acks, start_consuming.
 
 It declares the same topology ``manage.py consume`` declares (a topic exchange and a
 queue bound with the queue's name), consumes MESSAGES messages, then writes the time
-it began the first one and the time it had acknowledged the last one to TIMING_FILE
-as JSON, and exits.
+(and the CPU time) it began the first one and had acknowledged the last one to
+TIMING_FILE as JSON, and exits.
 """
 
 from __future__ import annotations
@@ -51,15 +51,17 @@ def main() -> None:
     channel.queue_bind(arguments.queue, arguments.exchange, routing_key=arguments.queue)
     channel.basic_qos(prefetch_count=arguments.prefetch)
 
-    state = {"count": 0, "first": 0.0, "last": 0.0}
+    state = {"count": 0, "first": 0.0, "last": 0.0, "cpu_first": 0.0, "cpu_last": 0.0}
 
     def callback(ch: Any, method: Any, properties: Any, body: bytes) -> None:
         if state["count"] == 0:
             state["first"] = time.perf_counter()
+            state["cpu_first"] = time.process_time()
         ch.basic_ack(delivery_tag=method.delivery_tag)
         state["count"] += 1
         if state["count"] == arguments.messages:
             state["last"] = time.perf_counter()
+            state["cpu_last"] = time.process_time()
             ch.stop_consuming()
 
     channel.basic_consume(queue=arguments.queue, on_message_callback=callback)

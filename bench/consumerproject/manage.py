@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The benchmark's Django project: ``python manage.py consume benchapp.consumers.AckOnlyHandler``."""
+"""The benchmark's project: ``manage.py consume benchapp.consumers.AckOnlyHandler``."""
 
 import os
 import sys
