@@ -7,19 +7,23 @@
 # official python images, or Debian's own python3 (the tests build on one).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# -- builder: wheels of Hurricane and everything it needs ------------------------------
+# -- builder: wheels of Hurricane and its dependencies, installed into a venv ---------
 FROM ${PYTHON_IMAGE} AS builder
 # For a build behind a TLS-intercepting proxy: --build-arg PIP_CERT=/path/to/ca-bundle
 # (with the bundle mounted into the build). Declared in this stage only, so that it
 # stays out of the image.
 ARG PIP_CERT
-RUN python3 -m venv /opt/build
+ENV VIRTUAL_ENV=/opt/hurricane
+RUN python3 -m venv "$VIRTUAL_ENV"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY hurricane/ hurricane/
 # The pip cache is a build cache mount: fast rebuilds, nothing of it in any layer.
+# The wheels and the sources stay in this stage; only the venv moves on.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    /opt/build/bin/pip wheel --wheel-dir /wheels .
+    set -eux; \
+    "$VIRTUAL_ENV/bin/pip" wheel --wheel-dir /wheels .; \
+    "$VIRTUAL_ENV/bin/pip" install --no-index --find-links /wheels django-hurricane
 
 # -- the image ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
@@ -33,25 +37,24 @@ ENV VIRTUAL_ENV=/opt/hurricane \
 
 # tini from the distribution (the official python images lack it; Debian's python3
 # may have it already). The user's home is /tmp: the only place written at run time.
+# /app belongs to the user, so that a derived image's `RUN python manage.py
+# collectstatic` works without switching to root.
 RUN set -eux; \
     if ! command -v tini >/dev/null; then \
         apt-get update; \
         apt-get install -y --no-install-recommends tini; \
-        rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; \
+        apt-get clean; \
+        rm -rf /var/lib/apt/lists/*; \
     fi; \
     groupadd --system --gid 10001 hurricane; \
     useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
-        --shell /usr/sbin/nologin hurricane
+        --shell /usr/sbin/nologin hurricane; \
+    install -d -o 10001 -g 10001 /app
 
-# The venv and /app belong to the image's user, so that a derived image's
-# `RUN pip install -r requirements.txt` and `RUN python manage.py collectstatic` work
-# without switching to root. At run time nothing needs to be writable (--read-only).
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    set -eux; \
-    python3 -m venv "$VIRTUAL_ENV"; \
-    pip install --no-index --find-links /wheels django-hurricane; \
-    mkdir -p /app; \
-    chown -R 10001:10001 "$VIRTUAL_ENV" /app
+# The same python at the same path in both stages, so the venv works as copied. It
+# belongs to the user, so that a derived image's `RUN pip install -r requirements.txt`
+# works without USER root; at run time nothing needs to be writable (--read-only).
+COPY --from=builder --chown=10001:10001 /opt/hurricane /opt/hurricane
 
 COPY entrypoint/hurricane-entrypoint /usr/local/bin/hurricane-entrypoint
 
