@@ -121,9 +121,9 @@ class ConsumerObserver:
     def message_handled(self, seconds: float, failed: bool) -> None:
         """``on_message`` returned or raised (handler thread)."""
 
-    def message_settled(self, outcome: str) -> None:
-        """A message was acked (``acked``), rejected (``rejected``) or requeued
-        (``requeued``) on the broker."""
+    def message_settled(self, outcome: str, count: int = 1) -> None:
+        """``count`` messages were acked (``acked``), rejected (``rejected``) or
+        requeued (``requeued``) on the broker."""
 
 
 class _AMQPConsumer:
@@ -177,6 +177,8 @@ class _AMQPConsumer:
         self.closed: asyncio.Future | None = None  # resolves with why the connection closed
         self._deliveries: queue.SimpleQueue = queue.SimpleQueue()
         self._outbox: collections.deque = collections.deque()
+        # Delivery tags of the current channel not yet settled, oldest first (loop only).
+        self._unsettled: collections.deque = collections.deque()
         self._flush_scheduled = False
         self._handler_thread: threading.Thread | None = None
         self._in_hand: tuple[int, int] | None = None  # (generation, delivery tag)
@@ -277,9 +279,16 @@ class _AMQPConsumer:
                 pass
 
     def _flush(self) -> None:
-        """Carry out the queued operations on the loop, in order."""
+        """Carry out the queued operations on the loop, in order.
+
+        A run of acks for the oldest outstanding deliveries goes out as one
+        ``basic_ack(multiple=True)``: one frame instead of many, which is what keeps
+        the consumer as fast as a plain pika one at a small prefetch."""
         self._flush_scheduled = False
         outbox = self._outbox
+        unsettled = self._unsettled
+        run_end = None  # highest tag of the run of acks not yet sent
+        run_length = 0
         while outbox:
             generation, operation = outbox.popleft()
             channel = self._channel
@@ -291,14 +300,42 @@ class _AMQPConsumer:
                 )
                 continue
             kind = operation[0]
+            if kind == "ack" and not operation[3] and unsettled and unsettled[0] == operation[1]:
+                unsettled.popleft()
+                run_end = operation[1]
+                run_length += 1
+                continue
+            if run_end is not None:
+                self._send_ack_run(channel, run_end, run_length)
+                run_end, run_length = None, 0
             if kind == "ack":
+                self._forget(operation[1], operation[3])
                 channel.basic_ack(operation[1], multiple=operation[3])
                 self.observer.message_settled("acked")
             elif kind == "nack":
+                self._forget(operation[1], operation[3])
                 channel.basic_nack(operation[1], multiple=operation[3], requeue=operation[2])
                 self.observer.message_settled("requeued" if operation[2] else "rejected")
             else:
                 channel.basic_publish(*operation[1:])
+        if run_end is not None and self._channel is not None:
+            self._send_ack_run(self._channel, run_end, run_length)
+
+    def _send_ack_run(self, channel: Any, last_tag: int, count: int) -> None:
+        channel.basic_ack(last_tag, multiple=count > 1)
+        self.observer.message_settled("acked", count)
+
+    def _forget(self, delivery_tag: int, multiple: bool) -> None:
+        """The delivery (or, with ``multiple``, every one up to it) is settled."""
+        unsettled = self._unsettled
+        if multiple:
+            while unsettled and unsettled[0] <= delivery_tag:
+                unsettled.popleft()
+            return
+        try:
+            unsettled.remove(delivery_tag)
+        except ValueError:
+            pass
 
     # -- the handler thread -----------------------------------------------------------------
 
@@ -374,6 +411,7 @@ class _AMQPConsumer:
         return self._deliveries.qsize()
 
     def _on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self._unsettled.append(method.delivery_tag)
         self._deliveries.put((self._generation, channel, method, properties, body))
         self.observer.message_received()
 
@@ -451,6 +489,7 @@ class _AMQPConsumer:
             "opening a channel",
         )
         self._generation += 1
+        self._unsettled = collections.deque()
         self._channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_cancel_callback(self._on_consumer_cancelled)

@@ -101,14 +101,14 @@ class ConsumerState(ProbeState, ConsumerObserver):
             if failed:
                 self.consumer_metrics.errors.inc()
 
-    def message_settled(self, outcome: str) -> None:
+    def message_settled(self, outcome: str, count: int = 1) -> None:
         metrics = self.consumer_metrics
         if metrics is None:
             return
         if outcome == "acked":
-            metrics.acked.inc()
+            metrics.acked.inc(count)
         else:
-            metrics.rejected.labels("true" if outcome == "requeued" else "false").inc()
+            metrics.rejected.labels("true" if outcome == "requeued" else "false").inc(count)
 
 
 class Consumer:
