@@ -301,6 +301,7 @@ def test_dockerfile_takes_the_python_image_as_argument() -> None:
     copied = [
         path
         for line in re.findall(r"^COPY\s+(.+)$", text, re.M)
+        if "--from=" not in line
         for path in line.split()[:-1]
         if not path.startswith("--")
     ]
