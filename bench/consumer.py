@@ -44,6 +44,8 @@ BODY = b"x" * 100
 CONTENDERS = ("hurricane", "pika")
 # The Hurricane figure has to reach this share of plain pika's (the issue's bar).
 REQUIRED_RATIO = 0.9
+# Runs of one contender further apart than this (fastest over slowest) are flagged.
+NOISY_SPREAD = 0.25
 
 
 @dataclass(frozen=True)
@@ -308,19 +310,24 @@ def run_trial(trial: Trial, broker: Broker) -> Measurement:
 Results = dict[tuple[str, int], list[Measurement]]
 
 
+def git(path: Path, *arguments: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(path), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout.strip()
+
+
 def checkout_description(path: Path) -> str:
-    """The commit of the Hurricane measured, marked when it has uncommitted changes."""
+    """The commit of the Hurricane measured, and whether hurricane/ differs from it."""
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(path), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        commit = git(path, "rev-parse", "--short", "HEAD")
+        changed = git(path, "status", "--porcelain", "--", "hurricane")
     except (OSError, subprocess.SubprocessError):
         return str(path)
-    return f"{path} at {commit}"
+    return f"{path} at {commit}" + (", hurricane/ with uncommitted changes" if changed else "")
 
 
 def table(results: Results, prefetches: list[int]) -> list[str]:
@@ -343,17 +350,33 @@ def table(results: Results, prefetches: list[int]) -> list[str]:
     return lines
 
 
+def spread(measurements: list[Measurement]) -> float:
+    """How far apart the runs are: the fastest over the slowest, less one."""
+    rates = [m.rate for m in measurements]
+    return max(rates) / min(rates) - 1
+
+
 def verdicts(results: Results, prefetches: list[int]) -> list[str]:
     lines = []
     for prefetch in prefetches:
-        ratio = statistics.median(m.rate for m in results["hurricane", prefetch]) / (
-            statistics.median(m.rate for m in results["pika", prefetch])
+        hurricane, plain = results["hurricane", prefetch], results["pika", prefetch]
+        ratio = statistics.median(m.rate for m in hurricane) / (
+            statistics.median(m.rate for m in plain)
         )
+        # Each Hurricane run against the pika run right after it: what a drift of the
+        # machine between runs does not touch.
+        paired = ", ".join(f"{h.rate / p.rate:.2f}" for h, p in zip(hurricane, plain, strict=True))
         verdict = "reaches" if ratio >= REQUIRED_RATIO else "does NOT reach"
         lines.append(
             f"- prefetch {prefetch}: Hurricane {verdict} {REQUIRED_RATIO}x of plain pika "
-            f"({ratio:.2f}x)."
+            f"({ratio:.2f}x; run by run {paired})."
         )
+        worst = max(spread(hurricane), spread(plain))
+        if worst > NOISY_SPREAD:
+            lines.append(
+                f"  The runs of one contender differ by up to {worst:.0%}: the machine was "
+                "not quiet; raise --runs, or run again when it is."
+            )
     return lines
 
 
