@@ -276,7 +276,10 @@ def run_pika(trial: Trial, broker: Broker) -> Measurement:
     ]
     with running(command, trial, BENCH) as process:
         measurement = read_timing(trial, process)
-        process.wait(trial.timeout)
+        try:
+            process.wait(trial.timeout)
+        except subprocess.TimeoutExpired:
+            raise BenchError("pika consumed every message but did not exit") from None
     return measurement
 
 
