@@ -4,6 +4,8 @@
 ARG BASE_IMAGE=blueshoe/hurricane:py3.11
 FROM ${BASE_IMAGE}
 
+# The base's working directory already; said again so that the COPY reads plainly.
+WORKDIR /app
 COPY examples/demo/ .
 RUN python manage.py collectstatic --noinput
 
