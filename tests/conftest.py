@@ -136,6 +136,24 @@ class ServeProcess:
         self.log_file.close()
 
 
+def wait_until(condition, timeout: float = 20.0, what: str = "condition", server=None) -> None:
+    """Poll ``condition`` until it is true; connection errors count as not yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(0.05)
+    log = f"\nserver log:\n{server.output}" if server is not None else ""
+    raise AssertionError(f"timed out waiting for {what}{log}")
+
+
+def status(url: str, method: str = "GET", **kwargs) -> int:
+    return requests.request(method, url, timeout=10, **kwargs).status_code
+
+
 def condition_allows_exit(condition) -> bool:
     return getattr(condition, "allows_exit", False)
 

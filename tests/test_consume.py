@@ -19,7 +19,15 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import TEST_PROJECT, base_env, free_port, port_open, read_records
+from conftest import (
+    TEST_PROJECT,
+    base_env,
+    free_port,
+    port_open,
+    read_records,
+    status,
+    wait_until,
+)
 
 HANDLER = "testapp.consumers.RecordingHandler"
 
@@ -46,22 +54,6 @@ def metric(process, name: str, labels: dict | None = None) -> float:
             if sample.name == name and (labels is None or sample.labels == labels):
                 return sample.value
     raise AssertionError(f"no metric {name} {labels or ''}")
-
-
-def status(url: str) -> int:
-    return requests.get(url, timeout=5).status_code
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except (requests.RequestException, OSError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def handled_ids(tmp_path: Path, outcome: str = "acked") -> list:
@@ -98,19 +90,7 @@ def test_probes_follow_the_connection(consume, broker, tmp_path):
     # Nothing listens on this port: the consumer keeps trying (--reconnect) and is alive,
     # but neither started nor ready.
     dead_port = str(free_port())
-    process = consume(
-        HANDLER,
-        "--queue",
-        names.queue,
-        "--exchange",
-        names.exchange,
-        "--amqp-host",
-        "127.0.0.1",
-        "--amqp-port",
-        dead_port,
-        "--reconnect",
-        wait=False,
-    )
+    process = consume(*consumer_args(names, "--amqp-port", dead_port, "--reconnect"), wait=False)
     process.wait_for(lambda: status(process.probe("/alive")) == 200, 30, "liveness")
     assert status(process.probe("/startup")) == 400
     assert status(process.probe("/ready")) == 400
@@ -458,3 +438,61 @@ def test_no_probe_and_no_metrics(consume, broker, tmp_path):
     process = consume(*consumer_args(names, "--no-metrics"))
     assert status(process.probe("/metrics")) == 404
     assert status(process.probe("/ready")) == 200
+
+
+def test_handler_option_custom_dead_letter_queue_and_explicit_requeue(consume, broker, tmp_path):
+    names = broker.names()
+    custom_queue = f"{names.queue}.custom-dead"
+    broker.queues.append(custom_queue)
+    process = consume(
+        "--handler",
+        HANDLER,
+        *consumer_args(names)[1:],
+        "--dead-letter-exchange",
+        names.dead_letter_exchange,
+        "--dead-letter-queue",
+        custom_queue,
+        "--requeue-on-error",
+        "true",
+    )
+    broker.publish(
+        names.exchange,
+        names.queue,
+        [{"id": "rejected", "reject": True}, {"id": "bad", "raise": True}],
+    )
+    # A reject goes to the named dead-letter queue; a failure is requeued, as asked,
+    # although a dead-letter exchange is set up.
+    wait_until(lambda: broker.count(custom_queue) == 1, 20, "the dead letter")
+    assert broker.take_all(custom_queue) == [{"id": "rejected", "reject": True}]
+    wait_until(lambda: len(handled_ids(tmp_path, "raised")) >= 2, 20, "the redelivery")
+    assert "requeueing it after" in process.output
+
+
+def test_the_handler_is_given_once(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "consume", HANDLER, "--handler", "other.Handler"],
+        cwd=TEST_PROJECT,
+        env=base_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "the handler is given twice: as HANDLER and with --handler" in result.stderr
+
+
+def test_graceful_timeout_bounds_the_wait_for_the_message_in_hand(consume, broker, tmp_path):
+    names = broker.names()
+    process = consume(*consumer_args(names, "--graceful-timeout", "1"))
+    broker.publish(names.exchange, names.queue, [{"id": "endless", "sleep": 30}])
+    wait_until(
+        lambda: metric(process, "hurricane_amqp_messages_received_total") == 1, 20, "delivery"
+    )
+    began = time.monotonic()
+    process.signal(signal.SIGTERM)
+    assert process.wait_exit(20) == 0
+    assert time.monotonic() - began < 10
+    assert "its message goes back to the queue" in process.output
+    # Not acknowledged, so the broker keeps it for the next consumer.
+    wait_until(lambda: broker.count(names.queue) == 1, 10, "the message back in the queue")
+    assert handled_ids(tmp_path) == []

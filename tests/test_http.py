@@ -14,30 +14,13 @@ from pathlib import Path
 
 import requests
 
-from conftest import TEST_PROJECT, free_port, port_open
+from conftest import TEST_PROJECT, free_port, port_open, status, wait_until
 
 CSS = TEST_PROJECT / "testapp" / "static" / "testapp" / "app.css"
 VIEWS = TEST_PROJECT / "testapp" / "views.py"
 
 
 # -- helpers --------
-
-
-def wait_until(condition, timeout: float = 20.0, what: str = "condition", server=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except (requests.RequestException, OSError):
-            pass
-        time.sleep(0.05)
-    log = f"\nserver log:\n{server.output}" if server is not None else ""
-    raise AssertionError(f"timed out waiting for {what}{log}")
-
-
-def status(url: str, method: str = "GET", **kwargs) -> int:
-    return requests.request(method, url, timeout=10, **kwargs).status_code
 
 
 def read_until(sock: socket.socket, buffer: bytes, marker: bytes, timeout: float) -> bytes:

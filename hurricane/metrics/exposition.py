@@ -104,6 +104,10 @@ class ProcessMetrics:
         self.registry.register(StoredMetricsCollector())
         self.registry.register(DefaultRegistryCollector())
 
+    def gauge_of(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A gauge whose value is read at scrape time, never set on the request path."""
+        Gauge(name, documentation, registry=self.registry).set_function(read)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -127,18 +131,16 @@ class HttpMetrics(ProcessMetrics):
             ["method", "route"],
             registry=self.registry,
         )
-        in_flight_gauge = Gauge(
+        self.gauge_of(
             "hurricane_http_requests_in_flight",
             "Requests on the app port being read, waiting, run or written.",
-            registry=self.registry,
+            in_flight,
         )
-        in_flight_gauge.set_function(in_flight)
-        backlog_gauge = Gauge(
+        self.gauge_of(
             "hurricane_http_request_backlog",
             "App requests waiting for a free worker thread.",
-            registry=self.registry,
+            backlog,
         )
-        backlog_gauge.set_function(backlog)
 
     def observe(self, method: str, status: int, route: str, seconds: float) -> None:
         if method not in KNOWN_METHODS:
@@ -177,15 +179,13 @@ class ConsumerMetrics(ProcessMetrics):
             "Time on_message took per message.",
             registry=self.registry,
         )
-        connected_gauge = Gauge(
+        self.gauge_of(
             "hurricane_amqp_connected",
             "1 while connected to the broker and consuming, else 0.",
-            registry=self.registry,
+            connected,
         )
-        connected_gauge.set_function(connected)
-        backlog_gauge = Gauge(
+        self.gauge_of(
             "hurricane_amqp_message_backlog",
             "Messages received and waiting for the handler.",
-            registry=self.registry,
+            backlog,
         )
-        backlog_gauge.set_function(backlog)
