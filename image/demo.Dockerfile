@@ -6,6 +6,9 @@ FROM ${BASE_IMAGE}
 
 # The base's working directory already; said again so that the COPY reads plainly.
 WORKDIR /app
+# The demo's own requirements: PostgreSQL, which the Kubernetes manifests give it,
+# and debugpy for their development overlay (HURRICANE_DEBUGGER=true).
+RUN pip install "psycopg[binary]==3.3.*" "debugpy==1.8.*"
 COPY examples/demo/ .
 RUN python manage.py collectstatic --noinput
 

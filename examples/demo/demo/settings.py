@@ -1,4 +1,10 @@
-"""Settings of Hurricane's demo project: SQLite, DEBUG off, static files collected."""
+"""Settings of Hurricane's demo project: DEBUG off, static files collected.
+
+The database is SQLite (``DEMO_DATABASE``, a file) unless ``DEMO_DB_HOST`` names a
+PostgreSQL server, as in the Kubernetes manifests, where every replica and the
+migration Job must share one database. The password comes from ``DEMO_DB_PASSWORD``,
+which the image's entrypoint reads from the file ``DEMO_DB_PASSWORD_FILE`` names.
+"""
 
 import os
 from pathlib import Path
@@ -24,12 +30,26 @@ MIDDLEWARE = [
 ROOT_URLCONF = "demo.urls"
 WSGI_APPLICATION = "demo.wsgi.application"
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("DEMO_DATABASE", str(BASE_DIR / "db.sqlite3")),
+if os.environ.get("DEMO_DB_HOST"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ["DEMO_DB_HOST"],
+            "PORT": os.environ.get("DEMO_DB_PORT", "5432"),
+            "NAME": os.environ.get("DEMO_DB_NAME", "demo"),
+            "USER": os.environ.get("DEMO_DB_USER", "demo"),
+            "PASSWORD": os.environ.get("DEMO_DB_PASSWORD", ""),
+            # Fail fast when the database is gone, so readiness says so within a probe.
+            "OPTIONS": {"connect_timeout": 3},
+        }
     }
-}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("DEMO_DATABASE", str(BASE_DIR / "db.sqlite3")),
+        }
+    }
 
 TEMPLATES = []
 USE_TZ = True
