@@ -1,4 +1,5 @@
-"""The README documents every option of serve and consume, with its variable."""
+"""The README documents every option of serve and consume, with its variable, and
+every part of the Kubernetes manifests."""
 
 from conftest import ROOT
 from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS
@@ -39,3 +40,14 @@ def test_documented_module_paths_import():
         "hurricane.webhooks.exceptions",
     ):
         importlib.import_module(name)
+
+
+def test_readme_explains_every_part_of_the_manifests():
+    readme = (ROOT / "README.md").read_text()
+    manifests = ROOT / "k8s-manifests"
+    parts = [manifests / "base"] + sorted((manifests / "components").iterdir())
+    parts += sorted((manifests / "overlays").iterdir())
+    for part in parts:
+        assert f"`{part.relative_to(manifests)}/`" in readme, part
+    assert "python scripts/check_manifests.py" in readme
+    assert "kubectl apply -k k8s-manifests" in readme
