@@ -1,10 +1,9 @@
 """The demo's AMQP consumer: every message on its queue becomes a note.
 
-    python manage.py consume notes.consumers.NoteHandler --queue notes --exchange demo
+python manage.py consume notes.consumers.NoteHandler --queue notes --exchange demo
 """
 
 from hurricane.amqp.basehandler import TopicHandler
-
 from notes.models import Note
 
 
