@@ -8,7 +8,7 @@ FROM ${BASE_IMAGE}
 WORKDIR /app
 # The demo's own requirements: PostgreSQL, which the Kubernetes manifests give it,
 # and debugpy for their development overlay (HURRICANE_DEBUGGER=true).
-RUN pip install "psycopg[binary]==3.3.*" "debugpy==1.8.*"
+RUN pip install --no-cache-dir "psycopg[binary]==3.3.*" "debugpy==1.8.*"
 COPY examples/demo/ .
 RUN python manage.py collectstatic --noinput
 
