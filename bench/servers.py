@@ -1,0 +1,556 @@
+"""HTTP benchmark: Hurricane against its peers serving one Django project.
+
+    python bench/servers.py                       every server, every path, 3 runs
+    python bench/servers.py --runs 1 --duration 5 --servers hurricane gunicorn --paths /plain
+
+For each run, each server in turn (interleaved, so that a drift of the machine hits
+all alike) is started fresh on bench/webproject, timed to its first 200, then loaded
+by wrk (-t2 -c64 --latency) on every path; while it runs, the server's processes are
+sampled for CPU time and memory, and for Hurricane the probes are polled. Each cell
+is the median of the runs. The table is printed and written to bench/results/http.md.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PROJECT = BENCH / "webproject"
+CACHE = ROOT / ".cache" / "bench"
+ORIGINAL_VERSION = "1.6.2"
+PATHS = ("/plain", "/json", "/db", "/sleep", "/asleep")
+SERVERS = ("hurricane", "gunicorn", "granian", "uvicorn", "original")
+PEER_PACKAGES = ("gunicorn", "granian", "uvicorn")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def original_python() -> Path:
+    """The original django-hurricane in a virtual environment of its own (it has the
+    same import name as Hurricane), made on first use."""
+    venv = CACHE / f"django-hurricane-{ORIGINAL_VERSION}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [
+                str(venv / "bin" / "pip"),
+                "install",
+                "--quiet",
+                f"django-hurricane=={ORIGINAL_VERSION}",
+            ],
+            check=True,
+        )
+    return python
+
+
+def command(server: str, port: int) -> list[str]:
+    """How each server is started: the settings the issue names, nothing tuned."""
+    python = sys.executable
+    if server == "hurricane":
+        return [python, "manage.py", "serve", "--port", str(port)]
+    if server == "original":
+        return [str(original_python()), "manage.py", "serve", "--port", str(port)]
+    if server == "gunicorn":
+        return [
+            python,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gthread",
+            "-w",
+            "2",
+            "--threads",
+            "8",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "webproject.wsgi",
+        ]
+    if server == "granian":
+        return [
+            python,
+            "-m",
+            "granian",
+            "--interface",
+            "wsgi",
+            "--workers",
+            "2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "webproject.wsgi:application",
+        ]
+    if server == "uvicorn":
+        return [
+            python,
+            "-m",
+            "uvicorn",
+            "--workers",
+            "2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "webproject.asgi:application",
+        ]
+    raise ValueError(server)
+
+
+# -- the server's processes ------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time of these processes, and of their reaped children."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return total / CLOCK_TICKS
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError):
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+    return total
+
+
+def get(url: str, timeout: float = 2.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@dataclass
+class Server:
+    name: str
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    startup_seconds: float = 0.0
+    peak_rss: int = 0
+
+    def start(self, timeout: float = 60.0) -> None:
+        env = dict(os.environ, BENCH_DATABASE=str(self.workdir / "bench.sqlite3"))
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        env["PYTHONPATH"] = str(PROJECT)
+        log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 (the process's)
+        began = time.monotonic()
+        self.process = subprocess.Popen(
+            command(self.name, self.port),
+            cwd=PROJECT,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        deadline = began + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}: {self.log()}"
+                )
+            with contextlib.suppress(OSError):
+                if get(f"http://127.0.0.1:{self.port}/plain", timeout=1) == 200:
+                    self.startup_seconds = time.monotonic() - began
+                    return
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.name} did not answer 200 within {timeout} s: {self.log()}")
+
+    def log(self) -> str:
+        return (self.workdir / f"{self.name}.log").read_text(errors="replace")[-2000:]
+
+    def pids(self) -> list[int]:
+        return process_tree(self.process.pid)
+
+    def sample_memory(self) -> None:
+        self.peak_rss = max(self.peak_rss, rss_bytes(self.pids()))
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+
+
+# -- load --------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_seconds: float
+    requests: int
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.requests / self.cpu_seconds if self.cpu_seconds else 0.0
+
+
+def milliseconds(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(server: Server, path: str, duration: int, connections: int) -> Load:
+    url = f"http://127.0.0.1:{server.port}{path}"
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.25):
+            server.sample_memory()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    pids = server.pids()
+    cpu_before = cpu_seconds(pids)
+    sampler.start()
+    result = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+    )
+    stop.set()
+    sampler.join()
+    cpu = cpu_seconds(server.pids()) - cpu_before
+    out = result.stdout
+    if result.returncode != 0 or "Requests/sec" not in out:
+        raise RuntimeError(f"wrk failed on {server.name} {path}: {out}{result.stderr}")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = 0
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(match.group(1))
+    if match := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    ):
+        errors += sum(int(value) for value in match.groups())
+    return Load(
+        requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        p50_ms=milliseconds(re.search(r"50%\s+(\S+)", out).group(1)),
+        p99_ms=milliseconds(re.search(r"99%\s+(\S+)", out).group(1)),
+        errors=errors,
+        cpu_seconds=cpu,
+        requests=requests,
+    )
+
+
+@dataclass
+class ProbeLatency:
+    p99_ms: float
+    timeouts: int
+    ready_not_200: int
+
+
+@contextlib.contextmanager
+def polling_probes(probe_port: int) -> Iterator[list]:
+    """Poll /alive and /ready every 50 ms while the block runs."""
+    samples: list[tuple[str, float, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.05):
+            for probe in ("/alive", "/ready"):
+                began = time.monotonic()
+                try:
+                    code = get(f"http://127.0.0.1:{probe_port}{probe}", timeout=1.0)
+                except OSError:
+                    code = 0
+                samples.append((probe, (time.monotonic() - began) * 1000, code))
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def probe_latency(samples: list[tuple[str, float, int]]) -> ProbeLatency:
+    latencies = sorted(ms for _, ms, _ in samples)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0.0
+    return ProbeLatency(
+        p99_ms=p99,
+        timeouts=sum(1 for _, _, code in samples if code == 0),
+        ready_not_200=sum(1 for probe, _, code in samples if probe == "/ready" and code != 200),
+    )
+
+
+# -- the in-process ceiling --------------------------------------------------------------
+
+
+def in_process_ceiling(path: str = "/plain", seconds: float = 3.0) -> float:
+    """Requests per second of Django's WSGI handler called in a loop, no server."""
+    code = f"""
+import io, os, sys, time
+sys.path.insert(0, {str(PROJECT)!r})
+os.environ["DJANGO_SETTINGS_MODULE"] = "webproject.settings"
+from webproject.wsgi import application
+environ = {{"REQUEST_METHOD": "GET", "PATH_INFO": {path!r}, "SERVER_NAME": "127.0.0.1",
+    "SERVER_PORT": "80", "wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http",
+    "SERVER_PROTOCOL": "HTTP/1.1", "QUERY_STRING": "", "HTTP_HOST": "127.0.0.1"}}
+def start_response(status, headers, exc_info=None):
+    assert status.startswith("200"), status
+done, end = 0, time.monotonic() + {seconds}
+while time.monotonic() < end:
+    environ["wsgi.input"] = io.BytesIO()
+    b"".join(application(dict(environ), start_response))
+    done += 1
+print(done / {seconds})
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return float(result.stdout.strip())
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+def check_tools(servers: list[str]) -> None:
+    if not shutil.which("wrk"):
+        sys.exit("wrk is missing: apt-get install wrk")
+    for package in PEER_PACKAGES:
+        if package in servers:
+            try:
+                __import__(package)
+            except ImportError:
+                sys.exit(f"{package} is missing: pip install -r bench/requirements.txt")
+
+
+def migrate(workdir: Path) -> None:
+    env = dict(os.environ, BENCH_DATABASE=str(workdir / "bench.sqlite3"), PYTHONPATH=str(PROJECT))
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+        cwd=PROJECT,
+        env=env,
+        check=True,
+    )
+
+
+@dataclass
+class Cell:
+    loads: list[Load] = field(default_factory=list)
+
+    def median(self, attribute: str) -> float:
+        return statistics.median(getattr(load, attribute) for load in self.loads)
+
+
+@dataclass
+class Results:
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    startup: dict[str, list[float]] = field(default_factory=dict)
+    peak_rss: dict[str, list[int]] = field(default_factory=dict)
+    probes: dict[str, list[ProbeLatency]] = field(default_factory=dict)
+
+
+def run(args: argparse.Namespace) -> Results:
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="hurricane-bench-") as folder:
+        workdir = Path(folder)
+        migrate(workdir)
+        for run_number in range(1, args.runs + 1):
+            for name in args.servers:
+                server = Server(name, workdir)
+                print(f"run {run_number}: {name}", file=sys.stderr, flush=True)
+                try:
+                    server.start()
+                    for path in args.paths:
+                        if path == "/plain" and name in ("hurricane", "original"):
+                            with polling_probes(server.port + 1) as samples:
+                                load = wrk(server, path, args.duration, args.connections)
+                            results.probes.setdefault(name, []).append(probe_latency(samples))
+                        else:
+                            load = wrk(server, path, args.duration, args.connections)
+                        results.cells.setdefault((name, path), Cell()).loads.append(load)
+                        print(
+                            f"  {path}: {load.requests_per_second:,.0f} req/s, "
+                            f"{load.per_cpu_second:,.0f} req/CPU-s, {load.errors} errors",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                finally:
+                    server.stop()
+                results.startup.setdefault(name, []).append(server.startup_seconds)
+                results.peak_rss.setdefault(name, []).append(server.peak_rss)
+    return results
+
+
+def versions() -> str:
+    found = [f"Python {platform.python_version()}"]
+    for package in ("django", "tornado", *PEER_PACKAGES):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            found.append(f"{package} {version(package)}")
+    return ", ".join(found)
+
+
+def report(results: Results, args: argparse.Namespace, ceiling: float | None) -> str:
+    servers = [s for s in args.servers if any((s, p) in results.cells for p in args.paths)]
+    peers = [s for s in servers if s != "hurricane"]
+    lines = [
+        "# HTTP benchmark",
+        "",
+        f"`python bench/servers.py --runs {args.runs} --duration {args.duration}`: "
+        f"wrk -t2 -c{args.connections} -d{args.duration}s on 127.0.0.1, median of {args.runs} "
+        f"run(s), {os.cpu_count()} CPUs, {versions()}.",
+        "",
+        "Requests per second (requests per CPU-second of the server in brackets):",
+        "",
+        "| path | " + " | ".join(servers) + " |",
+        "|---|" + "---:|" * len(servers),
+    ]
+    for path in args.paths:
+        row = [path]
+        for server in servers:
+            cell = results.cells.get((server, path))
+            row.append(
+                f"{cell.median('requests_per_second'):,.0f} ({cell.median('per_cpu_second'):,.0f})"
+                if cell
+                else "–"
+            )
+        lines.append("| " + " | ".join(row) + " |")
+    if "hurricane" in servers and peers:
+        lines += [
+            "",
+            "Hurricane's ratio to each peer, requests per second (per CPU-second):",
+            "",
+            "| path | " + " | ".join(peers) + " |",
+            "|---|" + "---:|" * len(peers),
+        ]
+        for path in args.paths:
+            ours = results.cells.get(("hurricane", path))
+            row = [path]
+            for peer in peers:
+                theirs = results.cells.get((peer, path))
+                if not ours or not theirs:
+                    row.append("–")
+                    continue
+                rate = ours.median("requests_per_second") / theirs.median("requests_per_second")
+                cpu = ours.median("per_cpu_second") / max(theirs.median("per_cpu_second"), 1e-9)
+                row.append(f"{rate:.2f}x ({cpu:.2f}x)")
+            lines.append("| " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "| server | start to first 200 | peak RSS | errors | p99 /plain |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for server in servers:
+        errors = sum(
+            load.errors
+            for (s, _), cell in results.cells.items()
+            if s == server
+            for load in cell.loads
+        )
+        plain = results.cells.get((server, "/plain"))
+        lines.append(
+            f"| {server} | {statistics.median(results.startup[server]):.2f} s | "
+            f"{statistics.median(results.peak_rss[server]) / 2**20:.0f} MiB | {errors} | "
+            f"{plain.median('p99_ms'):.1f} ms |"
+            if plain
+            else f"| {server} | – | – | {errors} | – |"
+        )
+    if results.probes:
+        lines += [
+            "",
+            "Probes polled every 50 ms while /plain is saturated:",
+            "",
+            "| server | p99 /alive + /ready | timeouts | /ready not 200 |",
+            "|---|---:|---:|---:|",
+        ]
+        for server, samples in results.probes.items():
+            lines.append(
+                f"| {server} | {statistics.median(s.p99_ms for s in samples):.1f} ms | "
+                f"{sum(s.timeouts for s in samples)} | {sum(s.ready_not_200 for s in samples)} |"
+            )
+    if ceiling is not None:
+        lines += [
+            "",
+            f"In-process ceiling (Django's WSGI handler in a loop, /plain, one "
+            f"thread): {ceiling:,.0f} req/s.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per cell")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--output", type=Path, default=BENCH / "results" / "http.md")
+    args = parser.parse_args()
+    check_tools(args.servers)
+    results = run(args)
+    table = report(results, args, in_process_ceiling())
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

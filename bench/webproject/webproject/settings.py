@@ -1,0 +1,36 @@
+"""The HTTP benchmark's project: DEBUG off, minimal middleware, SQLite.
+
+Every server in bench/servers.py serves this same project; the original
+django-hurricane finds its own ``hurricane`` app under the same name.
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = "benchmark-only"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+INSTALLED_APPS = ["django.contrib.contenttypes", "hurricane"]
+MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
+ROOT_URLCONF = "webproject.urls"
+WSGI_APPLICATION = "webproject.wsgi.application"
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("BENCH_DATABASE", str(BASE_DIR / "bench.sqlite3")),
+    }
+}
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Quiet: a log line per request would measure the terminal.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"null": {"class": "logging.NullHandler"}},
+    "loggers": {
+        "hurricane": {"handlers": ["null"], "level": "WARNING", "propagate": False},
+        "tornado.access": {"handlers": ["null"], "level": "WARNING", "propagate": False},
+    },
+}
