@@ -70,63 +70,34 @@ def original_python() -> Path:
     return python
 
 
+# The peers as the issue names them, nothing tuned; {port} is filled in.
+PEER_ARGUMENTS = {
+    "gunicorn": "-k gthread -w 2 --threads 8 -b 127.0.0.1:{port} --log-level warning "
+    "webproject.wsgi",
+    "granian": "--interface wsgi --workers 2 --host 127.0.0.1 --port {port} "
+    "--log-level warning webproject.wsgi:application",
+    "uvicorn": "--workers 2 --host 127.0.0.1 --port {port} --log-level warning "
+    "webproject.asgi:application",
+}
+
+
 def command(server: str, port: int) -> list[str]:
-    """How each server is started: the settings the issue names, nothing tuned."""
-    python = sys.executable
+    """How each server is started: Hurricane and the original with their defaults."""
     if server == "hurricane":
-        return [python, "manage.py", "serve", "--port", str(port)]
+        return [sys.executable, "manage.py", "serve", "--port", str(port)]
     if server == "original":
         return [str(original_python()), "manage.py", "serve", "--port", str(port)]
-    if server == "gunicorn":
-        return [
-            python,
-            "-m",
-            "gunicorn",
-            "-k",
-            "gthread",
-            "-w",
-            "2",
-            "--threads",
-            "8",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            "webproject.wsgi",
-        ]
-    if server == "granian":
-        return [
-            python,
-            "-m",
-            "granian",
-            "--interface",
-            "wsgi",
-            "--workers",
-            "2",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "webproject.wsgi:application",
-        ]
-    if server == "uvicorn":
-        return [
-            python,
-            "-m",
-            "uvicorn",
-            "--workers",
-            "2",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "webproject.asgi:application",
-        ]
-    raise ValueError(server)
+    arguments = PEER_ARGUMENTS[server].format(port=port).split()
+    return [sys.executable, "-m", server, *arguments]
+
+
+def project_environment(workdir: Path) -> dict[str, str]:
+    """The environment every server and the migration run with: the benchmark
+    project on the import path, its SQLite database in the run's folder."""
+    env = dict(os.environ, BENCH_DATABASE=str(workdir / "bench.sqlite3"))
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env["PYTHONPATH"] = str(PROJECT)
+    return env
 
 
 # -- the server's processes ------------------------------------------------------------
@@ -186,15 +157,12 @@ class Server:
     peak_rss: int = 0
 
     def start(self, timeout: float = 60.0) -> None:
-        env = dict(os.environ, BENCH_DATABASE=str(self.workdir / "bench.sqlite3"))
-        env.pop("DJANGO_SETTINGS_MODULE", None)
-        env["PYTHONPATH"] = str(PROJECT)
         log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 (the process's)
         began = time.monotonic()
         self.process = subprocess.Popen(
             command(self.name, self.port),
             cwd=PROJECT,
-            env=env,
+            env=project_environment(self.workdir),
             stdout=log,
             stderr=log,
             start_new_session=True,
@@ -381,11 +349,10 @@ def check_tools(servers: list[str]) -> None:
 
 
 def migrate(workdir: Path) -> None:
-    env = dict(os.environ, BENCH_DATABASE=str(workdir / "bench.sqlite3"), PYTHONPATH=str(PROJECT))
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
         cwd=PROJECT,
-        env=env,
+        env=project_environment(workdir),
         check=True,
     )
 

@@ -515,6 +515,12 @@ class Options:
         return f"Options({values})"
 
 
+def probe_port_of(options: Options) -> int:
+    """Where the probe server listens: ``--probe-port``, else (``serve``, whose default
+    is None) the app port + 1."""
+    return options.probe_port or options.port + 1
+
+
 def add_arguments(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
     """Declare the options on an argparse parser; every default is None so that the
     resolver can tell an option given on the command line from one left out."""

@@ -38,7 +38,13 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS, OptionError, resolve  # noqa: E402
+from hurricane.options import (  # noqa: E402
+    CONSUME_OPTIONS,
+    SERVE_OPTIONS,
+    OptionError,
+    probe_port_of,
+    resolve,
+)
 
 MANIFESTS = REPO / "k8s-manifests"
 # The oldest Kubernetes release still supported by the big clouds, and the newest.
@@ -51,8 +57,6 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 MODE_OPTIONS = {"serve": SERVE_OPTIONS, "consume": CONSUME_OPTIONS, "manage": ()}
 # Kubernetes' default when a pod does not set terminationGracePeriodSeconds.
 DEFAULT_GRACE_SECONDS = 30
-SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
-DEBUGGER_PORT = 5678
 
 
 def load_entrypoint() -> Any:
@@ -66,7 +70,8 @@ def load_entrypoint() -> Any:
     return module
 
 
-ENTRYPOINT_VARIABLES = frozenset(load_entrypoint().OWN_VARIABLES)
+ENTRYPOINT = load_entrypoint()
+ENTRYPOINT_VARIABLES = frozenset(ENTRYPOINT.OWN_VARIABLES)
 
 
 class CheckError(Exception):
@@ -171,6 +176,16 @@ class Container:
         args = self.spec.get("args") or [None]
         return None if self.spec.get("command") or args[0] not in MODE_OPTIONS else args[0]
 
+    @property
+    def annotations(self) -> dict:
+        return self.workload["spec"]["template"].get("metadata", {}).get("annotations", {})
+
+    def options(self) -> Any:
+        """The options of its command resolved from its environment, as Hurricane
+        will; None for ``manage``. Raises OptionError for a bad value."""
+        options = MODE_OPTIONS[self.mode]
+        return resolve(options, {}, object(), self.environment) if options else None
+
     def ports(self) -> dict[str, int]:
         return {
             port.get("name", str(port["containerPort"])): port["containerPort"]
@@ -259,10 +274,7 @@ def reference_problems(objects: list[dict]) -> list[str]:
             port = container.spec.get(kind, {}).get("httpGet", {}).get("port")
             if port is not None and not container.has_port(port):
                 problems.append(f"{container.name}: {kind} uses port {port}, not declared")
-        annotations = (
-            container.workload["spec"]["template"].get("metadata", {}).get("annotations", {})
-        )
-        scrape_port = annotations.get("prometheus.io/port")
+        scrape_port = container.annotations.get("prometheus.io/port")
         if scrape_port is not None and not container.has_port(int(scrape_port)):
             problems.append(f"{container.name}: prometheus.io/port {scrape_port} is not declared")
     for obj in objects:
@@ -334,15 +346,13 @@ def hurricane_problems(objects: list[dict]) -> list[str]:
             if variable.startswith("HURRICANE_") and variable not in known:
                 problems.append(f"{container.name}: `{mode}` does not understand {variable}")
         try:
-            resolved = resolve(options, {}, object(), container.environment) if options else None
+            resolved = container.options()
         except OptionError as error:
             problems.append(f"{container.name}: {error}")
             continue
         if resolved is None:
             continue
-        probe_port = resolved.probe_port
-        if probe_port is None:  # serve's default: the app port + 1
-            probe_port = resolved.port + 1
+        probe_port = probe_port_of(resolved)
         declared = container.ports()
         if mode == "serve" and declared.get("http") != resolved.port:
             problems.append(
@@ -369,9 +379,7 @@ def hurricane_problems(objects: list[dict]) -> list[str]:
                     f"{container.name}: {kind} asks {get.get('port')}{get.get('path')}, but "
                     f"Hurricane answers it on probes ({probe_port}){path}"
                 )
-        annotations = (
-            container.workload["spec"]["template"].get("metadata", {}).get("annotations", {})
-        )
+        annotations = container.annotations
         if "prometheus.io/path" in annotations:
             if annotations["prometheus.io/path"] != resolved.metrics:
                 problems.append(
@@ -444,7 +452,8 @@ def security_problems(objects: list[dict]) -> list[str]:
     for obj in objects:
         if obj.get("kind") == "ConfigMap":
             for key in obj.get("data", {}) or {}:
-                if any(word in key.upper() for word in SECRET_WORDS) and not key.endswith("_FILE"):
+                secret_looking = any(word in key.upper() for word in ENTRYPOINT.SECRET_WORDS)
+                if secret_looking and not key.endswith("_FILE"):
                     problems.append(f"{describe(obj)}: {key} looks like a secret: use a Secret")
         if obj.get("metadata", {}).get("namespace"):
             problems.append(f"{describe(obj)}: sets a namespace; leave that to the user")
@@ -452,13 +461,19 @@ def security_problems(objects: list[dict]) -> list[str]:
 
 
 def production_problems(objects: list[dict]) -> list[str]:
-    """A production render never attaches a debugger."""
+    """A production render never attaches a debugger (bad values are reported by
+    hurricane_problems)."""
     problems = []
     for container in containers(objects):
-        debugger = container.environment.get("HURRICANE_DEBUGGER", "false").lower()
-        if debugger in ("1", "true", "yes") or container.environment.get("HURRICANE_PYCHARM_HOST"):
+        try:
+            resolved = container.options() if container.mode else None
+        except OptionError:
+            continue
+        if resolved is None:
+            continue
+        if resolved.debugger or resolved.pycharm_host:
             problems.append(f"{container.name}: a debugger in production")
-        if container.has_port(DEBUGGER_PORT) or container.has_port("debugger"):
+        if container.has_port("debugger") or container.has_port(resolved.debugger_port):
             problems.append(f"{container.name}: the debugger port is open in production")
     return problems
 
@@ -476,9 +491,10 @@ def check_rendered(rendered: str, production: bool = False) -> list[str]:
     return problems
 
 
-def check_kustomization(path: Path, production: bool = False) -> list[str]:
+def check_kustomization(path: Path) -> list[str]:
+    """A folder named "production" is held to production_problems too."""
     try:
-        return check_rendered(render(path), production)
+        return check_rendered(render(path), production=path.name == "production")
     except CheckError as error:
         return [str(error)]
 
@@ -486,27 +502,19 @@ def check_kustomization(path: Path, production: bool = False) -> list[str]:
 # -- linters -----------------------------------------------------------------------------
 
 
-def yamllint_problems(paths: Iterable[Path]) -> list[str]:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "yamllint",
-            "--strict",
-            "--format",
-            "parsable",
-            "--config-file",
-            str(REPO / ".yamllint.yaml"),
-            *map(str, paths),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+def tool_problems(argv: list[str], timeout: float) -> list[str]:
+    """Run a linter from the repository's root: nothing when it passes, else the lines
+    it printed."""
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=timeout)
     if result.returncode == 0:
         return []
-    return result.stdout.strip().splitlines() or [result.stderr.strip()]
+    return [line for line in result.stdout.splitlines() if line.strip()] or [result.stderr.strip()]
+
+
+def yamllint_problems(paths: Iterable[Path]) -> list[str]:
+    config = str(REPO / ".yamllint.yaml")
+    argv = [sys.executable, "-m", "yamllint", "--strict", "--format", "parsable"]
+    return tool_problems([*argv, "--config-file", config, *map(str, paths)], timeout=120)
 
 
 def checkov_command() -> list[str]:
@@ -525,22 +533,10 @@ def checkov_command() -> list[str]:
 
 
 def checkov_problems(path: Path = MANIFESTS) -> list[str]:
-    result = subprocess.run(
-        [
-            *checkov_command(),
-            "--directory",
-            str(path),
-            "--config-file",
-            str(REPO / ".checkov.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
+    config = str(REPO / ".checkov.yaml")
+    return tool_problems(
+        [*checkov_command(), "--directory", str(path), "--config-file", config], timeout=600
     )
-    if result.returncode == 0:
-        return []
-    return [line for line in result.stdout.splitlines() if line.strip()] or [result.stderr.strip()]
 
 
 # -- the whole check ---------------------------------------------------------------------
@@ -553,7 +549,7 @@ def main(argv: list[str]) -> int:
         targets = kustomizations()
     results = {}
     for name, path in targets.items():
-        results[name] = check_kustomization(path, production=path.name == "production")
+        results[name] = check_kustomization(path)
     if not argv:
         for component in components():
             name = f"base + components/{component.name}"

@@ -23,7 +23,7 @@ from hurricane.metrics.requests import (
     RequestQueueLengthMetric,
     ResponseTimeAverageMetric,
 )
-from hurricane.options import Options
+from hurricane.options import Options, probe_port_of
 from hurricane.server.app import AppHTTPServer, RequestRouter, log_access, log_tornado_request
 from hurricane.server.probes import make_probe_application, probe_paths
 from hurricane.server.startup import StartupFailed, run_startup_tasks
@@ -181,7 +181,7 @@ class Server:
         self.options = options
         self.handle_signals = handle_signals
         self.port: int = options.port
-        self.probe_port: int = options.probe_port or options.port + 1
+        self.probe_port: int = probe_port_of(options)
         self.same_port = self.probe_port == self.port
         self.began = time.monotonic()
         self.exit_code = 0

@@ -207,7 +207,7 @@ class HurricaneWSGIContainer:
     def _run(self, environ: dict[str, Any], sink: ResponseSink) -> None:
         if sink.client_gone:  # the client gave up while the request waited for a worker
             return
-        call_soon = self.inbox.post
+        post = self.inbox.post
         response: dict[str, Any] = {}
         written: list[bytes] = []
 
@@ -223,22 +223,22 @@ class HurricaneWSGIContainer:
             result = self.wsgi_application(environ, start_response)
         except Exception:
             logger.exception("Error running the WSGI application")
-            call_soon(sink.fail)
+            post(sink.fail)
             return
         try:
             if isinstance(result, (list, tuple)) or getattr(result, "streaming", None) is False:
                 body = b"".join(written) + b"".join(result)
                 _close(result)
-                call_soon(sink.send_whole, response["status"], response["headers"], body)
+                post(sink.send_whole, response["status"], response["headers"], body)
                 return
             self._stream(result, response, written, sink)
         except Exception:
             logger.exception("Error producing the response body")
             _close(result)
             if response.get("sent"):
-                call_soon(sink.finish_stream)
+                post(sink.finish_stream)
             else:
-                call_soon(sink.fail)
+                post(sink.fail)
 
     def _stream(
         self,
