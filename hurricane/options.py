@@ -334,6 +334,15 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "asgi",
+        parse_bool,
+        None,
+        "Serve through the project's ASGI application: async views run on the event "
+        "loop, sync views in the worker pool (default: when ASGI_APPLICATION is set; "
+        "HURRICANE_ASGI=false turns it off).",
+        flag_takes_value=False,
+    ),
+    Option(
         "static_watch",
         parse_text,
         None,

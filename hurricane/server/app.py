@@ -17,7 +17,7 @@ from tornado import httputil
 from tornado.httpserver import HTTPServer
 from tornado.iostream import StreamClosedError
 
-from hurricane.server.wsgi import ResponseSink, build_environ
+from hurricane.server.wsgi import ResponseSink
 
 if TYPE_CHECKING:
     from hurricane.server.runtime import ServerState
@@ -124,6 +124,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         "done",
         "streaming",
         "route",
+        "on_gone",
     )
 
     def __init__(
@@ -140,6 +141,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         self.streaming = False
         self.status = 0
         self.route = "unmatched"  # until the worker names the matched URL pattern
+        self.on_gone = None
 
     # -- reading the request (on the loop) ----------------------------------------------
 
@@ -189,18 +191,18 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         state = self.router.state
         body = b"".join(self.chunks)
         self.chunks = []
-        context = self.conn.context
-        environ = build_environ(
-            self.start_line, self.headers, body, context.remote_ip, context.protocol, state.port
-        )
         # Hear about a client that goes away while its request waits or runs.
         self.conn.set_close_callback(self.on_connection_close)
-        self.router.container.submit(environ, self)
+        self.router.container.serve(
+            self.start_line, self.headers, body, self.conn.context, state.port, self
+        )
 
     def on_connection_close(self) -> None:
         if self.inner is not None:
             self.inner.on_connection_close()
         self.closed = True
+        if self.on_gone is not None:
+            self.on_gone()
         self._end()
 
     # -- writing the response (on the loop, called from the worker) ---------------------

@@ -36,6 +36,9 @@ logger = logging.getLogger("hurricane.server")
 # "port=fd,port=fd"; the next process serves them without start-up tasks.
 INHERITED_SOCKETS_VARIABLE = "HURRICANE_INHERITED_SOCKETS"
 MEMORY_CHECK_INTERVAL = 5.0
+# Threads kept for the sync parts of async requests (one per request in flight):
+# enough for every connection of a busy pod, so none is started per request.
+IDLE_ASYNC_THREADS = 256
 # Seconds to wait for the failure webhook before a failed start-up exits.
 FAILURE_WEBHOOK_WAIT = 20.0
 
@@ -224,8 +227,9 @@ class Server:
         self.state.mark_started(time.monotonic() - self.began)
         probes = "off" if self.options.no_probe else f"port {self.probe_port}"
         logger.info(
-            "Serving on port %d (probes: %s, %d workers)%s",
+            "Serving on port %d (%s; probes: %s, %d workers)%s",
             self.port,
+            self.mode,
             probes,
             self.options.workers,
             " after an in-place restart" if restarted else "",
@@ -285,17 +289,36 @@ class Server:
         await wait_for_delivery(self.state.send_webhook("startup", False, trace))
         self.exit_code = 1
 
-    def build_wsgi_application(self) -> Any:
-        from django.conf import settings
-        from django.core.servers.basehttp import get_internal_wsgi_application
+    def build_wsgi_application(self, asgi: bool = False) -> Any:
+        if asgi:
+            # The counterpart of Django's ASGI handler for sync views: the same
+            # middleware, whatever WSGI_APPLICATION wraps around it.
+            from django.core.handlers.wsgi import WSGIHandler
 
-        application = get_internal_wsgi_application()
-        if self.options.static and settings.DEBUG and _staticfiles_installed():
+            application = WSGIHandler()
+        else:
+            from django.core.servers.basehttp import get_internal_wsgi_application
+
+            application = get_internal_wsgi_application()
+        if self.serves_static_through_finders():
             # As runserver does: serve app static files through the finders.
             from django.contrib.staticfiles.handlers import StaticFilesHandler
 
             application = StaticFilesHandler(application)
         return application
+
+    def serves_static_through_finders(self) -> bool:
+        from django.conf import settings
+
+        return bool(self.options.static and settings.DEBUG and _staticfiles_installed())
+
+    def uses_asgi(self) -> bool:
+        """``--asgi``, else whether the project names an ASGI_APPLICATION."""
+        if self.options.asgi is not None:
+            return self.options.asgi
+        from django.conf import settings
+
+        return bool(getattr(settings, "ASGI_APPLICATION", None))
 
     def open_app_port(self, inherited: dict[int, socket.socket]) -> None:
         """Listen on the app port; app requests get 503 until an application is attached."""
@@ -321,13 +344,41 @@ class Server:
         self.app_server.add_sockets(bind_port(self.port, "--port", inherited))
 
     def attach_application(self, loop: asyncio.AbstractEventLoop) -> None:
-        from hurricane.metrics.exposition import route_of
+        from hurricane.metrics.exposition import route_of as metrics_route_of
 
-        self.router.container = HurricaneWSGIContainer(
-            self.build_wsgi_application(),
-            self.pool,
-            loop,
-            route_of=route_of if self.state.http_metrics is not None else None,
+        route_of = metrics_route_of if self.state.http_metrics is not None else None
+        if not self.uses_asgi():
+            self.mode = "WSGI"
+            self.router.container = HurricaneWSGIContainer(
+                self.build_wsgi_application(), self.pool, loop, route_of=route_of
+            )
+            return
+        from hurricane.server.asgi import (
+            DjangoDispatcher,
+            HurricaneASGIContainer,
+            LentThreadsDjangoApplication,
+            is_django_handler,
+            load_asgi_application,
+        )
+
+        application = load_asgi_application()
+        if not is_django_handler(application):
+            self.mode = "ASGI"
+            if self.serves_static_through_finders():
+                from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+                application = ASGIStaticFilesHandler(application)
+            self.router.container = HurricaneASGIContainer(application, route_of)
+            return
+        self.mode = "ASGI: async views on the loop, sync views in the pool"
+        self.router.container = DjangoDispatcher(
+            HurricaneASGIContainer(
+                LentThreadsDjangoApplication(application, keep_idle=IDLE_ASYNC_THREADS),
+                route_of,
+            ),
+            HurricaneWSGIContainer(
+                self.build_wsgi_application(asgi=True), self.pool, loop, route_of=route_of
+            ),
         )
 
     # -- signals, drain, exit ---------------------------------------------------------------

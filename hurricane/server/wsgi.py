@@ -84,15 +84,13 @@ def build_environ(
 ) -> dict[str, Any]:
     """The PEP 3333 environ of one request."""
     path, _, query = start_line.path.partition("?")
-    host = headers.get("Host", "")
-    server_name = host.rsplit(":", 1)[0] if host and not host.endswith("]") else host or "localhost"
     environ: dict[str, Any] = {
         "REQUEST_METHOD": start_line.method,
         "SCRIPT_NAME": "",
         "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
         "QUERY_STRING": query,
         "REMOTE_ADDR": remote_ip,
-        "SERVER_NAME": server_name or "localhost",
+        "SERVER_NAME": server_name_of(headers),
         "SERVER_PORT": str(server_port),
         "SERVER_PROTOCOL": start_line.version,
         "wsgi.version": (1, 0),
@@ -119,11 +117,20 @@ def build_environ(
     return environ
 
 
+def server_name_of(headers: httputil.HTTPHeaders) -> str:
+    """The host part of the Host header (``localhost`` without one)."""
+    host = headers.get("Host", "")
+    server_name = host.rsplit(":", 1)[0] if host and not host.endswith("]") else host
+    return server_name or "localhost"
+
+
 class ResponseSink:
     """What the worker hands its results to; implemented on the loop side by the
     app server's request delegate."""
 
     route: str = ""
+    #: Called on the loop when the client goes away (set by the ASGI bridge).
+    on_gone: Callable[[], Any] | None = None
 
     def send_whole(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
         raise NotImplementedError
@@ -201,7 +208,18 @@ class HurricaneWSGIContainer:
         # Names the URL pattern a request matched, for the metrics' route label.
         self.route_of = route_of
 
-    def submit(self, environ: dict[str, Any], sink: ResponseSink) -> None:
+    def serve(
+        self,
+        start_line: httputil.RequestStartLine,
+        headers: httputil.HTTPHeaders,
+        body: bytes,
+        context: Any,
+        server_port: int,
+        sink: ResponseSink,
+    ) -> None:
+        environ = build_environ(
+            start_line, headers, body, context.remote_ip, context.protocol, server_port
+        )
         self.pool.submit(self._run, environ, sink)
 
     def _run(self, environ: dict[str, Any], sink: ResponseSink) -> None:

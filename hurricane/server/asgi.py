@@ -1,0 +1,306 @@
+"""The ASGI bridge: an ASGI application's HTTP requests run as tasks on the event loop.
+
+With Django's own ASGI handler, each request goes where its view can run best
+(:class:`DjangoDispatcher`): an ``async def`` view runs on the loop and never hops
+to a thread for the view itself; a plain ``def`` view runs in the worker pool
+through Django's WSGI handler, exactly as without ``--asgi``. Both handlers load
+the same settings, URLconf and middleware, so a request is answered the same way
+whichever path it takes, and the pool keeps bounding the blocking work (and the
+backlog that readiness reports). Any other ASGI application (a Channels router,
+an ASGI middleware around Django) gets every HTTP request through ASGI.
+
+The request body is read whole before the application starts (the app server's
+body limit applies first); the response may stream: each ``more_body`` chunk is
+awaited until the socket takes it, so a slow client slows the application down
+instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import http
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import unquote
+
+from asgiref.sync import ThreadSensitiveContext
+from tornado import httputil
+from tornado.iostream import StreamClosedError
+
+from hurricane.server.wsgi import HurricaneWSGIContainer, ResponseSink, server_name_of
+
+logger = logging.getLogger("hurricane.server")
+
+ASGI_VERSIONS = {"version": "3.0", "spec_version": "2.3"}
+
+
+@functools.lru_cache(maxsize=256)
+def status_line(code: int) -> str:
+    try:
+        return f"{code} {http.HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"{code} Unknown"
+
+
+def build_scope(
+    start_line: httputil.RequestStartLine,
+    headers: httputil.HTTPHeaders,
+    context: Any,
+    server_port: int,
+) -> dict[str, Any]:
+    """The ASGI HTTP connection scope of one request."""
+    raw_path, _, query = start_line.path.partition("?")
+    address = getattr(context, "address", None)
+    client_port = address[1] if isinstance(address, tuple) and len(address) > 1 else 0
+    return {
+        "type": "http",
+        "asgi": ASGI_VERSIONS,
+        "http_version": start_line.version.partition("/")[2] or "1.1",
+        "method": start_line.method,
+        "scheme": context.protocol,
+        "path": unquote(raw_path),
+        "raw_path": raw_path.encode("latin-1"),
+        "query_string": query.encode("latin-1"),
+        "root_path": "",
+        # As on the WSGI path: names with underscores are dropped, since Django would
+        # not tell "X_Forwarded_For" from "X-Forwarded-For".
+        "headers": [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in headers.get_all()
+            if "_" not in name
+        ],
+        "client": (context.remote_ip, client_port),
+        "server": (server_name_of(headers), server_port),
+    }
+
+
+class ASGIResponseError(RuntimeError):
+    """The application sent ASGI messages out of order."""
+
+
+class ASGIExchange:
+    """``receive`` and ``send`` of one request, mapped onto the app server's sink."""
+
+    __slots__ = ("body", "sink", "body_given", "gone", "status", "headers", "state")
+
+    def __init__(self, body: bytes, sink: ResponseSink, gone: asyncio.Future) -> None:
+        self.body = body
+        self.sink = sink
+        self.body_given = False
+        self.gone = gone  # resolved when the client goes away or the response is complete
+        self.status = ""
+        self.headers: list[tuple[str, str]] = []
+        self.state = "new"  # -> started -> streaming -> complete
+
+    async def receive(self) -> dict[str, Any]:
+        if not self.body_given:
+            self.body_given = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        if not self.gone.done():
+            await asyncio.shield(self.gone)
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if self.sink.client_gone:
+            raise StreamClosedError()  # an OSError, as the ASGI spec asks for
+        if kind == "http.response.start":
+            if self.state != "new":
+                raise ASGIResponseError("http.response.start sent twice")
+            self.status = status_line(int(message["status"]))
+            self.headers = [
+                (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
+                for name, value in message.get("headers", ())
+            ]
+            self.state = "started"
+            return
+        if kind != "http.response.body":
+            raise ASGIResponseError(f"unexpected ASGI message {kind!r}")
+        if self.state in ("new", "complete"):
+            raise ASGIResponseError(f"http.response.body sent when the response is {self.state}")
+        body = bytes(message.get("body", b""))
+        more = bool(message.get("more_body", False))
+        if self.state == "started":
+            if not more:  # the whole response in one message: one write, one syscall
+                self._complete()
+                self.sink.send_whole(self.status, self.headers, body)
+                return
+            self.state = "streaming"
+            self.sink.start_stream(self.status, self.headers)
+        if body:
+            await self.sink.write_chunk(body)
+        if not more:
+            self._complete()
+            self.sink.finish_stream()
+
+    def _complete(self) -> None:
+        self.state = "complete"
+        if not self.gone.done():
+            self.gone.set_result(None)
+
+    def application_returned(self, error: BaseException | None) -> None:
+        """Close what the application left open."""
+        if self.state == "complete":
+            return
+        if self.state == "streaming":
+            self._complete()
+            if error is None:
+                self.sink.finish_stream()
+            else:  # a cut-off body must not look complete to the client
+                self.sink.fail()
+            return
+        if error is None:
+            logger.error("The ASGI application returned without sending a response")
+        self._complete()
+        self.sink.fail()
+
+
+class HurricaneASGIContainer:
+    """Runs every request through an ASGI application, on the loop."""
+
+    def __init__(self, application: Any, route_of: Any = None) -> None:
+        self.application = application
+        self.route_of = route_of
+        self.tasks: set[asyncio.Task] = set()
+
+    def serve(
+        self,
+        start_line: httputil.RequestStartLine,
+        headers: httputil.HTTPHeaders,
+        body: bytes,
+        context: Any,
+        server_port: int,
+        sink: ResponseSink,
+    ) -> None:
+        scope = build_scope(start_line, headers, context, server_port)
+        if self.route_of is not None:
+            sink.route = self.route_of(scope["path"])
+        self.run(scope, body, sink)
+
+    def run(self, scope: dict[str, Any], body: bytes, sink: ResponseSink) -> None:
+        task = asyncio.ensure_future(self._run(scope, body, sink))
+        # The loop keeps only weak references to tasks.
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, scope: dict[str, Any], body: bytes, sink: ResponseSink) -> None:
+        gone = asyncio.get_running_loop().create_future()
+        sink.on_gone = lambda: gone.done() or gone.set_result(None)
+        exchange = ASGIExchange(body, sink, gone)
+        error: BaseException | None = None
+        try:
+            await self.application(scope, exchange.receive, exchange.send)
+        except Exception as caught:
+            error = caught
+            if sink.client_gone:
+                logger.info("Client went away during a response")
+            else:
+                logger.exception("Error running the ASGI application")
+        exchange.application_returned(error)
+
+
+class LentThreadsDjangoApplication:
+    """Django's ASGI handler, with each request's thread-sensitive sync code (signal
+    receivers, sync middleware, ``sync_to_async`` calls) on a thread lent to it.
+
+    Django gives each request a ``ThreadSensitiveContext`` of its own, whose executor
+    starts a new thread and joins it when the request ends. py-spy showed those two
+    steps, done on the event loop, as a quarter of the loop's time on /asleep. Here
+    the request's context gets a single-thread executor kept from earlier requests:
+    still one thread per request at a time, as Django wants (one database
+    connection per request), but no thread started or joined per request.
+    """
+
+    def __init__(self, handler: Any, keep_idle: int) -> None:
+        self.handler = handler
+        self.keep_idle = keep_idle
+        self.idle: list[ThreadPoolExecutor] = []  # touched on the loop only
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        executor = self.idle.pop() if self.idle else self._new_executor()
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handler.handle(scope, receive, send)
+        finally:
+            if len(self.idle) < self.keep_idle:
+                self.idle.append(executor)
+            else:
+                executor.shutdown(wait=False)
+
+    @staticmethod
+    def _new_executor() -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="hurricane-async-sync")
+
+
+class DjangoDispatcher:
+    """Django's ASGI handler for ``async def`` views, the worker pool for the rest."""
+
+    def __init__(
+        self,
+        asgi: HurricaneASGIContainer,
+        wsgi: HurricaneWSGIContainer,
+    ) -> None:
+        self.asgi = asgi
+        self.wsgi = wsgi
+
+    def serve(
+        self,
+        start_line: httputil.RequestStartLine,
+        headers: httputil.HTTPHeaders,
+        body: bytes,
+        context: Any,
+        server_port: int,
+        sink: ResponseSink,
+    ) -> None:
+        path = unquote(start_line.path.partition("?")[0])
+        if view_is_async(path):
+            self.asgi.serve(start_line, headers, body, context, server_port, sink)
+        else:
+            self.wsgi.serve(start_line, headers, body, context, server_port, sink)
+
+
+@functools.lru_cache(maxsize=4096)
+def view_is_async(path: str) -> bool:
+    """Whether Django's URLconf sends ``path`` to an ``async def`` view. Cached per
+    path; a path that matches nothing (404) or breaks the URLconf is not async:
+    the worker pool answers it, through the same middleware."""
+    from asgiref.sync import iscoroutinefunction
+    from django.conf import settings
+    from django.urls import get_resolver
+
+    prefix = (getattr(settings, "FORCE_SCRIPT_NAME", None) or "").rstrip("/")
+    if prefix and path.startswith(prefix + "/"):
+        path = path[len(prefix) :]
+    try:
+        match = get_resolver().resolve(path)
+    except Exception:
+        return False
+    return iscoroutinefunction(match.func)
+
+
+def load_asgi_application() -> Any:
+    """The project's ASGI application: ``settings.ASGI_APPLICATION`` when set, else
+    Django's handler."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+    from django.utils.module_loading import import_string
+
+    dotted = getattr(settings, "ASGI_APPLICATION", None)
+    if not dotted:
+        from django.core.handlers.asgi import ASGIHandler
+
+        return ASGIHandler()
+    try:
+        return import_string(dotted)
+    except ImportError as error:
+        raise ImproperlyConfigured(
+            f"ASGI_APPLICATION {dotted!r} could not be imported: {error}"
+        ) from error
+
+
+def is_django_handler(application: Any) -> bool:
+    from django.core.handlers.asgi import ASGIHandler
+
+    return isinstance(application, ASGIHandler)
