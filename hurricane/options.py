@@ -334,6 +334,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "processes",
+        positive_int,
+        1,
+        "Serving processes sharing the app port, each with its own --workers; above 1, "
+        "a supervisor answers the probes for all of them and replaces one that dies.",
+        metavar="N",
+    ),
+    Option(
         "asgi",
         parse_bool,
         None,

@@ -88,7 +88,7 @@ class ProcessMetrics:
 
     startup_help = "Seconds from the start of the process until it served."
 
-    def __init__(self) -> None:
+    def __init__(self, include_default_registry: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.startup = Gauge(
             "hurricane_startup_duration_seconds", self.startup_help, registry=self.registry
@@ -102,7 +102,8 @@ class ProcessMetrics:
             }
         )
         self.registry.register(StoredMetricsCollector())
-        self.registry.register(DefaultRegistryCollector())
+        if include_default_registry:
+            self.registry.register(DefaultRegistryCollector())
 
     def gauge_of(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A gauge whose value is read at scrape time, never set on the request path."""
@@ -112,34 +113,23 @@ class ProcessMetrics:
         return generate_latest(self.registry)
 
 
-class HttpMetrics(ProcessMetrics):
-    """The app server's metrics, with conventional names and units."""
+class HttpRequestMetrics:
+    """The per-request instruments. With ``--processes``, each serving process keeps
+    them in prometheus_client's multiprocess files and only the supervisor's
+    registry (:class:`SupervisorMetrics`) shows them, added up."""
 
-    startup_help = "Seconds from the start of serve until the app port listened."
-
-    def __init__(self, backlog: Callable[[], float], in_flight: Callable[[], float]) -> None:
-        super().__init__()
+    def __init__(self, registry: CollectorRegistry | None) -> None:
         self.requests = Counter(
             "hurricane_http_requests",
             "App requests answered, by method, status and matched URL pattern.",
             ["method", "status", "route"],
-            registry=self.registry,
+            registry=registry,
         )
         self.duration = Histogram(
             "hurricane_http_request_duration_seconds",
             "Time from the request's headers to the end of its response.",
             ["method", "route"],
-            registry=self.registry,
-        )
-        self.gauge_of(
-            "hurricane_http_requests_in_flight",
-            "Requests on the app port being read, waiting, run or written.",
-            in_flight,
-        )
-        self.gauge_of(
-            "hurricane_http_request_backlog",
-            "App requests waiting for a free worker thread.",
-            backlog,
+            registry=registry,
         )
 
     def observe(self, method: str, status: int, route: str, seconds: float) -> None:
@@ -147,6 +137,50 @@ class HttpMetrics(ProcessMetrics):
             method = "other"
         self.requests.labels(method, str(status), route).inc()
         self.duration.labels(method, route).observe(seconds)
+
+
+IN_FLIGHT_HELP = "Requests on the app port being read, waiting, run or written."
+BACKLOG_HELP = "App requests waiting for a free worker thread."
+
+
+class HttpMetrics(ProcessMetrics, HttpRequestMetrics):
+    """The app server's metrics, with conventional names and units."""
+
+    startup_help = "Seconds from the start of serve until the app port listened."
+
+    def __init__(self, backlog: Callable[[], float], in_flight: Callable[[], float]) -> None:
+        ProcessMetrics.__init__(self)
+        HttpRequestMetrics.__init__(self, self.registry)
+        self.gauge_of("hurricane_http_requests_in_flight", IN_FLIGHT_HELP, in_flight)
+        self.gauge_of("hurricane_http_request_backlog", BACKLOG_HELP, backlog)
+
+
+class SupervisorMetrics(ProcessMetrics):
+    """``serve --processes N``: the serving processes' request metrics added up from
+    prometheus_client's multiprocess files, and gauges read from their shared slots.
+
+    prometheus_client's default registry is left out: in the supervisor it holds the
+    project's metrics at their import-time values, which would repeat (wrongly) the
+    names the multiprocess files carry."""
+
+    startup_help = "Seconds from the start of serve until every serving process served."
+
+    def __init__(
+        self,
+        multiprocess_dir: str,
+        backlog: Callable[[], float],
+        in_flight: Callable[[], float],
+        serving: Callable[[], float],
+    ) -> None:
+        from prometheus_client import multiprocess
+
+        super().__init__(include_default_registry=False)
+        multiprocess.MultiProcessCollector(self.registry, path=multiprocess_dir)
+        self.gauge_of("hurricane_http_requests_in_flight", IN_FLIGHT_HELP, in_flight)
+        self.gauge_of("hurricane_http_request_backlog", BACKLOG_HELP, backlog)
+        self.gauge_of(
+            "hurricane_serving_processes", "Serving processes that answer requests.", serving
+        )
 
 
 class ConsumerMetrics(ProcessMetrics):

@@ -17,13 +17,25 @@ logger = logging.getLogger("hurricane.server")
 
 def run_server(options: Options) -> int:
     """Run ``serve`` with resolved options; returns the process exit code."""
-    from hurricane.server.runtime import Server
+    from hurricane.server.processes import Supervisor, child_options, child_role_from_environment
+    from hurricane.server.runtime import Server, StartupError
+
+    child = child_role_from_environment()
+    if child is not None:  # one of the serving processes of ``--processes N``
+        served = child_options(options)
+        return run_process(served, lambda handle_signals: Server(served, True, child).run())
 
     def watch() -> None:
         watch_static_files(Path(options.static_watch).resolve())
 
     if options.static_watch and not options.autoreload:
         logger.warning("--static-watch works with --autoreload only; ignoring it")
+    if options.processes > 1:
+        if options.autoreload:
+            raise StartupError("--processes and --autoreload cannot be combined")
+        return run_process(
+            options, lambda handle_signals: Supervisor(options, handle_signals).run()
+        )
     return run_process(
         options,
         lambda handle_signals: Server(options, handle_signals).run(),

@@ -81,11 +81,12 @@ class ServerState(ProbeState):
         self.backlog = lambda: 0
         self.http_metrics = None
         if self.metrics_enabled:
-            from hurricane.metrics.exposition import HttpMetrics
+            self.http_metrics = self.metrics = self.make_metrics()
 
-            self.http_metrics = self.metrics = HttpMetrics(
-                backlog=lambda: self.backlog(), in_flight=lambda: len(self.in_flight)
-            )
+    def make_metrics(self) -> Any:
+        from hurricane.metrics.exposition import HttpMetrics
+
+        return HttpMetrics(backlog=lambda: self.backlog(), in_flight=lambda: len(self.in_flight))
 
     def lifetime_used(self) -> int:
         return self.requests_served
@@ -180,9 +181,13 @@ class Server:
     """One ``serve`` process: ``main()`` starts the probes, runs the start-up tasks,
     opens the app port and waits; ``on_signal()`` and ``drain()`` end it."""
 
-    def __init__(self, options: Options, handle_signals: bool = True) -> None:
+    def __init__(self, options: Options, handle_signals: bool = True, child: Any = None) -> None:
         self.options = options
         self.handle_signals = handle_signals
+        # A ChildRole when a supervisor (``--processes``) started this process.
+        self.child = child
+        self.app_listening = False
+        self.mode = ""
         self.port: int = options.port
         self.probe_port: int = probe_port_of(options)
         self.same_port = self.probe_port == self.port
@@ -201,9 +206,10 @@ class Server:
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
         self.stopping = loop.create_future()
-        self.state = ServerState(self.options, self.port)
+        self.state = self.make_state()
         inherited = inherited_sockets()
-        restarted = bool(inherited)
+        # A serving process of a supervisor inherits the socket too, but is not a restart.
+        restarted = bool(inherited) and self.child is None
         if self.handle_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.on_signal, signum)
@@ -217,27 +223,53 @@ class Server:
             return self.exit_code
         if self.stop_startup.is_set():  # a signal arrived as the last task ended
             return self.exit_code
-        if self.app_server is None:
+        if not self.app_listening:
             self.open_app_port(inherited)
-        try:
-            self.attach_application(loop)
-        except Exception:
-            await self.fail_startup("Loading the WSGI application failed", traceback.format_exc())
+        if not await self.start_serving(loop):
             return self.exit_code
         self.state.mark_started(time.monotonic() - self.began)
-        probes = "off" if self.options.no_probe else f"port {self.probe_port}"
-        logger.info(
-            "Serving on port %d (%s; probes: %s, %d workers)%s",
-            self.port,
-            self.mode,
-            probes,
-            self.options.workers,
-            " after an in-place restart" if restarted else "",
-        )
+        if self.child is not None:
+            self.report_to_supervisor()
+            logger.info(
+                "Serving process %d: serving on port %d (%s, %d workers)%s",
+                self.child.index,
+                self.port,
+                self.mode,
+                self.options.workers,
+                " after an in-place restart" if restarted else "",
+            )
+        else:
+            probes = "off" if self.options.no_probe else f"port {self.probe_port}"
+            logger.info(
+                "Serving on port %d (%s; probes: %s, %d workers)%s",
+                self.port,
+                self.mode,
+                probes,
+                self.options.workers,
+                " after an in-place restart" if restarted else "",
+            )
         if self.options.max_memory:
             loop.call_later(MEMORY_CHECK_INTERVAL, self.check_memory)
         await self.stopping
         return self.exit_code
+
+    def make_state(self) -> ServerState:
+        if self.child is not None:
+            from hurricane.server.processes import ChildServerState
+
+            return ChildServerState(self.options, self.port)
+        return ServerState(self.options, self.port)
+
+    def report_to_supervisor(self) -> None:
+        """Write this process's row for the supervisor's probes, every heartbeat; a
+        process whose supervisor is gone drains and exits."""
+        from hurricane.server.processes import HEARTBEAT_INTERVAL
+
+        self.child.report(self.state)
+        if self.child.orphaned() and not self.state.draining:
+            logger.warning("The supervisor is gone: draining")
+            asyncio.ensure_future(self.drain(0.0))
+        asyncio.get_running_loop().call_later(HEARTBEAT_INTERVAL, self.report_to_supervisor)
 
     # -- start-up ------------------------------------------------------------------------
 
@@ -342,6 +374,16 @@ class Server:
             max_buffer_size=options.max_buffer_size,
         )
         self.app_server.add_sockets(bind_port(self.port, "--port", inherited))
+        self.app_listening = True
+
+    async def start_serving(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Attach the application to the open app port; False when that failed."""
+        try:
+            self.attach_application(loop)
+        except Exception:
+            await self.fail_startup("Loading the application failed", traceback.format_exc())
+            return False
+        return True
 
     def attach_application(self, loop: asyncio.AbstractEventLoop) -> None:
         from hurricane.metrics.exposition import route_of as metrics_route_of

@@ -1,0 +1,329 @@
+"""``serve --processes N``: a supervisor and N serving processes sharing one socket.
+
+The supervisor runs what a pod needs once: the probe and metrics server, the
+start-up tasks (commands, migration checks), the listening socket. It then starts
+N serving processes, each the same command again (a fresh interpreter: nothing
+the supervisor's threads held is inherited by accident), handed the listening
+socket the way an in-place restart hands it on. The kernel gives each accepted
+connection to one of them; a process that dies leaves the socket, and the
+connections waiting in it, to the others while the supervisor starts a new one.
+
+Each serving process writes a row of numbers (serving yet, backlog, requests in
+flight, requests served, a heartbeat) to a small shared file every
+``HEARTBEAT_INTERVAL``; the supervisor's probes read them. Request metrics go
+through prometheus_client's multiprocess mode, one directory per supervisor, so
+``/metrics`` adds up every process, including the ones that have been replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mmap
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hurricane.options import Options
+from hurricane.server.runtime import (
+    INHERITED_SOCKETS_VARIABLE,
+    Server,
+    ServerState,
+    StartupError,
+    bind_port,
+)
+
+logger = logging.getLogger("hurricane.server")
+
+# Set by the supervisor for each serving process it starts.
+PROCESS_INDEX_VARIABLE = "HURRICANE_PROCESS_INDEX"
+PROCESS_DIR_VARIABLE = "HURRICANE_PROCESS_DIR"
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+HEARTBEAT_INTERVAL = 0.25
+# A row older than this is not counted as serving (a stuck or stopped process).
+HEARTBEAT_STALE = 5.0
+# A process that dies sooner than this after its start counts as crashing: the
+# next start waits longer each time, up to RESTART_BACKOFF_MAX seconds.
+CRASH_WINDOW = 10.0
+RESTART_BACKOFF_MAX = 30.0
+# Beyond --graceful-timeout, how long the supervisor waits for the processes'
+# own drains before it kills them.
+EXIT_MARGIN = 5.0
+
+FIELDS = ("pid", "serving", "backlog", "in_flight", "requests", "heartbeat_ms")
+
+
+class ProcessSlots:
+    """One row of integers per serving process, in a file every process maps."""
+
+    def __init__(self, path: str, count: int, create: bool = False) -> None:
+        size = 8 * len(FIELDS) * count
+        if create:
+            with open(path, "wb") as file:
+                file.write(b"\0" * size)
+        with open(path, "r+b") as file:
+            self._map = mmap.mmap(file.fileno(), size)
+        self._values = memoryview(self._map).cast("q")
+        self.count = count
+
+    def write(self, index: int, *values: int) -> None:
+        start = index * len(FIELDS)
+        for offset, value in enumerate(values):
+            self._values[start + offset] = value
+
+    def read(self, index: int) -> dict[str, int]:
+        start = index * len(FIELDS)
+        return dict(zip(FIELDS, self._values[start : start + len(FIELDS)].tolist(), strict=True))
+
+    def rows(self) -> list[dict[str, int]]:
+        return [self.read(index) for index in range(self.count)]
+
+
+def now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+@dataclass
+class ChildRole:
+    """What a serving process knows of its place: its row and its supervisor."""
+
+    index: int
+    slots: ProcessSlots
+    supervisor_pid: int
+
+    def report(self, state: ServerState) -> None:
+        self.slots.write(
+            self.index,
+            os.getpid(),
+            int(state.serving and not state.draining),
+            state.backlog(),
+            len(state.in_flight),
+            state.requests_served,
+            now_ms(),
+        )
+
+    def orphaned(self) -> bool:
+        return os.getppid() != self.supervisor_pid
+
+
+class ChildServerState(ServerState):
+    """A serving process's state: its request metrics go to prometheus_client's
+    multiprocess files, which the supervisor shows added up; it has no metrics
+    endpoint (nor gauges) of its own."""
+
+    def __init__(self, options: Options, port: int) -> None:
+        super().__init__(options, port)
+        self.metrics = None
+
+    def make_metrics(self) -> Any:
+        from hurricane.metrics.exposition import HttpRequestMetrics
+
+        return HttpRequestMetrics(registry=None)
+
+
+def child_role_from_environment() -> ChildRole | None:
+    """Set when this process was started by a supervisor. Left in the environment:
+    an in-place restart past --max-memory execs the same process again."""
+    index = os.environ.get(PROCESS_INDEX_VARIABLE)
+    folder = os.environ.get(PROCESS_DIR_VARIABLE)
+    if index is None or folder is None:
+        return None
+    count = os.path.getsize(os.path.join(folder, "slots")) // (8 * len(FIELDS))
+    return ChildRole(int(index), ProcessSlots(os.path.join(folder, "slots"), count), os.getppid())
+
+
+def child_options(options: Options) -> Options:
+    """A serving process's options: the supervisor answers probes, ran the start-up
+    tasks and already waited --shutdown-delay before it passes SIGTERM on."""
+    values = {k: v for k, v in vars(options).items() if k != "sources"}
+    values.update(no_probe=True, command=[], shutdown_delay=0.0, autoreload=False)
+    values.update(check_migrations=False, check_migrations_apply=False)
+    values.update(debugger=False, pycharm_host=None)
+    return Options(values, options.sources)
+
+
+class SupervisorState(ServerState):
+    """The probes' view of all serving processes, read from their rows."""
+
+    def __init__(self, options: Options, port: int, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        super().__init__(options, port)
+        self.backlog = lambda: sum(row["backlog"] for row in supervisor.live_rows())
+
+    def make_metrics(self) -> Any:
+        from hurricane.metrics.exposition import SupervisorMetrics
+
+        rows = self.supervisor.live_rows
+        return SupervisorMetrics(
+            self.supervisor.metrics_dir,
+            backlog=lambda: sum(row["backlog"] for row in rows()),
+            in_flight=lambda: sum(row["in_flight"] for row in rows()),
+            serving=lambda: sum(row["serving"] for row in rows()),
+        )
+
+    def lifetime_used(self) -> int:
+        return sum(row["requests"] for row in self.supervisor.slots.rows())
+
+    def not_ready_reason(self) -> str | None:
+        if not any(row["serving"] for row in self.supervisor.live_rows()):
+            return "no serving process answers"
+        return super().not_ready_reason()
+
+
+class Supervisor(Server):
+    """The process Kubernetes sees: probes, start-up tasks, the socket, N children."""
+
+    def __init__(self, options: Options, handle_signals: bool = True) -> None:
+        super().__init__(options, handle_signals)
+        if self.same_port and not options.no_probe:
+            raise StartupError(
+                "--processes needs the probes on a port of their own (--probe-port "
+                f"{self.probe_port} is the app port)"
+            )
+        self.count: int = options.processes
+        self.folder = tempfile.mkdtemp(prefix="hurricane-processes-")
+        self.metrics_dir = os.path.join(self.folder, "metrics")
+        os.mkdir(self.metrics_dir)
+        self.slots = ProcessSlots(os.path.join(self.folder, "slots"), self.count, create=True)
+        self.children: list[subprocess.Popen | None] = [None] * self.count
+        self.started_at = [0.0] * self.count
+        self.quick_deaths = [0] * self.count
+        self.app_sockets: list[socket.socket] = []
+
+    def make_state(self) -> ServerState:
+        return SupervisorState(self.options, self.port, self)
+
+    def live_rows(self) -> list[dict[str, int]]:
+        """Rows of the processes running now, with a fresh heartbeat."""
+        fresh_after = now_ms() - HEARTBEAT_STALE * 1000
+        rows = []
+        for index, child in enumerate(self.children):
+            row = self.slots.read(index)
+            if child is not None and row["pid"] == child.pid and row["heartbeat_ms"] > fresh_after:
+                rows.append(row)
+        return rows
+
+    async def main(self) -> int:
+        try:
+            return await super().main()
+        finally:
+            await self.stop_children(wait=self.options.graceful_timeout + EXIT_MARGIN)
+            for sock in self.app_sockets:
+                sock.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    # -- start-up ------------------------------------------------------------------------
+
+    def open_app_port(self, inherited: dict[int, socket.socket]) -> None:
+        # Only the socket: the serving processes accept on it.
+        self.app_sockets = bind_port(self.port, "--port", inherited)
+        self.app_listening = True
+
+    async def start_serving(self, loop: asyncio.AbstractEventLoop) -> bool:
+        if self.handle_signals:
+            loop.add_signal_handler(signal.SIGCHLD, self.reap)
+        for index in range(self.count):
+            self.spawn(index)
+        self.mode = f"{self.count} processes"
+        while len([row for row in self.live_rows() if row["serving"]]) < self.count:
+            if self.stopping.done():
+                return False
+            for index, child in enumerate(self.children):
+                if child is not None and child.poll() is not None:
+                    await self.fail_startup(
+                        f"Serving process {index} exited with code {child.returncode} "
+                        "before it served",
+                        "",
+                    )
+                    return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def spawn(self, index: int) -> None:
+        fd = self.app_sockets[0].fileno()
+        os.set_inheritable(fd, True)
+        env = dict(
+            os.environ,
+            **{
+                PROCESS_INDEX_VARIABLE: str(index),
+                PROCESS_DIR_VARIABLE: self.folder,
+                MULTIPROCESS_VARIABLE: self.metrics_dir,
+                INHERITED_SOCKETS_VARIABLE: f"{self.port}={fd}",
+            },
+        )
+        self.slots.write(index, 0, 0, 0, 0, 0, 0)
+        self.children[index] = subprocess.Popen(
+            [sys.executable, *sys.orig_argv[1:]], env=env, pass_fds=(fd,)
+        )
+        self.started_at[index] = time.monotonic()
+        logger.info("Started serving process %d (pid %d)", index, self.children[index].pid)
+
+    # -- children that end -----------------------------------------------------------------
+
+    def reap(self) -> None:
+        """SIGCHLD: note every child that ended; replace it unless we are stopping."""
+        from prometheus_client import multiprocess
+
+        for index, child in enumerate(self.children):
+            if child is None or child.poll() is None:
+                continue
+            self.children[index] = None
+            multiprocess.mark_process_dead(child.pid, self.metrics_dir)
+            if self.state.draining or not self.state.started:
+                continue  # start-up (start_serving reports it) or drain (expected)
+            lived = time.monotonic() - self.started_at[index]
+            self.quick_deaths[index] = self.quick_deaths[index] + 1 if lived < CRASH_WINDOW else 0
+            delay = min(RESTART_BACKOFF_MAX, 0.5 * (2 ** self.quick_deaths[index] - 1))
+            logger.warning(
+                "Serving process %d (pid %d) exited with code %s; starting a new one%s",
+                index,
+                child.pid,
+                child.returncode,
+                f" in {delay:.1f} s" if delay else "",
+            )
+            asyncio.get_running_loop().call_later(delay, self.respawn, index)
+
+    def respawn(self, index: int) -> None:
+        if not self.state.draining and self.children[index] is None:
+            self.spawn(index)
+
+    # -- drain and exit ----------------------------------------------------------------------
+
+    async def drain(self, delay: float, restart: bool = False) -> None:
+        self.state.draining = True
+        if delay:
+            logger.info("Serving for %.1f s more while endpoints update", delay)
+            await asyncio.sleep(delay)
+        # Each process drains on its own: finishes what it has, closes its copy of
+        # the socket. Ours closes now, so that the port refuses once they are done.
+        await self.stop_children(wait=self.options.graceful_timeout + EXIT_MARGIN)
+        for sock in self.app_sockets:
+            sock.close()
+        self.app_sockets = []
+        logger.info("Drained; exiting")
+        self.finish(0)
+
+    async def stop_children(self, wait: float) -> None:
+        running = [child for child in self.children if child is not None]
+        for child in running:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + wait
+        while any(child.poll() is None for child in running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for child in running:
+            if child.poll() is None:
+                logger.warning("Serving process pid %d did not exit in time: killing it", child.pid)
+                child.kill()
+                child.wait()
+
+    def check_memory(self) -> None:
+        """Each serving process watches its own memory (and restarts in place)."""
