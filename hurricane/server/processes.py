@@ -275,10 +275,12 @@ class Supervisor(Server):
         for index, child in enumerate(self.children):
             if child is None or child.poll() is None:
                 continue
+            if not self.state.started and not self.state.draining:
+                continue  # start_serving reports it and fails the start-up
             self.children[index] = None
             multiprocess.mark_process_dead(child.pid, self.metrics_dir)
-            if self.state.draining or not self.state.started:
-                continue  # start-up (start_serving reports it) or drain (expected)
+            if self.state.draining:
+                continue
             lived = time.monotonic() - self.started_at[index]
             self.quick_deaths[index] = self.quick_deaths[index] + 1 if lived < CRASH_WINDOW else 0
             delay = min(RESTART_BACKOFF_MAX, 0.5 * (2 ** self.quick_deaths[index] - 1))

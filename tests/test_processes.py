@@ -1,0 +1,187 @@
+"""``serve --processes N``: every serving process answers, a killed one is replaced,
+SIGTERM drains them all, and the supervisor's probes and /metrics speak for all of
+them. Real processes, real sockets."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from conftest import TEST_PROJECT, base_env, free_port, wait_until
+
+
+def pid_of_response(server) -> int:
+    # A new connection each time, so that the kernel may hand it to any process.
+    response = requests.get(server.url("/meta/"), headers={"Connection": "close"}, timeout=10)
+    assert response.status_code == 200
+    return response.json()["pid"]
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
+def metric(server, name: str, **labels: str) -> float:
+    text = requests.get(server.probe("/metrics"), timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{key}="{value}"' in line for key, value in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_every_process_serves_and_metrics_add_up(serve):
+    server = serve("--processes", "2", "--workers", "2")
+    assert "2 processes" in server.output
+    children = children_of(server.process.pid)
+    assert len(children) == 2, server.output
+    seen: set[int] = set()
+    sent = 0
+    while seen != children and sent < 400:
+        seen.add(pid_of_response(server))
+        sent += 1
+    assert seen == children, f"only {seen} of {children} answered in {sent} requests"
+    assert requests.get(server.probe("/ready"), timeout=5).status_code == 200
+    assert requests.get(server.probe("/alive"), timeout=5).status_code == 200
+    # Requests answered by both processes, counted once each on the one endpoint.
+    assert metric(server, "hurricane_http_requests_total", route="meta/", status="200") == sent
+    assert metric(server, "hurricane_serving_processes") == 2
+
+
+def test_a_killed_process_is_replaced_without_failed_requests(serve):
+    server = serve("--processes", "2", "--workers", "2")
+    first = children_of(server.process.pid)
+    for _ in range(20):
+        pid_of_response(server)
+    counted = metric(server, "hurricane_http_requests_total", route="meta/")
+    assert counted == 20
+
+    failures: list[BaseException] = []
+    answered = 0
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        nonlocal answered
+        while not stop.is_set():
+            try:
+                pid_of_response(server)
+                answered += 1
+            except BaseException as error:  # noqa: BLE001 - any failure fails the test
+                failures.append(error)
+
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    try:
+        victim = sorted(first)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: (
+                len(children_of(server.process.pid) - first) == 1
+                and metric(server, "hurricane_serving_processes") == 2
+            ),
+            timeout=30,
+            what="a new serving process",
+            server=server,
+        )
+    finally:
+        stop.set()
+        asker.join(30)
+    assert not failures, failures[:3]
+    assert answered > 0
+    assert re.search(rf"Serving process \d \(pid {victim}\) exited with code -9", server.output)
+    survivor = (first - {victim}).pop()
+    assert children_of(server.process.pid) >= {survivor}
+    # The dead process's requests stay counted.
+    assert metric(server, "hurricane_http_requests_total", route="meta/") >= 20 + answered
+
+
+def test_sigterm_drains_every_process(serve):
+    server = serve("--processes", "2", "--workers", "4", "--graceful-timeout", "20")
+    children = children_of(server.process.pid)
+
+    def slow() -> tuple[int, str]:
+        response = requests.get(
+            server.url("/slow/?seconds=2"), headers={"Connection": "close"}, timeout=30
+        )
+        return response.status_code, response.text
+
+    with ThreadPoolExecutor(8) as pool:
+        in_flight = [pool.submit(slow) for _ in range(8)]
+        wait_until(
+            lambda: metric(server, "hurricane_http_requests_in_flight") == 8,
+            timeout=10,
+            what="8 requests in flight",
+            server=server,
+        )
+        server.signal(signal.SIGTERM)
+        wait_until(
+            lambda: requests.get(server.probe("/ready"), timeout=5).status_code == 503,
+            timeout=5,
+            what="readiness 503 while draining",
+            server=server,
+        )
+        results = [future.result() for future in in_flight]
+    assert results == [(200, "slept 2.0")] * 8
+    assert server.wait_exit(30) == 0
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in children), server.output
+    # Both processes served some of the eight and drained them.
+    assert server.output.count("Drained; exiting") == 3, server.output
+
+
+def test_processes_need_a_probe_port_of_their_own(tmp_path):
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--processes", "2", "--port", str(port)]
+        + ["--probe-port", str(port)],
+        cwd=TEST_PROJECT,
+        env=base_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "--processes needs the probes on a port of their own" in result.stderr
+
+
+def test_processes_must_be_a_positive_number(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--port", str(free_port())],
+        cwd=TEST_PROJECT,
+        env=base_env(tmp_path, HURRICANE_PROCESSES="0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "invalid value '0' for --processes (from environment HURRICANE_PROCESSES)" in (
+        result.stderr
+    )
+
+
+def test_a_process_that_cannot_start_fails_the_start_up(serve):
+    # Every serving process fails to load the application: the supervisor says so
+    # and exits 1 instead of starting them again and again.
+    settings = '{"WSGI_APPLICATION": "testproject.missing.application"}'
+    server = serve("--processes", "2", env={"TEST_SETTINGS": settings}, wait=False)
+    assert server.wait_exit(60) == 1, server.output
+    assert "Loading the application failed" in server.output
+    assert re.search(r"Serving process \d exited with code 1 before it served", server.output)
