@@ -16,7 +16,6 @@ import traceback
 from typing import Any
 
 from tornado import netutil
-from tornado.httpserver import HTTPServer
 
 from hurricane.metrics.requests import (
     RequestCounterMetric,
@@ -25,7 +24,7 @@ from hurricane.metrics.requests import (
 )
 from hurricane.options import Options, probe_port_of
 from hurricane.server.app import AppHTTPServer, RequestRouter, log_access, log_tornado_request
-from hurricane.server.probes import make_probe_application, probe_paths
+from hurricane.server.probes import ProbeServerThread, make_probe_application, probe_paths
 from hurricane.server.startup import StartupFailed, run_startup_tasks
 from hurricane.server.state import ProbeState
 from hurricane.server.wsgi import HurricaneWSGIContainer, WorkerPool
@@ -196,7 +195,7 @@ class Server:
         self.stop_startup = threading.Event()
         self.signals_received = 0
         self.app_server: AppHTTPServer | None = None
-        self.probe_server: HTTPServer | None = None
+        self.probe_server: ProbeServerThread | None = None
         self.pool: WorkerPool | None = None
         self.stopping: asyncio.Future | None = None
 
@@ -287,8 +286,7 @@ class Server:
             self.open_app_port(inherited)
             return
         sockets = bind_port(self.probe_port, "--probe-port", inherited)
-        self.probe_server = HTTPServer(self.probe_app)
-        self.probe_server.add_sockets(sockets)
+        self.probe_server = ProbeServerThread(self.probe_app, sockets)
         logger.info("Probes answer on port %d", self.probe_port)
 
     async def run_startup_tasks(self) -> bool:
@@ -490,7 +488,7 @@ class Server:
         connections wait in the kernel's backlog meanwhile, so none is refused."""
         handed = [(self.port, sock) for sock in app_sockets[:1]]
         if self.probe_server is not None:
-            probe_sockets = list(self.probe_server._sockets.values())[:1]
+            probe_sockets = self.probe_server.sockets[:1]
             handed += [(self.probe_port, sock) for sock in probe_sockets]
         for _, sock in handed:
             sock.set_inheritable(True)
