@@ -39,8 +39,10 @@ PROJECT = BENCH / "webproject"
 CACHE = ROOT / ".cache" / "bench"
 ORIGINAL_VERSION = "1.6.2"
 PATHS = ("/plain", "/json", "/db", "/sleep", "/asleep")
-SERVERS = ("hurricane", "gunicorn", "granian", "uvicorn", "original")
+SERVERS = ("hurricane", "hurricane-2p", "gunicorn", "granian", "uvicorn", "original")
 PEER_PACKAGES = ("gunicorn", "granian", "uvicorn")
+OURS = ("hurricane", "hurricane-2p")
+PROBED = (*OURS, "original")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -85,6 +87,8 @@ def command(server: str, port: int) -> list[str]:
     """How each server is started: Hurricane and the original with their defaults."""
     if server == "hurricane":
         return [sys.executable, "manage.py", "serve", "--port", str(port)]
+    if server == "hurricane-2p":
+        return [sys.executable, "manage.py", "serve", "--processes", "2", "--port", str(port)]
     if server == "original":
         return [str(original_python()), "manage.py", "serve", "--port", str(port)]
     arguments = PEER_ARGUMENTS[server].format(port=port).split()
@@ -372,6 +376,15 @@ class Results:
     peak_rss: dict[str, list[int]] = field(default_factory=dict)
     probes: dict[str, list[ProbeLatency]] = field(default_factory=dict)
 
+    def ratio(self, ours: str, peer: str, path: str) -> tuple[float, float] | None:
+        """Ours over the peer's: requests per second, and per CPU-second."""
+        mine, theirs = self.cells.get((ours, path)), self.cells.get((peer, path))
+        if not mine or not theirs:
+            return None
+        rate = mine.median("requests_per_second") / theirs.median("requests_per_second")
+        cpu = mine.median("per_cpu_second") / max(theirs.median("per_cpu_second"), 1e-9)
+        return rate, cpu
+
 
 def run(args: argparse.Namespace) -> Results:
     results = Results()
@@ -385,7 +398,7 @@ def run(args: argparse.Namespace) -> Results:
                 try:
                     server.start()
                     for path in args.paths:
-                        if path == "/plain" and name in ("hurricane", "original"):
+                        if path == "/plain" and name in PROBED:
                             with polling_probes(server.port + 1) as samples:
                                 load = wrk(server, path, args.duration, args.connections)
                             results.probes.setdefault(name, []).append(probe_latency(samples))
@@ -405,6 +418,50 @@ def run(args: argparse.Namespace) -> Results:
     return results
 
 
+def target_lines(results: Results) -> list[str]:
+    """Each performance target whose servers were measured: the figure, and whether
+    it is met."""
+    rows = []
+
+    def ratio_row(label: str, ours: str, peer: str, path: str, bar: float, cpu: bool) -> None:
+        ratio = results.ratio(ours, peer, path)
+        if ratio:
+            value = ratio[1] if cpu else ratio[0]
+            rows.append(f"| {label} | {value:.2f}x | {'yes' if value >= bar else 'no'} |")
+
+    for path in ("/plain", "/json"):
+        ratio_row(f"{path} >= 1.0x gunicorn", "hurricane", "gunicorn", path, 1.0, False)
+        ratio_row(f"{path} >= 1.0x granian per CPU-s", "hurricane", "granian", path, 1.0, True)
+    ratio_row("/sleep >= 0.9x granian", "hurricane", "granian", "/sleep", 0.9, False)
+    ratio_row("/asleep >= 2x uvicorn", "hurricane", "uvicorn", "/asleep", 2.0, False)
+    ratio_row(
+        "--processes 2: /plain >= 1.0x granian", "hurricane-2p", "granian", "/plain", 1.0, False
+    )
+    samples = results.probes.get("hurricane")
+    if samples:
+        p99 = statistics.median(s.p99_ms for s in samples)
+        timeouts = sum(s.timeouts for s in samples)
+        met = p99 < 50 and timeouts == 0
+        rows.append(
+            f"| probes p99 < 50 ms, no timeout | {p99:.1f} ms, {timeouts} timeouts | "
+            f"{'yes' if met else 'no'} |"
+        )
+    if "hurricane" in results.peak_rss and "original" in results.peak_rss:
+        ours = statistics.median(results.peak_rss["hurricane"])
+        theirs = statistics.median(results.peak_rss["original"])
+        rows.append(
+            f"| peak RSS <= 1.2x original | {ours / theirs:.2f}x | "
+            f"{'yes' if ours <= 1.2 * theirs else 'no'} |"
+        )
+        ours = statistics.median(results.startup["hurricane"])
+        theirs = statistics.median(results.startup["original"])
+        rows.append(
+            f"| start to first 200 <= original | {ours:.2f} s vs {theirs:.2f} s | "
+            f"{'yes' if ours <= theirs else 'no'} |"
+        )
+    return rows
+
+
 def versions() -> str:
     found = [f"Python {platform.python_version()}"]
     for package in ("django", "tornado", *PEER_PACKAGES):
@@ -417,13 +474,13 @@ def versions() -> str:
 
 def report(results: Results, args: argparse.Namespace, ceiling: float | None) -> str:
     servers = [s for s in args.servers if any((s, p) in results.cells for p in args.paths)]
-    peers = [s for s in servers if s != "hurricane"]
+    peers = [s for s in servers if s not in OURS]
     lines = [
         "# HTTP benchmark",
         "",
         f"`python bench/servers.py --runs {args.runs} --duration {args.duration}`: "
         f"wrk -t2 -c{args.connections} -d{args.duration}s on 127.0.0.1, median of {args.runs} "
-        f"run(s), {os.cpu_count()} CPUs, {versions()}.",
+        f"run(s), {os.cpu_count()} CPUs, {versions()}. hurricane-2p is `serve --processes 2`.",
         "",
         "Requests per second (requests per CPU-second of the server in brackets):",
         "",
@@ -440,26 +497,22 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
                 else "–"
             )
         lines.append("| " + " | ".join(row) + " |")
-    if "hurricane" in servers and peers:
+    ours = [s for s in servers if s in OURS]
+    if ours and peers:
         lines += [
             "",
             "Hurricane's ratio to each peer, requests per second (per CPU-second):",
             "",
-            "| path | " + " | ".join(peers) + " |",
-            "|---|" + "---:|" * len(peers),
+            "| path | Hurricane | " + " | ".join(peers) + " |",
+            "|---|---|" + "---:|" * len(peers),
         ]
         for path in args.paths:
-            ours = results.cells.get(("hurricane", path))
-            row = [path]
-            for peer in peers:
-                theirs = results.cells.get((peer, path))
-                if not ours or not theirs:
-                    row.append("–")
-                    continue
-                rate = ours.median("requests_per_second") / theirs.median("requests_per_second")
-                cpu = ours.median("per_cpu_second") / max(theirs.median("per_cpu_second"), 1e-9)
-                row.append(f"{rate:.2f}x ({cpu:.2f}x)")
-            lines.append("| " + " | ".join(row) + " |")
+            for variant in ours:
+                row = [path, variant]
+                for peer in peers:
+                    ratio = results.ratio(variant, peer, path)
+                    row.append(f"{ratio[0]:.2f}x ({ratio[1]:.2f}x)" if ratio else "–")
+                lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
         "| server | start to first 200 | peak RSS | errors | p99 /plain |",
@@ -493,6 +546,10 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
                 f"| {server} | {statistics.median(s.p99_ms for s in samples):.1f} ms | "
                 f"{sum(s.timeouts for s in samples)} | {sum(s.ready_not_200 for s in samples)} |"
             )
+    targets = target_lines(results)
+    if targets:
+        lines += ["", "The targets of issue 7:", "", "| target | measured | met |", "|---|---|---|"]
+        lines += targets
     if ceiling is not None:
         lines += [
             "",

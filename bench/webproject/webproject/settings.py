@@ -16,6 +16,8 @@ INSTALLED_APPS = ["django.contrib.contenttypes", "hurricane"]
 MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
 ROOT_URLCONF = "webproject.urls"
 WSGI_APPLICATION = "webproject.wsgi.application"
+# Hurricane serves through ASGI when this is set: async views on its event loop.
+ASGI_APPLICATION = "webproject.asgi.application"
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
