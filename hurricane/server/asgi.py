@@ -151,7 +151,10 @@ class ASGIExchange:
             else:  # a cut-off body must not look complete to the client
                 self.sink.fail()
             return
-        if error is None:
+        # Returning without a response is an application error only while the client
+        # waits for one: when it went away, Django's handler cancels the view and
+        # returns quietly, as the ASGI spec allows.
+        if error is None and not self.sink.client_gone:
             logger.error("The ASGI application returned without sending a response")
         self._complete()
         self.sink.fail()

@@ -64,6 +64,7 @@ def meta(request):
     return JsonResponse(
         {
             "thread": threading.current_thread().name,
+            "pid": os.getpid(),
             "remote_addr": request.META.get("REMOTE_ADDR"),
             "path": request.path,
             "query": request.GET.dict(),

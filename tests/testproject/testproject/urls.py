@@ -1,6 +1,6 @@
 from django.urls import path
 
-from testapp import views
+from testapp import async_views, views
 
 urlpatterns = [
     path("things/<int:pk>/", views.thing),
@@ -14,4 +14,20 @@ urlpatterns = [
     path("meta/", views.meta),
     path("gate/", views.gate),
     path("stream-error/", views.stream_error),
+]
+
+# The ASGI path's tests (tests/test_asgi.py): async def views.
+urlpatterns += [
+    path("async/hello/", async_views.hello),
+    path("async/thread/", async_views.thread),
+    path("async/sleep/", async_views.sleep),
+    path("async/gate/", async_views.gate),
+    path("async/error/", async_views.error),
+    path("async/echo/", async_views.echo),
+    path("async/stream/", async_views.stream),
+    path("async/endless/", async_views.endless),
+    path("async/sync-stream/", async_views.sync_stream),
+    path("async/stream-error/", async_views.stream_error),
+    path("async/big/", async_views.big),
+    path("async/sync-thread/", async_views.sync_thread),
 ]
