@@ -334,6 +334,16 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "max_workers",
+        positive_int,
+        64,
+        "Most threads running synchronous Django code: above --workers, the pool grows "
+        "while its threads wait (on I/O, sleep, locks) rather than compute, and shrinks "
+        "back when they idle (default 64; a value below --workers counts as --workers, "
+        "a fixed pool).",
+        metavar="N",
+    ),
+    Option(
         "processes",
         positive_int,
         1,

@@ -46,7 +46,7 @@ def wait_for_log(server, pattern: str, timeout: float = 10.0) -> None:
 
 
 def test_workers_bound_concurrency(serve, tmp_path):
-    server = serve("--workers", "2")
+    server = serve("--workers", "2", "--max-workers", "2")
     with concurrent.futures.ThreadPoolExecutor(6) as executor:
         began = time.monotonic()
         slow = list(
@@ -73,7 +73,7 @@ def test_workers_bound_concurrency(serve, tmp_path):
 
 
 def test_readiness_follows_requests_waiting_for_a_worker(serve, tmp_path):
-    server = serve("--workers", "1", "--req-queue-len", "2")
+    server = serve("--workers", "1", "--max-workers", "1", "--req-queue-len", "2")
     assert status(server.probe("/ready")) == 200
     gate = tmp_path / "open-ready"
     with concurrent.futures.ThreadPoolExecutor(3) as executor:

@@ -285,7 +285,7 @@ def test_route_labels_stay_bounded_and_custom_metrics_appear(serve):
 
 
 def test_backlog_and_in_flight_while_requests_wait_for_the_only_worker(serve, tmp_path):
-    server = serve("--workers", "1")
+    server = serve("--workers", "1", "--max-workers", "1")
     gate = tmp_path / "open-gate"
     results: list[int] = []
 

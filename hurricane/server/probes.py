@@ -21,7 +21,7 @@ from django.conf import settings
 from tornado.httpserver import HTTPServer
 
 from hurricane.server.app import log_tornado_request
-from hurricane.server.wsgi import WorkerPool
+from hurricane.server.pool import WorkerPool
 
 if TYPE_CHECKING:
     from hurricane.server.state import ProbeState

@@ -24,10 +24,11 @@ from hurricane.metrics.requests import (
 )
 from hurricane.options import Options, probe_port_of
 from hurricane.server.app import AppHTTPServer, RequestRouter, log_access, log_tornado_request
+from hurricane.server.pool import WorkerPool
 from hurricane.server.probes import ProbeServerThread, make_probe_application, probe_paths
 from hurricane.server.startup import StartupFailed, run_startup_tasks
 from hurricane.server.state import ProbeState
-from hurricane.server.wsgi import HurricaneWSGIContainer, WorkerPool
+from hurricane.server.wsgi import HurricaneWSGIContainer
 
 logger = logging.getLogger("hurricane.server")
 
@@ -353,7 +354,7 @@ class Server:
     def open_app_port(self, inherited: dict[int, socket.socket]) -> None:
         """Listen on the app port; app requests get 503 until an application is attached."""
         options = self.options
-        self.pool = WorkerPool(options.workers)
+        self.pool = WorkerPool(options.workers, max_size=options.max_workers)
         self.state.backlog = lambda: self.pool.backlog
         RequestQueueLengthMetric.backlog_source = self.state.backlog
         file_app, prefixes = make_file_application(options)

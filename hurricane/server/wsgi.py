@@ -15,7 +15,6 @@ import collections
 import concurrent.futures
 import io
 import logging
-import queue
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -25,53 +24,13 @@ from urllib.parse import unquote_to_bytes
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
+from hurricane.server.pool import WorkerPool
+
 logger = logging.getLogger("hurricane.server")
 
 # Seconds a worker waits for the loop to hand one streamed chunk to the socket
 # before it gives up on a client that stopped reading.
 STREAM_WRITE_TIMEOUT = 60.0
-
-
-class WorkerPool:
-    """A fixed number of threads taking work from one queue.
-
-    ``backlog`` is the number of items waiting for a free thread: exactly the
-    requests that readiness must count (idle keep-alive connections are not in it).
-    """
-
-    def __init__(self, size: int, name: str = "hurricane-worker") -> None:
-        self.size = size
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{number}", daemon=True)
-            for number in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    @property
-    def backlog(self) -> int:
-        return self._queue.qsize()
-
-    def submit(self, function: Callable, *args: Any) -> None:
-        self._queue.put((function, args))
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            function, args = item
-            try:
-                function(*args)
-            except BaseException:  # a worker must survive whatever the work raises
-                logger.exception("Unhandled error in worker thread")
-
-    def shutdown(self, wait: float = 0.0) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join(wait)
 
 
 def build_environ(
