@@ -260,8 +260,9 @@ def wrk(server: Server, path: str, duration: int, connections: int) -> Load:
         errors += sum(int(value) for value in match.groups())
     return Load(
         requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        p50_ms=milliseconds(re.search(r"50%\s+(\S+)", out).group(1)),
-        p99_ms=milliseconds(re.search(r"99%\s+(\S+)", out).group(1)),
+        # Anchored: a "+/- Stdev" column such as "71.50%" also ends in "50%".
+        p50_ms=milliseconds(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+        p99_ms=milliseconds(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
         errors=errors,
         cpu_seconds=cpu,
         requests=requests,
