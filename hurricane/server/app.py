@@ -67,11 +67,21 @@ class AppHTTPServer(HTTPServer):
         self._handlers.clear()
         return list(self._sockets.values())
 
-    def close_idle_connections(self, busy: set) -> int:
-        idle = [conn for conn in self._connections if conn not in busy]
+    def close_idle_connections(self, busy: set, spare_unused: Any = None) -> int:
+        """Close connections without a request in progress; with ``spare_unused`` (the
+        connections that ever sent a request), only those that did: keep-alive ones."""
+        idle = [
+            conn
+            for conn in self._connections
+            if conn not in busy and (spare_unused is None or conn in spare_unused)
+        ]
         for conn in idle:
             conn.stream.close()
         return len(idle)
+
+    def fresh_connections(self, used: Any) -> int:
+        """Open connections that have not sent a request yet."""
+        return sum(1 for conn in self._connections if conn not in used)
 
 
 class RequestRouter(httputil.HTTPServerConnectionDelegate):

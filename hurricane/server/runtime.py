@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from typing import Any
 
 from tornado import netutil
@@ -36,6 +37,8 @@ logger = logging.getLogger("hurricane.server")
 # "port=fd,port=fd"; the next process serves them without start-up tasks.
 INHERITED_SOCKETS_VARIABLE = "HURRICANE_INHERITED_SOCKETS"
 MEMORY_CHECK_INTERVAL = 5.0
+# On a drain, seconds a connection that has not sent its first request yet gets to send it.
+FRESH_CONNECTION_GRACE = 1.0
 # Threads kept for the sync parts of async requests (one per request in flight):
 # enough for every connection of a busy pod, so none is started per request.
 IDLE_ASYNC_THREADS = 256
@@ -76,6 +79,9 @@ class ServerState(ProbeState):
         self.serving = False  # app requests are answered
         self.requests_served = 0
         self.in_flight: dict[Any, Any] = {}  # request connection -> server connection
+        # Connections that sent at least one request: a drain closes these when idle
+        # (keep-alive), but gives a just-accepted one the time to send its first.
+        self.used_connections: weakref.WeakSet = weakref.WeakSet()
         self.all_done = asyncio.Event()
         self.all_done.set()
         self.backlog = lambda: 0
@@ -99,6 +105,7 @@ class ServerState(ProbeState):
 
     def request_began(self, request_conn: Any, server_conn: Any) -> None:
         self.in_flight[request_conn] = server_conn
+        self.used_connections.add(server_conn)
         self.all_done.clear()
 
     def request_ended(self, request_conn: Any) -> bool:
@@ -448,9 +455,18 @@ class Server:
         # keep-alive connections close now.
         for request_conn in list(state.in_flight):
             request_conn._disconnect_on_finish = True
-        self.app_server.close_idle_connections(state.busy_connections())
+        self.app_server.close_idle_connections(state.busy_connections(), state.used_connections)
+        deadline = time.monotonic() + self.options.graceful_timeout
         try:
             await asyncio.wait_for(state.all_done.wait(), self.options.graceful_timeout)
+            # A connection accepted just before the listener stopped may not have sent
+            # its request yet: closing it now would lose that request.
+            fresh_until = min(deadline, time.monotonic() + FRESH_CONNECTION_GRACE)
+            while self.app_server.fresh_connections(state.used_connections) and (
+                time.monotonic() < fresh_until
+            ):
+                await asyncio.sleep(0.02)
+            await asyncio.wait_for(state.all_done.wait(), max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             logger.warning(
                 "%d requests still running after %.1f s (--graceful-timeout)",
