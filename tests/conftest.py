@@ -182,6 +182,23 @@ def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def run_serve(
+    tmp_path: Path, *args: str, port: int | None = None, **env: str
+) -> tuple[int, subprocess.CompletedProcess]:
+    """``manage.py serve`` on a free port (or ``port``) run to its end: for options
+    that must stop it before it serves. Returns the port and the finished process."""
+    port = port or free_port()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--port", str(port), *args],
+        cwd=TEST_PROJECT,
+        env=base_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return port, result
+
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator:
     """``serve(*args, env={...}, migrate=True)`` starts the test project on free ports.

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from conftest import TEST_PROJECT, base_env, free_port, port_open
+from conftest import TEST_PROJECT, base_env, port_open, run_serve
 from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS, OptionError, resolve
 
 
@@ -151,19 +151,6 @@ def test_bad_values_name_option_source_and_expectation(variable, value, expected
     assert f"environment {variable}" in message
     assert expected in message
     assert repr(value) in message
-
-
-def run_serve(tmp_path, *args, **env):
-    port = free_port()
-    result = subprocess.run(
-        [sys.executable, "manage.py", "serve", "--port", str(port), *args],
-        cwd=TEST_PROJECT,
-        env=base_env(tmp_path, **env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return port, result
 
 
 @pytest.mark.parametrize(

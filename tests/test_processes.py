@@ -7,14 +7,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from conftest import TEST_PROJECT, base_env, free_port, wait_until
+from conftest import free_port, run_serve, wait_until
 
 
 def pid_of_response(server) -> int:
@@ -149,32 +147,23 @@ def test_sigterm_drains_every_process(serve):
 
 def test_processes_need_a_probe_port_of_their_own(tmp_path):
     port = free_port()
-    result = subprocess.run(
-        [sys.executable, "manage.py", "serve", "--processes", "2", "--port", str(port)]
-        + ["--probe-port", str(port)],
-        cwd=TEST_PROJECT,
-        env=base_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    _, result = run_serve(tmp_path, "--processes", "2", "--probe-port", str(port), port=port)
     assert result.returncode != 0
     assert "--processes needs the probes on a port of their own" in result.stderr
 
 
 def test_processes_must_be_a_positive_number(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "manage.py", "serve", "--port", str(free_port())],
-        cwd=TEST_PROJECT,
-        env=base_env(tmp_path, HURRICANE_PROCESSES="0"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    _, result = run_serve(tmp_path, HURRICANE_PROCESSES="0")
     assert result.returncode != 0
     assert "invalid value '0' for --processes (from environment HURRICANE_PROCESSES)" in (
         result.stderr
     )
+
+
+def test_processes_and_autoreload_do_not_combine(tmp_path):
+    _, result = run_serve(tmp_path, "--processes", "2", "--autoreload")
+    assert result.returncode != 0
+    assert "--processes and --autoreload cannot be combined" in result.stderr
 
 
 def test_a_process_that_cannot_start_fails_the_start_up(serve):

@@ -164,7 +164,7 @@ class SupervisorState(ServerState):
         rows = self.supervisor.live_rows
         return SupervisorMetrics(
             self.supervisor.metrics_dir,
-            backlog=lambda: sum(row["backlog"] for row in rows()),
+            backlog=lambda: self.backlog(),
             in_flight=lambda: sum(row["in_flight"] for row in rows()),
             serving=lambda: sum(row["serving"] for row in rows()),
         )
