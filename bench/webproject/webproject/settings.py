@@ -24,9 +24,21 @@ DATABASES = {
         "NAME": os.environ.get("BENCH_DATABASE", str(BASE_DIR / "bench.sqlite3")),
     }
 }
+if os.environ.get("BENCH_POSTGRES_PORT"):
+    # bench/soak.py: a PostgreSQL cluster of its own, which it stops and starts. A short
+    # connect timeout, so that requests fail fast while the database is away.
+    DATABASES["default"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": "127.0.0.1",
+        "PORT": os.environ["BENCH_POSTGRES_PORT"],
+        "NAME": "postgres",
+        "USER": "postgres",
+        "OPTIONS": {"connect_timeout": 2},
+    }
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# Quiet: a log line per request would measure the terminal.
+# Quiet: a log line per request would measure the terminal (bench/soak.py keeps the
+# logs: BENCH_VERBOSE).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -36,3 +48,5 @@ LOGGING = {
         "tornado.access": {"handlers": ["null"], "level": "WARNING", "propagate": False},
     },
 }
+if os.environ.get("BENCH_VERBOSE"):
+    LOGGING["loggers"]["hurricane"] = {"level": "INFO"}

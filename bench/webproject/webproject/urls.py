@@ -8,4 +8,5 @@ urlpatterns = [
     path("db", views.db),
     path("sleep", views.sleep),
     path("asleep", views.asleep),
+    path("grow", views.grow),
 ]
