@@ -7,23 +7,35 @@
 # official python images, or Debian's own python3 (the tests build on one).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# -- builder: wheels of Hurricane and its dependencies, installed into a venv ---------
+# -- builder: Hurricane and its locked dependencies, installed into a venv ------------
 FROM ${PYTHON_IMAGE} AS builder
 # For a build behind a TLS-intercepting proxy: --build-arg PIP_CERT=/path/to/ca-bundle
 # (with the bundle mounted into the build). Declared in this stage only, so that it
 # stays out of the image.
 ARG PIP_CERT
 ENV VIRTUAL_ENV=/opt/hurricane
-RUN python3 -m venv "$VIRTUAL_ENV"
+# /opt/build holds the build backend for Hurricane's wheel; it stays in this stage.
+RUN python3 -m venv "$VIRTUAL_ENV" && python3 -m venv /opt/build
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY hurricane/ hurricane/
+# Every dependency exactly as image/requirements.lock pins it, each file checked
+# against the lock's hashes (a changed or unlisted file fails the build), and nothing
+# that the lock does not name (--no-deps). image/lock-requirements.sh writes the locks.
+# Before the sources, so that this layer stays cached while only Hurricane changes.
 # The pip cache is a build cache mount: fast rebuilds, nothing of it in any layer.
-# The wheels and the sources stay in this stage; only the venv moves on.
+COPY image/requirements.lock image/build-requirements.lock image/
 RUN --mount=type=cache,target=/root/.cache/pip \
     set -eux; \
-    "$VIRTUAL_ENV/bin/pip" wheel --wheel-dir /wheels .; \
-    "$VIRTUAL_ENV/bin/pip" install --no-index --find-links /wheels django-hurricane
+    "$VIRTUAL_ENV/bin/pip" install --require-hashes --no-deps -r image/requirements.lock; \
+    /opt/build/bin/pip install --require-hashes --no-deps -r image/build-requirements.lock
+COPY pyproject.toml README.md ./
+COPY hurricane/ hurricane/
+# Hurricane's own wheel, built with the locked backend (no download: no isolation),
+# then installed without dependencies; `pip check` fails the build if the lock misses
+# one of them for this Python. The wheel and the sources stay in this stage.
+RUN set -eux; \
+    /opt/build/bin/pip wheel --no-build-isolation --no-deps --wheel-dir /wheels .; \
+    "$VIRTUAL_ENV/bin/pip" install --no-index --no-deps /wheels/django_hurricane-*.whl; \
+    "$VIRTUAL_ENV/bin/pip" check
 
 # -- the image ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

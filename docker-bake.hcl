@@ -56,11 +56,11 @@ target "_common" {
   }
 }
 
-# hurricane-py3-10 ... hurricane-py3-13: blueshoe/hurricane:py3.11, :py3.11-2.0.0, ...
+# hurricane-py3-11 ... hurricane-py3-13: blueshoe/hurricane:py3.11, :py3.11-2.0.0, ...
 target "hurricane" {
   name       = "hurricane-py${replace(py, ".", "-")}"
   inherits   = ["_common"]
-  matrix     = { py = ["3.10", "3.11", "3.12", "3.13"] }
+  matrix     = { py = ["3.11", "3.12", "3.13"] }
   dockerfile = "Dockerfile"
   args = {
     PYTHON_IMAGE = "python:${py}-slim-bookworm"

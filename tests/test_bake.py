@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BAKE_FILE = ROOT / "docker-bake.hcl"
-PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+PYTHONS = ["3.11", "3.12", "3.13"]
 PLATFORMS = ["linux/amd64", "linux/arm64"]
 PYPROJECT = (ROOT / "pyproject.toml").read_text()
 PROJECT_VERSION = re.search(r'^version = "([^"]+)"', PYPROJECT, re.M).group(1)

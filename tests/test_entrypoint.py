@@ -290,6 +290,8 @@ def test_file_secrets_are_resolved_and_masked(tmp_path):
     assert environ["SSL_CERT_FILE"] == str(tmp_path / "bundle.pem")
     assert environ["AWS_WEB_IDENTITY_TOKEN_FILE"] == str(tmp_path / "aws-token")
     assert "SSL_CERT" not in environ and "AWS_WEB_IDENTITY_TOKEN" not in environ
+    # Handed on, so that Hurricane's own logs mask these values too.
+    assert environ["HURRICANE_FROM_FILES"] == "MY_TOKEN,PLAIN,WINDOWS"
 
     line = summary(stderr)
     assert stderr.count("\n") == 1

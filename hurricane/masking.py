@@ -1,0 +1,49 @@
+"""What Hurricane shows of a secret in its logs: ``*****``.
+
+A value is a secret when the name of its option or variable contains PASSWORD,
+SECRET, TOKEN or KEY, or when the image's entrypoint read it from a ``<NAME>_FILE``
+(it lists those names in ``HURRICANE_FROM_FILES``). The entrypoint masks its summary
+line by the same rule with a copy of its own, for it cannot import Hurricane
+(tests/test_security_defaults.py holds both copies to the same cases).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+MASK = "*****"
+# Written by the entrypoint: the variables it set from <NAME>_FILE, comma-separated.
+FROM_FILES_VARIABLE = "HURRICANE_FROM_FILES"
+
+
+def is_secret_name(name: str) -> bool:
+    return any(word in name.upper() for word in SECRET_WORDS)
+
+
+def variables_from_files(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The variables the entrypoint set from ``<NAME>_FILE``."""
+    environ = os.environ if environ is None else environ
+    return frozenset(name for name in environ.get(FROM_FILES_VARIABLE, "").split(",") if name)
+
+
+def is_secret(name: str, from_files: Iterable[str] | None = None) -> bool:
+    """Whether the value of the option or variable ``name`` must not be shown."""
+    from_files = variables_from_files() if from_files is None else from_files
+    return is_secret_name(name) or name in from_files
+
+
+def shown_value(name: str, value: Any, from_files: Iterable[str] | None = None) -> Any:
+    """``value`` as a log may show it: the mask for a secret that is set, else itself."""
+    if value not in (None, "") and is_secret(name, from_files):
+        return MASK
+    return value
+
+
+def mentions(text: str, value: str) -> bool:
+    """Whether ``text`` repeats ``value`` or a part of it (split at commas and spaces),
+    as a parser's complaint about a value may."""
+    return any(part in text for part in [value, *re.split(r"[\s,;]+", value)] if part)

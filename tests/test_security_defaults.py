@@ -1,0 +1,473 @@
+"""Security defaults (README: Security defaults), each as a user meets it:
+
+- the probe/metrics port is not the app port unless asked, and no Service of the
+  manifests publishes it;
+- a debugger is off unless asked, warns with its port when on, and the production
+  overlay makes serve and consume refuse to start with one;
+- no secret value reaches the logs: the entrypoint's summary line and the runtime's
+  option dump mask values named like secrets and every value read from a _FILE;
+- the image installs its dependencies from hash locks that match pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+import tomllib
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from conftest import (
+    ENTRYPOINT,
+    ROOT,
+    entrypoint_env,
+    free_port,
+    port_open,
+    run_entrypoint,
+    run_serve,
+    status,
+    wait_until,
+)
+from hurricane import masking
+from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS, probe_port_of, resolve
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import check_manifests  # noqa: E402
+
+MANIFESTS = ROOT / "k8s-manifests"
+PRODUCTION = MANIFESTS / "overlays" / "production"
+DEBUGGER_COMPONENT = MANIFESTS / "components" / "debugger"
+README = (ROOT / "README.md").read_text()
+NO_SETTINGS = object()
+
+
+def readme_section(title: str) -> str:
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", README, re.M | re.S)
+    assert match, f"no section '## {title}' in the README"
+    return " ".join(match.group(1).split())
+
+
+# -- the probe port ---------------------------------------------------------------------
+
+
+def test_the_probe_port_is_the_app_port_only_when_asked():
+    defaults = resolve(SERVE_OPTIONS, {}, NO_SETTINGS, {})
+    assert (defaults.port, probe_port_of(defaults)) == (8000, 8001)
+    moved = resolve(SERVE_OPTIONS, {"port": "9000"}, NO_SETTINGS, {})
+    assert probe_port_of(moved) == 9001
+    asked = resolve(SERVE_OPTIONS, {"port": "9000"}, NO_SETTINGS, {"HURRICANE_PROBE_PORT": "9000"})
+    assert probe_port_of(asked) == 9000
+    assert resolve(CONSUME_OPTIONS, {}, NO_SETTINGS, {}).probe_port == 8001
+
+
+def test_metrics_and_probes_are_not_on_the_app_port_by_default(serve):
+    server = serve()  # --port only: the probes take the next port
+    assert server.probe_port == server.port + 1
+    assert status(server.probe("/metrics")) == 200
+    assert status(server.probe("/ready")) == 200
+    assert status(server.url("/metrics")) == 404
+    assert status(server.url("/ready")) == 404
+    assert requests.get(server.url("/hello/"), timeout=5).status_code == 200
+
+
+def rendered_kustomizations() -> dict[str, str]:
+    rendered = {
+        name: check_manifests.render(path)
+        for name, path in check_manifests.kustomizations().items()
+    }
+    for component in check_manifests.components():
+        rendered[f"base+{component.name}"] = check_manifests.render_component(component)
+    return rendered
+
+
+def test_no_service_publishes_the_probe_port():
+    """Every Service of every kustomization (and of base with each component) targets
+    other container ports than the probe port, which serves /metrics."""
+    checked = 0
+    for name, text in rendered_kustomizations().items():
+        objects = check_manifests.parse(text)
+        probe_ports: set[object] = {"probes"}
+        for container in check_manifests.containers(objects):
+            for port in container.spec.get("ports", []):
+                if port.get("name") == "probes":
+                    probe_ports.add(port["containerPort"])
+            if "HURRICANE_PROBE_PORT" in container.environment:
+                probe_ports.add(int(container.environment["HURRICANE_PROBE_PORT"]))
+        assert len(probe_ports) > 1, f"{name}: no probe port found"
+        for service in (obj for obj in objects if obj["kind"] == "Service"):
+            for port in service["spec"]["ports"]:
+                target = port.get("targetPort", port["port"])
+                assert target not in probe_ports, f"{name}: {service['metadata']['name']} {port}"
+                checked += 1
+    assert checked >= len(check_manifests.kustomizations())
+
+
+def test_readme_warns_not_to_expose_the_probe_port():
+    section = readme_section("Security defaults")
+    assert "Never expose the probe port" in section
+    assert "/metrics" in section and "PodMonitor" in section
+
+
+# -- the debugger ---------------------------------------------------------------------------
+
+
+def test_the_debugger_is_off_unless_asked():
+    options = resolve(SERVE_OPTIONS, {}, NO_SETTINGS, {})
+    assert options.debugger is False and options.pycharm_host is None
+    assert options.forbid_debugger is False
+
+
+def test_the_debugger_warns_with_its_port(serve):
+    debugger_port = free_port()
+    server = serve("--debugger", "--debugger-port", str(debugger_port))
+    assert port_open(debugger_port)
+    warning = next(
+        (line for line in server.output.splitlines() if "WARNING hurricane.debugging" in line),
+        None,
+    )
+    assert warning is not None, server.output
+    assert f"debugpy listens on port {debugger_port} of every interface" in warning
+    assert "never enable it in production" in warning
+
+
+REFUSAL = (
+    "CommandError: refusing to start: {flag} (from {source}) asks for a debugger, which "
+    "--forbid-debugger (from environment HURRICANE_FORBID_DEBUGGER) forbids here; a "
+    "debugger must never run in production\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "flag", "source"),
+    [
+        (["--debugger"], {}, "--debugger", "command line --debugger"),
+        ([], {"HURRICANE_DEBUGGER": "true"}, "--debugger", "environment HURRICANE_DEBUGGER"),
+        (
+            [],
+            {"HURRICANE_PYCHARM_HOST": "127.0.0.1", "HURRICANE_PYCHARM_PORT": "9"},
+            "--pycharm-host",
+            "environment HURRICANE_PYCHARM_HOST",
+        ),
+    ],
+)
+def test_forbid_debugger_refuses_to_serve_with_one(tmp_path, args, env, flag, source):
+    debugger_port = free_port()
+    port, result = run_serve(
+        tmp_path,
+        "--debugger-port",
+        str(debugger_port),
+        *args,
+        HURRICANE_FORBID_DEBUGGER="true",
+        **env,
+    )
+    assert result.returncode == 1
+    assert result.stderr == REFUSAL.format(flag=flag, source=source), result.stderr
+    assert result.stdout == ""
+    assert not port_open(port) and not port_open(port + 1) and not port_open(debugger_port)
+
+
+def test_forbid_debugger_refuses_to_consume_with_one(tmp_path):
+    """Before the broker is reached (nothing listens where it is said to be)."""
+    env = entrypoint_env(
+        tmp_path,
+        HURRICANE_DEBUGGER="1",
+        HURRICANE_FORBID_DEBUGGER="yes",
+        AMQP_HOST="127.0.0.1",
+        AMQP_PORT=str(free_port()),
+    )
+    result = run_entrypoint(
+        ["consume", "notes.consumers.NoteHandler", "--queue", "q", "--exchange", "x"], env, tmp_path
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] + "\n" == REFUSAL.format(
+        flag="--debugger", source="environment HURRICANE_DEBUGGER"
+    )
+
+
+def production_web(with_debugger: bool) -> check_manifests.Container:
+    if with_debugger:  # the way a user would turn it on: the component on the overlay
+        text = check_manifests.render_component(DEBUGGER_COMPONENT, onto=PRODUCTION)
+    else:
+        text = check_manifests.render(PRODUCTION)
+    for container in check_manifests.containers(check_manifests.parse(text)):
+        if check_manifests.describe(container.workload) == "Deployment/hurricane-web":
+            return container
+    raise AssertionError("no Deployment/hurricane-web in the production overlay")
+
+
+def test_the_production_overlay_forbids_the_debugger():
+    """On each serve and consume container itself (its `env`, which wins over the
+    ConfigMaps any component or overlay merges into)."""
+    objects = check_manifests.parse(check_manifests.render(PRODUCTION))
+    commands = []
+    for container in check_manifests.containers(objects):
+        if container.spec["args"][0] in ("serve", "consume"):
+            commands.append(container.spec["args"][0])
+            assert {"name": "HURRICANE_FORBID_DEBUGGER", "value": "true"} in container.spec["env"]
+    assert sorted(commands) == ["consume", "serve"]
+
+
+def test_the_debugger_component_on_the_production_overlay_stops_the_pod(tmp_path):
+    """What the pod would do: the rendered web container's environment, run through
+    the entrypoint here (with this machine's ports, the demo's settings and a secret
+    file where the cluster would mount one), refuses to start."""
+    web = production_web(with_debugger=True)
+    assert web.environment["HURRICANE_DEBUGGER"] == "true"
+    secret = tmp_path / "django-secret-key"
+    secret.write_text("not-a-real-key")
+    port, probe_port, debugger_port = free_port(), free_port(), free_port()
+    environment = {
+        **web.environment,
+        "DJANGO_SETTINGS_MODULE": "demo.settings",
+        "DJANGO_SECRET_KEY_FILE": str(secret),
+        "HURRICANE_PORT": str(port),
+        "HURRICANE_PROBE_PORT": str(probe_port),
+        "HURRICANE_DEBUGGER_PORT": str(debugger_port),
+    }
+    result = run_entrypoint(web.spec["args"], entrypoint_env(tmp_path, **environment), tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] + "\n" == REFUSAL.format(
+        flag="--debugger", source="environment HURRICANE_DEBUGGER"
+    )
+    assert not any(port_open(p) for p in (port, probe_port, debugger_port))
+    # And the manifests' check says so before anything is applied.
+    problems = check_manifests.check_rendered(
+        check_manifests.render_component(DEBUGGER_COMPONENT, onto=PRODUCTION), production=True
+    )
+    assert any("a debugger in production" in problem for problem in problems), problems
+
+
+# -- secrets in logs ------------------------------------------------------------------------
+
+
+def load_entrypoint():
+    loader = importlib.machinery.SourceFileLoader("hurricane_entrypoint", str(ENTRYPOINT))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+# (name, value, names read from files, shown)
+MASKING_CASES = [
+    ("HURRICANE_WEBHOOK_SECRET", "hunter2", set(), "*****"),
+    ("AMQP_PASSWORD", "hunter2", set(), "*****"),
+    ("DJANGO_SECRET_KEY", "hunter2", set(), "*****"),
+    ("GITHUB_TOKEN", "hunter2", set(), "*****"),
+    ("db_password", "hunter2", set(), "*****"),
+    ("HURRICANE_PORT", "8000", set(), "8000"),
+    ("HURRICANE_WEBHOOK_URL", "https://hooks/abc", set(), "https://hooks/abc"),
+    ("HURRICANE_WEBHOOK_URL", "https://hooks/abc", {"HURRICANE_WEBHOOK_URL"}, "*****"),
+    ("HURRICANE_PORT", "8000", {"HURRICANE_WEBHOOK_URL"}, "8000"),
+    ("AMQP_PASSWORD", "", set(), ""),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "from_files", "shown"), MASKING_CASES)
+def test_the_entrypoint_and_the_runtime_mask_by_the_same_rule(name, value, from_files, shown):
+    entrypoint = load_entrypoint()
+    assert entrypoint.shown_value(name, value, from_files) == shown
+    assert masking.shown_value(name, value, from_files) == shown
+    assert entrypoint.SECRET_WORDS == masking.SECRET_WORDS
+    assert entrypoint.MASK == masking.MASK
+    assert entrypoint.FROM_FILES_VARIABLE == masking.FROM_FILES_VARIABLE
+
+
+def test_no_secret_reaches_the_summary_or_the_option_dump(start, tmp_path):
+    """serve --debug logs every option it was given; through the entrypoint, a secret
+    named so, a value read from a _FILE and a broker password are masked in the
+    summary and in that dump, and none of them appears anywhere in the output."""
+    secrets = {
+        "webhook secret": "hunter-webhook-7f3a",
+        "allowed proxies": "10.203.45.67/32",
+        "broker password": "hunter-amqp-91c2",
+        "command-line secret": "hunter-cli-44d1",
+    }
+    webhook_file = tmp_path / "webhook-secret"
+    webhook_file.write_text(secrets["webhook secret"] + "\n")
+    proxies_file = tmp_path / "allowed-proxies"
+    proxies_file.write_text(secrets["allowed proxies"])
+    port, probe_port = free_port(), free_port()
+    env = entrypoint_env(
+        tmp_path,
+        HURRICANE_PROBE_PORT=str(probe_port),
+        HURRICANE_COMMANDS="migrate",
+        HURRICANE_DEBUG="true",
+        HURRICANE_WEBHOOK_SECRET_FILE=str(webhook_file),
+        HURRICANE_FORWARDED_ALLOW_IPS_FILE=str(proxies_file),
+        AMQP_PASSWORD=secrets["broker password"],
+    )
+    args = ["serve", "--port", str(port), "--webhook-secret", secrets["command-line secret"]]
+    server = start(args, env)
+    server.wait_for(lambda: status(f"http://127.0.0.1:{probe_port}/startup") == 200, "startup")
+    assert server.terminate() == 0
+    output = server.output
+
+    summary = next(line for line in output.splitlines() if "hurricane-entrypoint: running" in line)
+    assert "--webhook-secret *****" in summary
+    for shown in ("HURRICANE_WEBHOOK_SECRET", "HURRICANE_FORWARDED_ALLOW_IPS", "AMQP_PASSWORD"):
+        assert f"{shown}=*****" in summary, summary
+    dump = [line for line in output.splitlines() if " Option " in line]
+    assert any("Option debug = True (from environment HURRICANE_DEBUG)" in line for line in dump)
+    assert any(
+        "Option webhook_secret = '*****' (from command line --webhook-secret)" in line
+        for line in dump
+    ), dump
+    assert any(
+        "Option forwarded_allow_ips = '*****' (from environment HURRICANE_FORWARDED_ALLOW_IPS)"
+        in line
+        for line in dump
+    ), dump
+    for what, secret in secrets.items():
+        assert secret not in output, f"the {what} is in the output"
+
+
+def test_a_bad_value_read_from_a_file_is_not_shown(tmp_path):
+    proxies_file = tmp_path / "allowed-proxies"
+    proxies_file.write_text("not-an-address-zq9")
+    result = run_entrypoint(
+        ["serve"],
+        entrypoint_env(tmp_path, HURRICANE_FORWARDED_ALLOW_IPS_FILE=str(proxies_file)),
+        tmp_path,
+    )
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(
+        "CommandError: invalid value '*****' for --forwarded-allow-ips "
+        "(from environment HURRICANE_FORWARDED_ALLOW_IPS): expected "
+    ), result.stderr
+    assert "not-an-address-zq9" not in result.stdout + result.stderr
+
+
+# -- the image's dependencies -----------------------------------------------------------------
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+LOCK_SCRIPT = (ROOT / "image" / "lock-requirements.sh").read_text()
+BAKE_PYTHONS = re.findall(
+    r'"(3\.\d+)"',
+    re.search(r"matrix\s*=\s*\{\s*py\s*=\s*\[(.*?)\]", (ROOT / "docker-bake.hcl").read_text())[1],
+)
+PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+
+
+def read_lock(path: Path) -> list[tuple[Requirement, list[str]]]:
+    """(the pinned requirement, its hashes) for each entry of a pip requirements file
+    in the form pip-compile and uv write."""
+    entries = []
+    logical = " ".join(
+        line.split("#", 1)[0].strip().removesuffix("\\").strip()
+        if not line.lstrip().startswith("--hash")
+        else line.strip().removesuffix("\\").strip()
+        for line in path.read_text().splitlines()
+    )
+    for chunk in re.split(r"\s(?=[A-Za-z0-9][A-Za-z0-9._-]*==)", " " + logical):
+        if not chunk.strip():
+            continue
+        hashes = re.findall(r"--hash=(\S+)", chunk)
+        requirement = Requirement(re.sub(r"\s*--hash=\S+", "", chunk).strip())
+        entries.append((requirement, hashes))
+    return entries
+
+
+def environments():
+    for python in BAKE_PYTHONS:
+        for platform, machine in PLATFORMS.items():
+            yield (
+                f"py{python} {platform}",
+                {
+                    "python_version": python,
+                    "python_full_version": f"{python}.0",
+                    "sys_platform": "linux",
+                    "platform_system": "Linux",
+                    "platform_machine": machine,
+                    "os_name": "posix",
+                    "implementation_name": "cpython",
+                    "platform_python_implementation": "CPython",
+                    "extra": "",
+                },
+            )
+
+
+def pins_for(entries, environment: dict) -> dict[str, Version]:
+    pins: dict[str, Version] = {}
+    for requirement, _ in entries:
+        if requirement.marker is None or requirement.marker.evaluate(environment):
+            name = canonicalize_name(requirement.name)
+            assert name not in pins, f"{name} pinned twice for {environment['python_version']}"
+            (specifier,) = requirement.specifier
+            pins[name] = Version(specifier.version)
+    return pins
+
+
+@pytest.mark.parametrize(
+    ("lock", "requirements"),
+    [
+        ("requirements.lock", PYPROJECT["project"]["dependencies"]),
+        ("build-requirements.lock", PYPROJECT["build-system"]["requires"]),
+    ],
+)
+def test_the_locks_pin_every_dependency_with_hashes_for_every_image(lock, requirements):
+    entries = read_lock(ROOT / "image" / lock)
+    assert entries
+    for requirement, hashes in entries:
+        assert [spec.operator for spec in requirement.specifier] == ["=="], requirement
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), requirement
+    for where, environment in environments():
+        pins = pins_for(entries, environment)
+        for line in requirements:
+            wanted = Requirement(line)
+            if wanted.marker is not None and not wanted.marker.evaluate(environment):
+                continue
+            name = canonicalize_name(wanted.name)
+            assert name in pins, f"{lock} has no {name} for {where}"
+            assert wanted.specifier.contains(pins[name], prereleases=True), (
+                f"{lock} pins {name}=={pins[name]}, outside {wanted.specifier} ({where})"
+            )
+
+
+def test_the_locks_are_made_for_the_oldest_python_the_images_have():
+    floor = re.search(r"^PYTHON_FLOOR=(\S+)$", LOCK_SCRIPT, re.M)[1]
+    assert floor == min(BAKE_PYTHONS, key=Version)
+    assert PYPROJECT["project"]["requires-python"] == f">={floor}"
+
+
+def test_the_dockerfile_installs_only_what_the_locks_pin():
+    # One line per instruction, comments left out.
+    instructions = [line for line in DOCKERFILE.splitlines() if not line.lstrip().startswith("#")]
+    run_lines = "\n".join(instructions).replace("\\\n", " ")
+    assert re.search(
+        r"^COPY image/requirements\.lock image/build-requirements\.lock", DOCKERFILE, re.M
+    )
+    pip_installs = [args.strip() for args in re.findall(r"pip\"? install ([^;&\n]*)", run_lines)]
+    assert len(pip_installs) == 3, pip_installs
+    from_locks = [args for args in pip_installs if " -r " in f" {args}"]
+    assert sorted(args.split()[-1] for args in from_locks) == [
+        "image/build-requirements.lock",
+        "image/requirements.lock",
+    ]
+    for args in pip_installs:
+        assert "--no-deps" in args.split(), args
+    for args in from_locks:
+        assert "--require-hashes" in args.split(), args
+    (hurricane,) = [args for args in pip_installs if args not in from_locks]
+    assert "--no-index" in hurricane.split() and "/wheels/django_hurricane-" in hurricane
+    assert 'pip" check' in run_lines
+    assert "!image/requirements.lock" in (ROOT / ".dockerignore").read_text().splitlines()
+
+
+def test_webhook_url_credentials_stay_out_of_the_log(serve, webhook_receiver):
+    """A receiver's token in the URL's query or user part is never logged."""
+    host_and_path = webhook_receiver.url.removeprefix("http://")
+    url = f"http://hook-user:pw-s3cr3t@{host_and_path}?token=tok-s3cr3t"
+    server = serve("--webhook-url", url)
+    webhook_receiver.wait_for(lambda hook: hook.get("type") == "startup")
+    wait_until(lambda: "Webhook startup sent to" in server.output, what="the webhook log line")
+    assert f"Webhook startup sent to http://{host_and_path}?*****" in server.output
+    assert "s3cr3t" not in server.output
