@@ -29,7 +29,12 @@ if os.environ.get("TEST_POSTGRES_DB"):
             "HOST": os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1"),
             "PORT": os.environ.get("TEST_POSTGRES_PORT", "5432"),
             "USER": os.environ.get("TEST_POSTGRES_USER", "postgres"),
-            "OPTIONS": {"connect_timeout": 2},
+            # TEST_POSTGRES_CONNECT_TIMEOUT="" leaves libpq's default: wait forever.
+            "OPTIONS": (
+                {"connect_timeout": int(os.environ.get("TEST_POSTGRES_CONNECT_TIMEOUT", "2"))}
+                if os.environ.get("TEST_POSTGRES_CONNECT_TIMEOUT", "2")
+                else {}
+            ),
         }
     }
 else:

@@ -1,0 +1,299 @@
+"""Dependencies that go away: the database, the webhook receiver, the workers.
+
+A dependency outage must make the pod unready (so Kubernetes routes around it), never
+dead (a restart does not bring a database back), must not hang requests nor probes,
+and must heal by itself when the dependency returns.
+
+The database here is a private PostgreSQL cluster the test stops and starts
+(tests/support/postgres_cluster.py), never the shared server on 5432.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from support.postgres_cluster import PostgresCluster
+
+from conftest import free_port, wait_until
+from hurricane.server.probes import CHECK_TIMEOUT
+
+# Generous bounds: they catch a hang, not a slow machine.
+PROMPT = 5.0  # an app request while the database is away
+PROBE_BOUND = 0.5  # every single probe answer
+PROBE_MEDIAN = 0.1  # the typical probe answer
+
+
+def timed_get(url: str, timeout: float = 30.0) -> tuple[requests.Response, float]:
+    began = time.monotonic()
+    response = requests.get(url, timeout=timeout)
+    return response, time.monotonic() - began
+
+
+class HangingListener:
+    """A TCP server that accepts connections and never says a word: a database or a
+    webhook receiver that hangs. It holds every connection until ``close()``."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen(64)
+        self.listener.settimeout(0.05)
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                connection, _ = self.listener.accept()
+                self.held.append(connection)
+
+    def stop_listening(self) -> None:
+        """Free the port for a real server; the connections accepted so far stay hung."""
+        self.stopping.set()
+        self.thread.join(5)
+        self.listener.close()
+
+    def close(self) -> None:
+        self.stop_listening()
+        for connection in self.held:
+            connection.close()
+
+
+@contextlib.contextmanager
+def hanging_listener(port: int = 0) -> Iterator[HangingListener]:
+    listener = HangingListener(port)
+    try:
+        yield listener
+    finally:
+        listener.close()
+
+
+class ProbeWatcher:
+    """Polls a probe on a thread for as long as the test runs and records every answer:
+    the test can then say "200 throughout", not just "200 when I looked"."""
+
+    def __init__(self, url: str, interval: float = 0.1) -> None:
+        self.url = url
+        self.interval = interval
+        self.answers: list[tuple[int | str, float]] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                response, seconds = timed_get(self.url, timeout=10)
+                self.answers.append((response.status_code, seconds))
+            except requests.RequestException as error:
+                self.answers.append((error.__class__.__name__, 0.0))
+            self.stopping.wait(self.interval)
+
+    def stop(self) -> list[tuple[int | str, float]]:
+        self.stopping.set()
+        self.thread.join(15)
+        return self.answers
+
+
+def database_env(port: int, **extra: str) -> dict[str, str]:
+    return {
+        "TEST_POSTGRES_DB": "postgres",
+        "TEST_POSTGRES_HOST": "127.0.0.1",
+        "TEST_POSTGRES_PORT": str(port),
+        "TEST_POSTGRES_USER": "postgres",
+        **extra,
+    }
+
+
+@pytest.fixture
+def cluster() -> Iterator[PostgresCluster]:
+    with PostgresCluster() as running:
+        yield running
+
+
+def assert_database_away(server, mode: str) -> None:
+    """What a user sees while the database is away: not ready at once, alive, database
+    requests fail fast with 5xx, other requests unaffected."""
+    response, seconds = timed_get(server.probe("/ready"))
+    assert response.status_code != 200, f"{mode}: the first /ready after the outage passed"
+    assert "database 'default' does not answer" in response.text, response.text
+    assert seconds < CHECK_TIMEOUT + 1, f"{mode}: /ready took {seconds:.1f} s"
+    for _ in range(3):
+        response, seconds = timed_get(server.url("/db/"))
+        assert 500 <= response.status_code < 600, (mode, response.status_code)
+        assert seconds < PROMPT, f"{mode}: a database request took {seconds:.1f} s"
+    response = requests.get(server.url("/hello/"), timeout=10)
+    assert response.status_code == 200, (mode, response.status_code)
+    assert requests.get(server.probe("/alive"), timeout=10).status_code == 200
+
+
+def assert_recovered(server) -> None:
+    """Without a restart: ready again and database requests answer again."""
+    wait_until(
+        lambda: requests.get(server.probe("/ready"), timeout=10).status_code == 200,
+        timeout=20,
+        what="/ready to pass again once the database is back",
+        server=server,
+    )
+    response = requests.get(server.url("/db/"), timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["now"]
+
+
+def test_database_outage_fails_readiness_not_liveness_and_heals(serve, cluster):
+    server = serve(env=database_env(cluster.port), migrate=False)
+    assert_recovered(server)
+    pid = server.process.pid
+    alive = ProbeWatcher(server.probe("/alive"))
+
+    # A clean shutdown, then a crash.
+    for mode in ("fast", "immediate"):
+        cluster.stop(mode=mode)
+        assert_database_away(server, mode)
+        cluster.start()
+        assert_recovered(server)
+
+    # A database host that accepts connections and never answers: the project's
+    # connect_timeout (2 s, see the test project's settings) bounds the requests, the
+    # readiness check's own bound (or CHECK_TIMEOUT) bounds the probe.
+    cluster.stop()
+    with hanging_listener(cluster.port):
+        assert_database_away(server, "hanging")
+    cluster.start()
+    assert_recovered(server)
+
+    answers = alive.stop()
+    assert len(answers) > 10, answers
+    assert {code for code, _ in answers} == {200}, f"/alive did not stay 200: {answers}"
+    assert server.process.poll() is None and server.process.pid == pid
+    assert "Readiness: failing: database 'default' does not answer" in server.output
+    assert "Readiness: passing" in server.output
+
+
+def test_hung_database_without_connect_timeout_cannot_wedge_readiness(serve, tmp_path: Path):
+    """The project sets no connect_timeout (libpq then waits forever). The readiness
+    check still answers within its timeout, and its connection attempt gives up by
+    itself, so the check sees the database when it comes back even though the hung
+    connection is never closed."""
+    port = free_port()
+    with hanging_listener(port) as hung:
+        server = serve(env=database_env(port, TEST_POSTGRES_CONNECT_TIMEOUT=""), migrate=False)
+        for _ in range(2):
+            response, seconds = timed_get(server.probe("/ready"))
+            assert response.status_code != 200, response.text
+            assert seconds < CHECK_TIMEOUT + 1, f"/ready took {seconds:.1f} s"
+        response, seconds = timed_get(server.probe("/alive"))
+        assert response.status_code == 200
+        assert seconds < PROBE_BOUND, f"/alive took {seconds:.2f} s"
+        assert hung.held, "the readiness check never tried the hanging database"
+
+        # The database returns on the same port; the hung connections stay open.
+        hung.stop_listening()
+        with PostgresCluster(port=port):
+            assert_recovered(server)
+
+
+def test_webhook_receiver_down_or_hanging_leaves_serving_and_probes_alone(serve):
+    refused_port = free_port()  # nothing listens here: connection refused
+    with hanging_listener() as hanging:
+        refused = serve(
+            "--webhook-url", f"http://127.0.0.1:{refused_port}/hook", migrate=False, wait=False
+        )
+        hung = serve(
+            "--webhook-url", f"http://127.0.0.1:{hanging.port}/hook", migrate=False, wait=False
+        )
+        refused.wait_started()
+        hung.wait_started()
+
+        # The startup webhook is stuck on the hanging receiver while we measure.
+        wait_until(lambda: hanging.held, what="the webhook to reach the hanging receiver")
+        while_hanging = []
+        for _ in range(20):
+            response, seconds = timed_get(hung.probe("/alive"))
+            assert response.status_code == 200
+            while_hanging.append(seconds)
+            assert requests.get(hung.url("/hello/"), timeout=10).status_code == 200
+        assert "Webhook startup" not in hung.output, "the hanging webhook was not in flight"
+
+        # The refused webhook gives up after its retries, with one clear line.
+        failure = f"Webhook startup to http://127.0.0.1:{refused_port}/hook failed"
+        refused.wait_for(lambda: failure in refused.output, what="the webhook failure log")
+        baseline = []
+        for _ in range(20):
+            response, seconds = timed_get(refused.probe("/alive"))
+            assert response.status_code == 200
+            baseline.append(seconds)
+        assert requests.get(refused.url("/hello/"), timeout=10).status_code == 200
+
+        assert max(while_hanging) < PROBE_BOUND, while_hanging
+        assert statistics.median(while_hanging) < 5 * statistics.median(baseline) + 0.02, (
+            while_hanging,
+            baseline,
+        )
+
+        # The receiver finally drops the connection: that failure is logged too.
+        hanging.close()
+        hung_failure = f"Webhook startup to http://127.0.0.1:{hanging.port}/hook"
+        hung.wait_for(
+            lambda: f"{hung_failure} failed" in hung.output, what="the hung webhook's failure"
+        )
+
+    for server in (refused, hung):
+        assert server.output.count("Webhook startup to") == 1, server.output
+        assert "Traceback" not in server.output, server.output
+
+
+def test_exhausted_worker_pool_keeps_probes_fast_and_drains(serve, tmp_path: Path):
+    server = serve("--workers", "2", "--max-workers", "2", "--req-queue-len", "2", migrate=False)
+    assert requests.get(server.probe("/ready"), timeout=10).status_code == 200
+    gate = tmp_path / "open-the-gate"
+    slow_url = server.url(f"/gate/?file={gate}")
+    calls = 8  # 2 on the workers, 6 waiting: three times the queue length
+
+    with ThreadPoolExecutor(calls) as clients:
+        answers = [clients.submit(requests.get, slow_url, timeout=60) for _ in range(calls)]
+        try:
+            wait_until(
+                lambda: requests.get(server.probe("/ready"), timeout=10).status_code != 200,
+                timeout=10,
+                what="/ready to fail while the backlog exceeds the queue length",
+                server=server,
+            )
+            ready = requests.get(server.probe("/ready"), timeout=10)
+            assert ready.status_code == 400
+            assert "requests wait for a worker (limit 2)" in ready.text, ready.text
+
+            probe_seconds = []
+            for _ in range(15):
+                for path in ("/alive", "/ready"):
+                    response, seconds = timed_get(server.probe(path))
+                    expected = 200 if path == "/alive" else 400
+                    assert response.status_code == expected, (path, response.text)
+                    probe_seconds.append(seconds)
+            assert all(not answer.done() for answer in answers), "the slow calls ended early"
+        finally:
+            gate.touch()  # the slow calls end
+        statuses = [answer.result().status_code for answer in answers]
+
+    assert max(probe_seconds) < PROBE_BOUND, probe_seconds
+    assert statistics.median(probe_seconds) < PROBE_MEDIAN, probe_seconds
+    assert statuses == [200] * calls, statuses
+    wait_until(
+        lambda: requests.get(server.probe("/ready"), timeout=10).status_code == 200,
+        timeout=10,
+        what="/ready to pass once the backlog drained",
+        server=server,
+    )
