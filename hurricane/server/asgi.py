@@ -29,6 +29,7 @@ from asgiref.sync import ThreadSensitiveContext
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
+from hurricane.server.forwarded import TrustedProxies
 from hurricane.server.wsgi import HurricaneWSGIContainer, ResponseSink, server_name_of
 
 logger = logging.getLogger("hurricane.server")
@@ -49,17 +50,25 @@ def build_scope(
     headers: httputil.HTTPHeaders,
     context: Any,
     server_port: int,
+    trusted_proxies: TrustedProxies | None = None,
 ) -> dict[str, Any]:
-    """The ASGI HTTP connection scope of one request."""
+    """The ASGI HTTP connection scope of one request; ``client`` and ``scheme`` follow
+    the forwarding headers of trusted proxies (:mod:`hurricane.server.forwarded`)."""
     raw_path, _, query = start_line.path.partition("?")
-    address = getattr(context, "address", None)
-    client_port = address[1] if isinstance(address, tuple) and len(address) > 1 else 0
+    remote_ip, scheme = context.remote_ip, context.protocol
+    if trusted_proxies is not None:
+        remote_ip, scheme = trusted_proxies.client_and_scheme(remote_ip, scheme, headers)
+    if remote_ip == context.remote_ip:
+        address = getattr(context, "address", None)
+        client_port = address[1] if isinstance(address, tuple) and len(address) > 1 else 0
+    else:  # X-Forwarded-For carries no port
+        client_port = 0
     return {
         "type": "http",
         "asgi": ASGI_VERSIONS,
         "http_version": start_line.version.partition("/")[2] or "1.1",
         "method": start_line.method,
-        "scheme": context.protocol,
+        "scheme": scheme,
         "path": unquote(raw_path),
         "raw_path": raw_path.encode("latin-1"),
         "query_string": query.encode("latin-1"),
@@ -71,7 +80,7 @@ def build_scope(
             for name, value in headers.get_all()
             if "_" not in name
         ],
-        "client": (context.remote_ip, client_port),
+        "client": (remote_ip, client_port),
         "server": (server_name_of(headers), server_port),
     }
 
@@ -163,9 +172,15 @@ class ASGIExchange:
 class HurricaneASGIContainer:
     """Runs every request through an ASGI application, on the loop."""
 
-    def __init__(self, application: Any, route_of: Any = None) -> None:
+    def __init__(
+        self,
+        application: Any,
+        route_of: Any = None,
+        trusted_proxies: TrustedProxies | None = None,
+    ) -> None:
         self.application = application
         self.route_of = route_of
+        self.trusted_proxies = trusted_proxies
         self.tasks: set[asyncio.Task] = set()
 
     def serve(
@@ -177,7 +192,9 @@ class HurricaneASGIContainer:
         server_port: int,
         sink: ResponseSink,
     ) -> None:
-        scope = build_scope(start_line, headers, context, server_port)
+        scope = build_scope(start_line, headers, context, server_port, self.trusted_proxies)
+        if self.trusted_proxies is not None:
+            sink.client = scope["client"][0]
         if self.route_of is not None:
             sink.route = self.route_of(scope["path"])
         self.run(scope, body, sink)

@@ -24,6 +24,7 @@ from urllib.parse import unquote_to_bytes
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
+from hurricane.server.forwarded import TrustedProxies
 from hurricane.server.pool import WorkerPool
 
 logger = logging.getLogger("hurricane.server")
@@ -41,7 +42,8 @@ def build_environ(
     scheme: str,
     server_port: int,
 ) -> dict[str, Any]:
-    """The PEP 3333 environ of one request."""
+    """The PEP 3333 environ of one request; ``remote_ip`` and ``scheme`` are the
+    client's as :mod:`hurricane.server.forwarded` decided."""
     path, _, query = start_line.path.partition("?")
     environ: dict[str, Any] = {
         "REQUEST_METHOD": start_line.method,
@@ -88,6 +90,8 @@ class ResponseSink:
     app server's request delegate."""
 
     route: str = ""
+    #: The client's address when a trusted proxy named it (for the access log).
+    client: str | None = None
     #: Called on the loop when the client goes away (set by the ASGI bridge).
     on_gone: Callable[[], Any] | None = None
 
@@ -159,6 +163,7 @@ class HurricaneWSGIContainer:
         pool: WorkerPool,
         loop: asyncio.AbstractEventLoop,
         route_of: Callable[[str], str] | None = None,
+        trusted_proxies: TrustedProxies | None = None,
     ) -> None:
         self.wsgi_application = wsgi_application
         self.pool = pool
@@ -166,6 +171,8 @@ class HurricaneWSGIContainer:
         self.inbox = LoopInbox(loop)
         # Names the URL pattern a request matched, for the metrics' route label.
         self.route_of = route_of
+        # None (the default: no one trusted) costs one attribute test per request.
+        self.trusted_proxies = trusted_proxies
 
     def serve(
         self,
@@ -176,9 +183,11 @@ class HurricaneWSGIContainer:
         server_port: int,
         sink: ResponseSink,
     ) -> None:
-        environ = build_environ(
-            start_line, headers, body, context.remote_ip, context.protocol, server_port
-        )
+        remote_ip, scheme = context.remote_ip, context.protocol
+        if self.trusted_proxies is not None:
+            remote_ip, scheme = self.trusted_proxies.client_and_scheme(remote_ip, scheme, headers)
+            sink.client = remote_ip
+        environ = build_environ(start_line, headers, body, remote_ip, scheme, server_port)
         self.pool.submit(self._run, environ, sink)
 
     def _run(self, environ: dict[str, Any], sink: ResponseSink) -> None:

@@ -35,6 +35,17 @@ async def hello(request):
     return HttpResponse("Hello from async")
 
 
+async def meta(request):
+    """What the ASGI scope told Django about the client (tests/test_proxy_headers.py)."""
+    return JsonResponse(
+        {
+            "thread": threading.current_thread().name,
+            "remote_addr": request.META.get("REMOTE_ADDR"),
+            "secure": request.is_secure(),
+        }
+    )
+
+
 async def thread(request):
     """The name of the thread the view runs on: the main thread when it runs on the loop."""
     return JsonResponse({"thread": threading.current_thread().name})

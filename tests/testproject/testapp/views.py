@@ -66,6 +66,7 @@ def meta(request):
             "thread": threading.current_thread().name,
             "pid": os.getpid(),
             "remote_addr": request.META.get("REMOTE_ADDR"),
+            "secure": request.is_secure(),
             "path": request.path,
             "query": request.GET.dict(),
             "host": request.get_host(),
@@ -100,3 +101,13 @@ def thing(request, pk):
     ThingsViewedMetric.increment()
     things_viewed.inc()
     return JsonResponse({"pk": pk})
+
+
+def db(request):
+    """Asks the database for its clock: needs no table, so it works on any database."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CURRENT_TIMESTAMP")
+        (now,) = cursor.fetchone()
+    return JsonResponse({"now": str(now)})

@@ -14,11 +14,13 @@ urlpatterns = [
     path("meta/", views.meta),
     path("gate/", views.gate),
     path("stream-error/", views.stream_error),
+    path("db/", views.db),
 ]
 
 # The ASGI path's tests (tests/test_asgi.py): async def views.
 urlpatterns += [
     path("async/hello/", async_views.hello),
+    path("async/meta/", async_views.meta),
     path("async/thread/", async_views.thread),
     path("async/sleep/", async_views.sleep),
     path("async/gate/", async_views.gate),
