@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hurricane.masking import mentions, shown_value
+
 TRUE_WORDS = {"true", "1", "yes", "on", "y"}
 FALSE_WORDS = {"false", "0", "no", "off", "n", ""}
 
@@ -85,6 +87,16 @@ def non_negative_seconds(value: Any) -> float:
         raise ValueError("a number of seconds (0 or more)") from None
     if not seconds >= 0 or seconds == float("inf"):
         raise ValueError("a number of seconds (0 or more)")
+    return seconds
+
+
+def positive_seconds(value: Any) -> float:
+    try:
+        seconds = non_negative_seconds(value)
+    except ValueError:
+        raise ValueError("a number of seconds above 0") from None
+    if seconds <= 0:
+        raise ValueError("a number of seconds above 0")
     return seconds
 
 
@@ -186,6 +198,14 @@ def parse_commands(value: Any) -> list[list[str]]:
     return commands
 
 
+def parse_forwarded_allow_ips(value: Any) -> Any:
+    """The proxies whose X-Forwarded-* headers are believed (``None``: no one); the
+    rule lives in :mod:`hurricane.server.forwarded`."""
+    from hurricane.server.forwarded import TrustedProxies
+
+    return TrustedProxies.parse(value)
+
+
 @dataclass(frozen=True)
 class Option:
     """One option: its name (``probe_port``), how to parse it and its help text."""
@@ -285,6 +305,11 @@ DEBUGGER_OPTIONS: tuple[Option, ...] = (
         metavar="HOST",
     ),
     Option("pycharm_port", parse_port, None, "Port of the PyCharm debug server.", metavar="PORT"),
+    flag_option(
+        "forbid_debugger",
+        "Refuse to start when --debugger or --pycharm-host asks for a debugger (the "
+        "production overlay of k8s-manifests sets it).",
+    ),
 )
 
 GRACEFUL_TIMEOUT_OPTION = Option(
@@ -380,6 +405,60 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         100 * 1024**2,
         "Largest amount of data buffered per connection.",
         metavar="BYTES",
+    ),
+    Option(
+        "max_request_line",
+        parse_size,
+        8 * 1024,
+        "Longest request line (method, URL, version) accepted; a longer one gets 414.",
+        metavar="BYTES",
+    ),
+    Option(
+        "max_header_size",
+        parse_size,
+        64 * 1024,
+        "Largest header block (request line and headers) accepted; a larger one gets 431 "
+        "and its connection is closed.",
+        metavar="BYTES",
+    ),
+    Option(
+        "max_headers",
+        positive_int,
+        100,
+        "Most header lines in a request; more get 431.",
+        metavar="N",
+    ),
+    Option(
+        "keep_alive_timeout",
+        positive_seconds,
+        120.0,
+        "Close a keep-alive connection idle this long (above the idle timeouts of the "
+        "proxies and load balancers in front, so that they close first).",
+        metavar="SECONDS",
+    ),
+    Option(
+        "header_timeout",
+        positive_seconds,
+        10.0,
+        "Close a connection that has not sent a complete header block this long after "
+        "it was accepted or after the first byte of its next request.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "body_timeout",
+        positive_seconds,
+        60.0,
+        "Close a connection whose request body has not arrived this long after its headers.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "forwarded_allow_ips",
+        parse_forwarded_allow_ips,
+        None,
+        "Proxies whose X-Forwarded-For and X-Forwarded-Proto headers are believed: "
+        "comma-separated IP addresses and networks (10.0.0.0/8, fd00::/8), or * for any "
+        "(default: none).",
+        metavar="IPS",
     ),
     Option(
         "shutdown_delay",
@@ -538,7 +617,7 @@ class Options:
         self.sources = sources
 
     def __repr__(self) -> str:
-        values = {k: v for k, v in self.__dict__.items() if k != "sources"}
+        values = {k: shown_value(k, v) for k, v in self.__dict__.items() if k != "sources"}
         return f"Options({values})"
 
 
@@ -610,7 +689,10 @@ def resolve(
             values[option.name] = option.parse(raw)
         except ValueError as error:
             expected = str(error) or "a valid value"
-            shown = raw if isinstance(raw, str) else repr(raw)
+            text = raw if isinstance(raw, str) else repr(raw)
+            shown = shown_value(option.variable, text)
+            if shown != text and mentions(expected, text):
+                expected = "a valid value (the complaint would show the secret)"
             raise OptionError(
                 f"invalid value {shown!r} for {option.flag} (from {source}): expected {expected}"
             ) from None

@@ -15,12 +15,11 @@ import signal
 import time
 import traceback
 
-from tornado.httpserver import HTTPServer
-
 from hurricane.amqp.basehandler import BrokerError, ConsumerObserver, _AMQPConsumer
 from hurricane.amqp.worker import AMQPClient
 from hurricane.metrics.requests import RequestQueueLengthMetric
 from hurricane.options import OptionError, Options
+from hurricane.server.app import ConnectionLimits, GuardedHTTPServer
 from hurricane.server.probes import make_probe_application
 from hurricane.server.runtime import bind_port, exit_on_second_signal, wait_for_delivery
 from hurricane.server.state import ProbeState
@@ -125,7 +124,7 @@ class Consumer:
         self.handle_signals = handle_signals
         self.began = time.monotonic()
         self.signals_received = 0
-        self.probe_server: HTTPServer | None = None
+        self.probe_server: GuardedHTTPServer | None = None
 
     def run(self) -> int:
         return asyncio.run(self.main())
@@ -159,7 +158,10 @@ class Consumer:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.on_signal, signum)
         if not options.no_probe:
-            self.probe_server = HTTPServer(make_probe_application(state, options))
+            # Slow or oversized clients get the same limits as on serve's probe port.
+            self.probe_server = GuardedHTTPServer(
+                make_probe_application(state, options), limits=ConnectionLimits.defaults()
+            )
             self.probe_server.add_sockets(bind_port(options.probe_port, "--probe-port", {}))
             logger.info("Probes answer on port %d", options.probe_port)
         try:

@@ -51,12 +51,16 @@ def run_process(
     """Set up logging and debuggers, then ``run(handle_signals)`` (the serve or consume
     runtime) and return its exit code; with ``--autoreload``, in a child process that
     Django's reloader restarts when code changes."""
+    from django.conf import settings
+
+    from hurricane.server.debugging import refuse_forbidden_debugger
+    from hurricane.server.logfilters import shorten_disallowed_host_log
     from hurricane.server.runtime import configure_logging
 
+    refuse_forbidden_debugger(options)
     configure_logging(options.debug)
-    for name, source in options.sources.items():
-        if source != "default":
-            logger.debug("Option %s = %r (from %s)", name, getattr(options, name), source)
+    shorten_disallowed_host_log(settings)
+    log_options(options)
     if not options.autoreload:
         attach_debuggers(options)
         return run(True)
@@ -72,6 +76,19 @@ def run_process(
 
     autoreload.run_with_reloader(inner_run)
     return 0
+
+
+def log_options(options: Options) -> None:
+    """At debug level, each option not left at its default, and where it came from;
+    the value of a secret (hurricane.masking) as ``*****``."""
+    from hurricane.masking import shown_value
+    from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS
+
+    variables = {option.name: option.variable for option in (*SERVE_OPTIONS, *CONSUME_OPTIONS)}
+    for name, source in options.sources.items():
+        if source != "default":
+            value = shown_value(variables.get(name, name), getattr(options, name))
+            logger.debug("Option %s = %r (from %s)", name, value, source)
 
 
 def attach_debuggers(options: Options) -> None:

@@ -11,11 +11,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tornado import httputil
 from tornado.httpserver import HTTPServer
-from tornado.iostream import StreamClosedError
+from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
 from hurricane.server.wsgi import ResponseSink
 
@@ -56,8 +58,184 @@ def http_date_now() -> str:
     return _date_cache[1]
 
 
-class AppHTTPServer(HTTPServer):
-    """Tornado's HTTP server, plus what a graceful drain needs."""
+# Phases of a connection that the sweep times (GuardedHTTPServer.sweep).
+IDLE, HEADERS, BODY = "idle", "headers", "body"
+# How often, at most, the sweep looks at the open connections; a connection is cut off
+# between its timeout and its timeout plus two sweep intervals.
+SWEEP_INTERVAL = 1.0
+# Before the connection of a too large header block closes, up to this much of what the
+# client already sent is read and thrown away: closing with unread data makes the kernel
+# reset the connection, and the 431 could be lost (as with DISCARD_LIMIT).
+HEADER_OVERFLOW_DISCARD = 256 * 1024
+HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+    b"Connection: close\r\nContent-Length: 32\r\n\r\nRequest header fields too large\n"
+)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What a client may send and how slowly (``--max-header-size``, the timeouts)."""
+
+    max_header_size: int
+    keep_alive_timeout: float
+    header_timeout: float
+    body_timeout: float
+
+    @classmethod
+    def from_options(cls, options: Any) -> ConnectionLimits:
+        return cls(
+            max_header_size=options.max_header_size,
+            keep_alive_timeout=options.keep_alive_timeout,
+            header_timeout=options.header_timeout,
+            body_timeout=options.body_timeout,
+        )
+
+    @classmethod
+    def defaults(cls) -> ConnectionLimits:
+        """The limits ``serve`` applies by default (for ``consume``'s probe port, which
+        has no such options)."""
+        from hurricane.options import SERVE_OPTIONS
+
+        default = {option.name: option.default for option in SERVE_OPTIONS}
+        return cls(**{name: default[name] for name in cls.__dataclass_fields__})
+
+    @property
+    def sweep_interval(self) -> float:
+        shortest = min(self.keep_alive_timeout, self.header_timeout, self.body_timeout)
+        return max(0.05, min(SWEEP_INTERVAL, shortest / 4))
+
+
+class GuardedIOStream(IOStream):
+    """A server connection's stream, with what the sweep needs to know about it."""
+
+    accepted_at = 0.0
+    requests_started = 0
+    current_request: Any = None  # the HTTP1Connection reading or answering a request
+    # (request, phase, since): the phase the sweep last saw the connection in.
+    watched: tuple | None = None
+
+    def close(self, exc_info: Any = False) -> None:
+        if isinstance(exc_info, UnsatisfiableReadError) and not self.closed():
+            request = self.current_request
+            # The header read is the only one bounded while no start line is parsed
+            # (a chunk-size line has a bound too, but then the start line is known).
+            if request is None or request._request_start_line is None:
+                self._answer_headers_too_large()
+        super().close(exc_info)
+
+    def _answer_headers_too_large(self) -> None:
+        sock = self.socket
+        try:
+            sock.send(HEADERS_TOO_LARGE)
+            discarded = 0
+            while discarded < HEADER_OVERFLOW_DISCARD:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                discarded += len(data)
+        except OSError:  # nothing more to read now (EAGAIN), or the client is gone
+            pass
+
+
+class GuardedHTTPServer(HTTPServer):
+    """Tornado's HTTP server with Hurricane's connection limits.
+
+    Tornado has one timeout for both an idle keep-alive connection and a client
+    sending its headers slowly, and starts a timer per request for it. Instead, a
+    sweep every ``sweep_interval`` looks at each open connection's phase (idle,
+    receiving headers, receiving the body) and closes those that stayed in it too
+    long: no timer on the request path, and slow clients are told apart from idle ones.
+    """
+
+    def initialize(self, request_callback: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+        if kwargs.get("ssl_options"):
+            # Its streams are SSLIOStreams, which handle_stream must not turn into ours.
+            raise ValueError("GuardedHTTPServer serves plain HTTP only")
+        super().initialize(request_callback, max_header_size=limits.max_header_size, **kwargs)
+        self.conn_params.header_timeout = None  # the sweep times the header reads
+        self.limits = limits
+        self.sweeper: PeriodicCallback | None = None
+
+    def add_sockets(self, sockets: Any) -> None:
+        super().add_sockets(sockets)
+        if self.sweeper is None:
+            self.io_loop = IOLoop.current()
+            self.sweeper = PeriodicCallback(self.sweep, self.limits.sweep_interval * 1000)
+            self.sweeper.start()
+
+    def handle_stream(self, stream: IOStream, address: tuple) -> None:
+        stream.__class__ = GuardedIOStream
+        stream.accepted_at = self.io_loop.time()  # type: ignore[attr-defined]
+        super().handle_stream(stream, address)
+
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        stream = request_conn.stream  # type: ignore[attr-defined]
+        stream.requests_started += 1
+        stream.current_request = request_conn
+        return super().start_request(server_conn, request_conn)
+
+    def sweep(self) -> None:
+        """Close the connections that stayed idle, or kept sending their headers or
+        body, longer than their limit."""
+        limits = self.limits
+        timeouts = {
+            IDLE: limits.keep_alive_timeout,
+            HEADERS: limits.header_timeout,
+            BODY: limits.body_timeout,
+        }
+        now = self.io_loop.time()
+        closed = {IDLE: 0, HEADERS: 0, BODY: 0}
+        for conn in list(self._connections):
+            stream = conn.stream
+            if stream.closed() or not isinstance(stream, GuardedIOStream):
+                continue
+            request = stream.current_request
+            phase = connection_phase(stream, request)
+            if phase is None:
+                stream.watched = None
+                continue
+            watched = stream.watched
+            if watched is None or watched[0] is not request or watched[1] != phase:
+                fresh = phase == HEADERS and stream.requests_started <= 1
+                stream.watched = (request, phase, stream.accepted_at if fresh else now)
+            elif now - watched[2] > timeouts[phase]:
+                stream.close()
+                closed[phase] += 1
+        if closed[HEADERS]:
+            logger.info(
+                "Closed %d slow connection(s) that sent no complete headers within %g s "
+                "(--header-timeout)",
+                closed[HEADERS],
+                limits.header_timeout,
+            )
+        if closed[BODY]:
+            logger.info(
+                "Closed %d slow connection(s) whose request body did not arrive within %g s "
+                "(--body-timeout)",
+                closed[BODY],
+                limits.body_timeout,
+            )
+
+
+def connection_phase(stream: GuardedIOStream, request: Any) -> str | None:
+    """What an open connection waits for from its client: None while the request is
+    the server's to answer (or no longer Tornado's to read, once detached)."""
+    if request is None or request._request_start_line is None:
+        # Bytes in the buffer without a complete header block: headers arrive. A
+        # connection that never sent a request is timed as sending headers too.
+        if stream.requests_started > 1 and not stream._read_buffer_size:
+            return IDLE
+        return HEADERS
+    if request.stream is None or request._read_finished:
+        return None
+    return BODY
+
+
+class AppHTTPServer(GuardedHTTPServer):
+    """The app port's HTTP server, plus what a graceful drain needs."""
 
     def stop_accepting(self) -> list:
         """Stop taking new connections but keep the listening sockets open (for a
@@ -135,6 +313,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         "streaming",
         "route",
         "on_gone",
+        "client",
     )
 
     def __init__(
@@ -152,6 +331,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         self.status = 0
         self.route = "unmatched"  # until the worker names the matched URL pattern
         self.on_gone = None
+        self.client = None
 
     # -- reading the request (on the loop) ----------------------------------------------
 
@@ -164,6 +344,16 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         self.headers = headers
         self.started = time.perf_counter()
         state.request_began(self.conn, self.server_conn)
+        # Tornado parses only HTTP/1.x request lines: the version takes 8 bytes, the
+        # two spaces 2.
+        if len(start_line.path) + len(start_line.method) + 10 > state.max_request_line:
+            # The access log shows the start of the URL only.
+            self.start_line = start_line._replace(path=start_line.path[:100] + "...")
+            self._reply_and_close(414, b"Request line too long\n")
+            return None
+        if sum(map(len, headers._as_list.values())) > state.max_headers:
+            self._reply_and_close(431, b"Too many header fields\n")
+            return None
         app = router.tornado_app_for(start_line.path)
         if app is not None:
             self.inner = app.start_request(self.server_conn, self.conn)
@@ -346,7 +536,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             state.app_request_done(
                 self.start_line,
                 self.status,
-                self.conn.context.remote_ip,
+                self.client or self.conn.context.remote_ip,
                 time.perf_counter() - self.started,
                 self.route,
             )

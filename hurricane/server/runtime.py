@@ -24,7 +24,13 @@ from hurricane.metrics.requests import (
     ResponseTimeAverageMetric,
 )
 from hurricane.options import Options, probe_port_of
-from hurricane.server.app import AppHTTPServer, RequestRouter, log_access, log_tornado_request
+from hurricane.server.app import (
+    AppHTTPServer,
+    ConnectionLimits,
+    RequestRouter,
+    log_access,
+    log_tornado_request,
+)
 from hurricane.server.pool import WorkerPool
 from hurricane.server.probes import ProbeServerThread, make_probe_application, probe_paths
 from hurricane.server.startup import StartupFailed, run_startup_tasks
@@ -76,6 +82,8 @@ class ServerState(ProbeState):
         super().__init__(options)
         self.port = port
         self.max_body_size: int = options.max_body_size
+        self.max_request_line: int = options.max_request_line
+        self.max_headers: int = options.max_headers
         self.serving = False  # app requests are answered
         self.requests_served = 0
         self.in_flight: dict[Any, Any] = {}  # request connection -> server connection
@@ -294,7 +302,9 @@ class Server:
             self.open_app_port(inherited)
             return
         sockets = bind_port(self.probe_port, "--probe-port", inherited)
-        self.probe_server = ProbeServerThread(self.probe_app, sockets)
+        self.probe_server = ProbeServerThread(
+            self.probe_app, sockets, ConnectionLimits.from_options(options)
+        )
         logger.info("Probes answer on port %d", self.probe_port)
 
     async def run_startup_tasks(self) -> bool:
@@ -376,6 +386,7 @@ class Server:
         # Tornado's own body limit sits above ours, so that ours answers 413 first.
         self.app_server = AppHTTPServer(
             self.router,
+            limits=ConnectionLimits.from_options(options),
             max_body_size=options.max_body_size + 2 * 65536,
             max_buffer_size=options.max_buffer_size,
         )
@@ -395,10 +406,11 @@ class Server:
         from hurricane.metrics.exposition import route_of as metrics_route_of
 
         route_of = metrics_route_of if self.state.http_metrics is not None else None
+        proxies = self.options.forwarded_allow_ips  # None: no one's X-Forwarded-* believed
         if not self.uses_asgi():
             self.mode = "WSGI"
             self.router.container = HurricaneWSGIContainer(
-                self.build_wsgi_application(), self.pool, loop, route_of=route_of
+                self.build_wsgi_application(), self.pool, loop, route_of, proxies
             )
             return
         from hurricane.server.asgi import (
@@ -416,16 +428,17 @@ class Server:
                 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
                 application = ASGIStaticFilesHandler(application)
-            self.router.container = HurricaneASGIContainer(application, route_of)
+            self.router.container = HurricaneASGIContainer(application, route_of, proxies)
             return
         self.mode = "ASGI: async views on the loop, sync views in the pool"
         self.router.container = DjangoDispatcher(
             HurricaneASGIContainer(
                 LentThreadsDjangoApplication(application, keep_idle=IDLE_ASYNC_THREADS),
                 route_of,
+                proxies,
             ),
             HurricaneWSGIContainer(
-                self.build_wsgi_application(asgi=True), self.pool, loop, route_of=route_of
+                self.build_wsgi_application(asgi=True), self.pool, loop, route_of, proxies
             ),
         )
 
