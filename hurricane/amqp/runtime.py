@@ -20,8 +20,14 @@ from hurricane.amqp.worker import AMQPClient
 from hurricane.metrics.requests import RequestQueueLengthMetric
 from hurricane.options import OptionError, Options
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer
+from hurricane.server.listening import urls_of
 from hurricane.server.probes import make_probe_application
-from hurricane.server.runtime import bind_port, exit_on_second_signal, wait_for_delivery
+from hurricane.server.runtime import (
+    bind_port,
+    described_option,
+    exit_on_second_signal,
+    wait_for_delivery,
+)
 from hurricane.server.state import ProbeState
 
 logger = logging.getLogger("hurricane.amqp")
@@ -162,8 +168,15 @@ class Consumer:
             self.probe_server = GuardedHTTPServer(
                 make_probe_application(state, options), limits=ConnectionLimits.defaults()
             )
-            self.probe_server.add_sockets(bind_port(options.probe_port, "--probe-port", {}))
-            logger.info("Probes answer on port %d", options.probe_port)
+            sockets = bind_port(
+                options.probe_port,
+                "--probe-port",
+                {},
+                options.interface,
+                described_option(options, "interface"),
+            )
+            self.probe_server.add_sockets(sockets)
+            logger.info("Probes answer on %s", urls_of(sockets))
         try:
             await client.consume(options.reconnect)
         except BrokerError as error:

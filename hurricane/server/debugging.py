@@ -10,6 +10,13 @@ from __future__ import annotations
 import logging
 
 from hurricane.options import Options
+from hurricane.server.listening import (
+    ListenError,
+    addresses_for,
+    check_port_free,
+    is_address,
+    shown_address,
+)
 
 logger = logging.getLogger("hurricane.debugging")
 
@@ -34,21 +41,57 @@ def refuse_forbidden_debugger(options: Options) -> None:
             )
 
 
-def start_debugpy(port: int) -> None:
+def debugger_interface(options: Options) -> tuple[str | None, str]:
+    """Where the debugger listens, and the option that says so: where the app does
+    (``--app-interface``); for ``consume``, which has no app server, where its probes
+    do (``--interface``). Narrowing the server for local development narrows the
+    debugger with it."""
+    from hurricane.server.runtime import described_option
+
+    name = "app_interface" if hasattr(options, "app_interface") else "interface"
+    return getattr(options, name), described_option(options, name)
+
+
+def debugger_address(interface: str | None, port: int, interface_option: str) -> str:
+    """The one address debugpy listens on: the given interface's (the first address
+    of a host name), else every IPv4 interface, which the debugger component's
+    Service reaches on the pod's address."""
+    if interface is None:
+        return "0.0.0.0"
+    if is_address(interface):
+        return interface
+    try:
+        _, address = addresses_for(interface, port, interface_option)[0]
+    except ListenError as error:
+        raise DebuggerError(str(error)) from None
+    return address[0]
+
+
+def start_debugpy(
+    port: int, interface: str | None = None, interface_option: str = "--app-interface"
+) -> None:
+    """debugpy on ``port`` of ``interface`` (None: every IPv4 interface)."""
     try:
         import debugpy
     except ImportError:
         raise DebuggerError(
             "--debugger needs debugpy: pip install 'django-hurricane[debug]'"
         ) from None
+    host = debugger_address(interface, port, interface_option)
+    # debugpy's adapter, a process of its own, binds the port and reports a taken one
+    # as a RuntimeError among its own warnings: find out first, and say it in one line.
     try:
-        # Every interface: the debugger component's Service reaches the pod's address.
-        debugpy.listen(("0.0.0.0", port))
+        check_port_free(host, port, "--debugger-port", interface_option)
+    except ListenError as error:
+        raise DebuggerError(str(error)) from None
+    try:
+        debugpy.listen((host, port))
     except Exception as error:
         raise DebuggerError(
             f"debugpy could not listen on port {port} (--debugger-port): {error}"
         ) from None
-    logger.warning("debugpy listens on port %d of every interface; %s", port, NEVER_IN_PRODUCTION)
+    where = "every interface" if interface is None else shown_address(host)
+    logger.warning("debugpy listens on port %d of %s; %s", port, where, NEVER_IN_PRODUCTION)
 
 
 def connect_pycharm(host: str, port: int | None) -> None:

@@ -33,11 +33,10 @@ from typing import Any
 
 from hurricane.options import Options
 from hurricane.server.runtime import (
-    INHERITED_SOCKETS_VARIABLE,
     Server,
     ServerState,
     StartupError,
-    bind_port,
+    hand_on_sockets,
 )
 
 logger = logging.getLogger("hurricane.server")
@@ -222,9 +221,9 @@ class Supervisor(Server):
 
     # -- start-up ------------------------------------------------------------------------
 
-    def open_app_port(self, inherited: dict[int, socket.socket]) -> None:
-        # Only the socket: the serving processes accept on it.
-        self.app_sockets = bind_port(self.port, "--port", inherited)
+    def open_app_port(self, inherited: dict[int, list[socket.socket]]) -> None:
+        # Only the sockets (one per address): the serving processes accept on them.
+        self.app_sockets = self.bind_app_port(inherited)
         self.app_listening = True
 
     async def start_serving(self, loop: asyncio.AbstractEventLoop) -> bool:
@@ -248,20 +247,22 @@ class Supervisor(Server):
         return True
 
     def spawn(self, index: int) -> None:
-        fd = self.app_sockets[0].fileno()
-        os.set_inheritable(fd, True)
+        # Every socket of the app port: with the default interface, 0.0.0.0 and [::].
+        handed = hand_on_sockets([(self.port, sock) for sock in self.app_sockets])
         env = dict(
             os.environ,
+            **handed,
             **{
                 PROCESS_INDEX_VARIABLE: str(index),
                 PROCESS_DIR_VARIABLE: self.folder,
                 MULTIPROCESS_VARIABLE: self.metrics_dir,
-                INHERITED_SOCKETS_VARIABLE: f"{self.port}={fd}",
             },
         )
         self.slots.write(index, 0, 0, 0, 0, 0, 0)
         self.children[index] = subprocess.Popen(
-            [sys.executable, *sys.orig_argv[1:]], env=env, pass_fds=(fd,)
+            [sys.executable, *sys.orig_argv[1:]],
+            env=env,
+            pass_fds=tuple(sock.fileno() for sock in self.app_sockets),
         )
         self.started_at[index] = time.monotonic()
         logger.info("Started serving process %d (pid %d)", index, self.children[index].pid)
