@@ -198,6 +198,46 @@ def parse_commands(value: Any) -> list[list[str]]:
     return commands
 
 
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def parse_log_format(value: Any) -> str:
+    if isinstance(value, str) and value.strip().lower() in LOG_FORMATS:
+        return value.strip().lower()
+    raise ValueError("text or json")
+
+
+def parse_log_level(value: Any) -> str:
+    if isinstance(value, str) and value.strip().upper() in LOG_LEVELS:
+        return value.strip().upper()
+    raise ValueError("one of " + ", ".join(LOG_LEVELS))
+
+
+def parse_interface(value: Any) -> str | None:
+    """A host name or IP address to bind to (an IPv6 one with or without brackets);
+    ``*`` is every interface (None). Resolved when the server binds."""
+    import ipaddress
+
+    expected = "a host name or IP address without a port (or * for every interface)"
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(expected)
+    host = value.strip()
+    if host == "*":
+        return None
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    if bracketed or ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(expected) from None
+    elif not re.fullmatch(r"[A-Za-z0-9._-]+", host):
+        raise ValueError(expected)
+    return host
+
+
 def parse_forwarded_allow_ips(value: Any) -> Any:
     """The proxies whose X-Forwarded-* headers are believed (``None``: no one); the
     rule lives in :mod:`hurricane.server.forwarded`."""
@@ -242,6 +282,14 @@ PROBE_OPTIONS: tuple[Option, ...] = (
         "Port of the probe and metrics server (default: the app port + 1). "
         "Give the app port to serve both on one port.",
         metavar="PORT",
+    ),
+    Option(
+        "interface",
+        parse_interface,
+        None,
+        "Host name or address the probe server binds to (default: every interface, "
+        "IPv4 and IPv6; the kubelet reaches the probes on the pod IP).",
+        metavar="HOST",
     ),
     Option(
         "startup_probe", parse_url_path, "/startup", "Path of the startup probe.", metavar="PATH"
@@ -312,6 +360,25 @@ DEBUGGER_OPTIONS: tuple[Option, ...] = (
     ),
 )
 
+# How serve and consume log (hurricane.server.logs).
+LOG_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "log_format",
+        parse_log_format,
+        "text",
+        "text: one line of text per record; json: one JSON object per line, for log collectors.",
+        metavar="FORMAT",
+    ),
+    Option(
+        "log_level",
+        parse_log_level,
+        "INFO",
+        "Level of Hurricane's loggers: DEBUG, INFO, WARNING, ERROR or CRITICAL (default "
+        "INFO; DEBUG with --debug).",
+        metavar="LEVEL",
+    ),
+)
+
 GRACEFUL_TIMEOUT_OPTION = Option(
     "graceful_timeout",
     non_negative_seconds,
@@ -322,6 +389,14 @@ GRACEFUL_TIMEOUT_OPTION = Option(
 
 SERVE_OPTIONS: tuple[Option, ...] = (
     Option("port", parse_port, 8000, "Port of the app server.", metavar="PORT"),
+    Option(
+        "app_interface",
+        parse_interface,
+        None,
+        "Host name or address the app server (and debugpy) binds to (default: every "
+        "interface, IPv4 and IPv6; 127.0.0.1 keeps it on this machine).",
+        metavar="HOST",
+    ),
     *PROBE_OPTIONS,
     flag_option("static", "Serve STATIC_ROOT under STATIC_URL (through the finders when DEBUG)."),
     flag_option("media", "Serve MEDIA_ROOT under MEDIA_URL."),
@@ -469,6 +544,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     GRACEFUL_TIMEOUT_OPTION,
+    *LOG_OPTIONS,
     *DEBUGGER_OPTIONS,
 )
 
@@ -605,6 +681,7 @@ CONSUME_OPTIONS: tuple[Option, ...] = (
         GRACEFUL_TIMEOUT_OPTION,
         help="On SIGTERM, wait this long for the message in hand to be handled.",
     ),
+    *LOG_OPTIONS,
     *DEBUGGER_OPTIONS,
 )
 

@@ -54,12 +54,10 @@ def run_process(
     from django.conf import settings
 
     from hurricane.server.debugging import refuse_forbidden_debugger
-    from hurricane.server.logfilters import shorten_disallowed_host_log
-    from hurricane.server.runtime import configure_logging
+    from hurricane.server.logs import configure_logging
 
     refuse_forbidden_debugger(options)
-    configure_logging(options.debug)
-    shorten_disallowed_host_log(settings)
+    configure_logging(options, settings)
     log_options(options)
     if not options.autoreload:
         attach_debuggers(options)
@@ -92,10 +90,10 @@ def log_options(options: Options) -> None:
 
 
 def attach_debuggers(options: Options) -> None:
-    from hurricane.server.debugging import connect_pycharm, start_debugpy
+    from hurricane.server.debugging import connect_pycharm, debugger_interface, start_debugpy
 
     if options.debugger:
-        start_debugpy(options.debugger_port)
+        start_debugpy(options.debugger_port, *debugger_interface(options))
     if options.pycharm_host:
         connect_pycharm(options.pycharm_host, options.pycharm_port)
 

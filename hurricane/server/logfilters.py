@@ -25,12 +25,17 @@ class DropTraceback(logging.Filter):
         return True
 
 
+def configured_in_logging(settings: Any, name: str) -> bool:
+    """Whether the project's LOGGING setting configures the logger ``name``."""
+    logging_setting = getattr(settings, "LOGGING", None) or {}
+    return name in (logging_setting.get("loggers") or {})
+
+
 def shorten_disallowed_host_log(settings: Any) -> bool:
     """Drop the traceback from ``django.security.DisallowedHost`` records, unless the
     project configured that logger itself (in LOGGING, or by hand). Returns whether
     the filter was installed."""
-    logging_setting = getattr(settings, "LOGGING", None) or {}
-    if DISALLOWED_HOST_LOGGER in (logging_setting.get("loggers") or {}):
+    if configured_in_logging(settings, DISALLOWED_HOST_LOGGER):
         return False
     disallowed_host = logging.getLogger(DISALLOWED_HOST_LOGGER)
     configured_by_hand = (

@@ -4,7 +4,6 @@ state, signals, drain and exit, and the in-place restart past ``--max-memory``."
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import signal
@@ -15,8 +14,6 @@ import time
 import traceback
 import weakref
 from typing import Any
-
-from tornado import netutil
 
 from hurricane.metrics.requests import (
     RequestCounterMetric,
@@ -31,6 +28,7 @@ from hurricane.server.app import (
     log_access,
     log_tornado_request,
 )
+from hurricane.server.listening import ListenError, bind_listeners, check_port_free, urls_of
 from hurricane.server.pool import WorkerPool
 from hurricane.server.probes import ProbeServerThread, make_probe_application, probe_paths
 from hurricane.server.startup import StartupFailed, run_startup_tasks
@@ -54,22 +52,6 @@ FAILURE_WEBHOOK_WAIT = 20.0
 
 class StartupError(Exception):
     """The server cannot start (a port is taken, a debugger is missing, ...)."""
-
-
-def configure_logging(debug: bool) -> None:
-    """Give the ``hurricane`` logger a console handler, unless the project's LOGGING
-    (or anything else) already routes its records somewhere."""
-    hurricane_logger = logging.getLogger("hurricane")
-    if debug:
-        hurricane_logger.setLevel(logging.DEBUG)
-    elif hurricane_logger.level == logging.NOTSET:
-        hurricane_logger.setLevel(logging.INFO)
-    if hurricane_logger.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    hurricane_logger.addHandler(handler)
-    hurricane_logger.propagate = False
 
 
 class ServerState(ProbeState):
@@ -124,10 +106,16 @@ class ServerState(ProbeState):
         return True
 
     def app_request_done(
-        self, start_line: Any, status: int, remote_ip: str, duration: float, route: str
+        self,
+        start_line: Any,
+        status: int,
+        remote_ip: str,
+        duration: float,
+        route: str,
+        headers: Any = None,
     ) -> None:
         self.requests_served += 1
-        log_access(status, start_line.method, start_line.path, remote_ip, duration)
+        log_access(status, start_line.method, start_line.path, remote_ip, duration, headers)
         if self.http_metrics is not None:
             self.http_metrics.observe(start_line.method, status, route, duration)
             RequestCounterMetric.increment()
@@ -159,25 +147,48 @@ def exit_on_second_signal(signum: int, signals_received: int) -> None:
         os._exit(128 + signum)
 
 
-def bind_port(port: int, option: str, inherited: dict[int, socket.socket]) -> list[socket.socket]:
+def described_option(options: Options, name: str) -> str:
+    """``--interface, from environment HURRICANE_INTERFACE``: the flag, and where its
+    value came from unless it is the default, for an error that names it."""
+    flag = "--" + name.replace("_", "-")
+    source = options.sources.get(name, "default")
+    return flag if source == "default" else f"{flag}, from {source}"
+
+
+def bind_port(
+    port: int,
+    option: str,
+    inherited: dict[int, list[socket.socket]],
+    interface: str | None = None,
+    interface_option: str = "--interface",
+) -> list[socket.socket]:
+    """Listening sockets for ``port`` on ``interface`` (None: every interface), or
+    those a previous process handed on for it; StartupError in one line if not."""
     if port in inherited:
-        return [inherited.pop(port)]
+        return inherited.pop(port)
     try:
-        return netutil.bind_sockets(port)
-    except OSError as error:
-        if error.errno == errno.EADDRINUSE:
-            raise StartupError(f"port {port} ({option}) is already in use") from None
-        raise StartupError(f"cannot listen on port {port} ({option}): {error.strerror}") from None
+        return bind_listeners(interface, port, option, interface_option)
+    except ListenError as error:
+        raise StartupError(str(error)) from None
 
 
-def inherited_sockets() -> dict[int, socket.socket]:
-    sockets: dict[int, socket.socket] = {}
+def hand_on_sockets(handed: list[tuple[int, socket.socket]]) -> dict[str, str]:
+    """The environment that lets a process started next serve these listening
+    sockets (every address of a port: 0.0.0.0 and [::] both); inheritable from now."""
+    for _, sock in handed:
+        sock.set_inheritable(True)
+    value = ",".join(f"{port}={sock.fileno()}" for port, sock in handed)
+    return {INHERITED_SOCKETS_VARIABLE: value}
+
+
+def inherited_sockets() -> dict[int, list[socket.socket]]:
+    sockets: dict[int, list[socket.socket]] = {}
     for item in os.environ.pop(INHERITED_SOCKETS_VARIABLE, "").split(","):
         if "=" in item:
             port, fd = item.split("=")
             sock = socket.socket(fileno=int(fd))
             sock.setblocking(False)
-            sockets[int(port)] = sock
+            sockets.setdefault(int(port), []).append(sock)
     return sockets
 
 
@@ -206,6 +217,9 @@ class Server:
         self.port: int = options.port
         self.probe_port: int = probe_port_of(options)
         self.same_port = self.probe_port == self.port
+        # Where each server listens, for the start-up log: "http://0.0.0.0:8000, ...".
+        self.app_urls = ""
+        self.probe_urls = ""
         self.began = time.monotonic()
         self.exit_code = 0
         self.stop_startup = threading.Event()
@@ -229,10 +243,15 @@ class Server:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.on_signal, signum)
         try:
+            if self.port not in inherited:
+                # The app port opens after the start-up tasks: a taken port or a bad
+                # --app-interface is reported now, before they run in vain.
+                self.check_app_port()
             self.start_probe_server(inherited)
         except StartupError:
-            for sock in inherited.values():
-                sock.close()
+            for sockets in inherited.values():
+                for sock in sockets:
+                    sock.close()
             raise
         if not restarted and not await self.run_startup_tasks():
             return self.exit_code
@@ -246,22 +265,29 @@ class Server:
         if self.child is not None:
             self.report_to_supervisor()
             logger.info(
-                "Serving process %d: serving on port %d (%s, %d workers)%s",
+                "Serving process %d: serving on port %d (%s, %d workers): %s%s",
                 self.child.index,
                 self.port,
                 self.mode,
                 self.options.workers,
+                self.app_urls,
                 " after an in-place restart" if restarted else "",
             )
         else:
-            probes = "off" if self.options.no_probe else f"port {self.probe_port}"
+            if self.options.no_probe:
+                probes = "off"
+            elif self.same_port:
+                probes = "on the app port"
+            else:
+                probes = self.probe_urls
             logger.info(
-                "Serving on port %d (%s; probes: %s, %d workers)%s",
+                "Serving on port %d (%s; %d workers): %s; probes: %s%s",
                 self.port,
                 self.mode,
-                probes,
                 self.options.workers,
-                " after an in-place restart" if restarted else "",
+                self.app_urls,
+                probes,
+                " (after an in-place restart)" if restarted else "",
             )
         if self.options.max_memory:
             loop.call_later(MEMORY_CHECK_INTERVAL, self.check_memory)
@@ -288,7 +314,7 @@ class Server:
 
     # -- start-up ------------------------------------------------------------------------
 
-    def start_probe_server(self, inherited: dict[int, socket.socket]) -> None:
+    def start_probe_server(self, inherited: dict[int, list[socket.socket]]) -> None:
         options = self.options
         self.probe_app = None
         self.probe_paths: frozenset[str] = frozenset()
@@ -297,15 +323,27 @@ class Server:
         self.probe_app = make_probe_application(self.state, options)
         self.probe_paths = probe_paths(options, self.state.http_metrics is not None)
         if self.same_port:
+            if options.interface is not None:
+                logger.warning(
+                    "Ignoring %s: the probes answer on the app port (--app-interface)",
+                    described_option(options, "interface"),
+                )
             # The app port opens now, answering probes; app requests get 503 until
             # start-up is done.
             self.open_app_port(inherited)
             return
-        sockets = bind_port(self.probe_port, "--probe-port", inherited)
+        sockets = bind_port(
+            self.probe_port,
+            "--probe-port",
+            inherited,
+            options.interface,
+            described_option(options, "interface"),
+        )
         self.probe_server = ProbeServerThread(
             self.probe_app, sockets, ConnectionLimits.from_options(options)
         )
-        logger.info("Probes answer on port %d", self.probe_port)
+        self.probe_urls = urls_of(sockets)
+        logger.info("Probes answer on %s", self.probe_urls)
 
     async def run_startup_tasks(self) -> bool:
         options = self.options
@@ -368,7 +406,7 @@ class Server:
 
         return bool(getattr(settings, "ASGI_APPLICATION", None))
 
-    def open_app_port(self, inherited: dict[int, socket.socket]) -> None:
+    def open_app_port(self, inherited: dict[int, list[socket.socket]]) -> None:
         """Listen on the app port; app requests get 503 until an application is attached."""
         options = self.options
         self.pool = WorkerPool(options.workers, max_size=options.max_workers)
@@ -390,8 +428,31 @@ class Server:
             max_body_size=options.max_body_size + 2 * 65536,
             max_buffer_size=options.max_buffer_size,
         )
-        self.app_server.add_sockets(bind_port(self.port, "--port", inherited))
+        sockets = self.bind_app_port(inherited)
+        self.app_server.add_sockets(sockets)
         self.app_listening = True
+
+    def check_app_port(self) -> None:
+        try:
+            check_port_free(
+                self.options.app_interface,
+                self.port,
+                "--port",
+                described_option(self.options, "app_interface"),
+            )
+        except ListenError as error:
+            raise StartupError(str(error)) from None
+
+    def bind_app_port(self, inherited: dict[int, list[socket.socket]]) -> list[socket.socket]:
+        sockets = bind_port(
+            self.port,
+            "--port",
+            inherited,
+            self.options.app_interface,
+            described_option(self.options, "app_interface"),
+        )
+        self.app_urls = urls_of(sockets)
+        return sockets
 
     async def start_serving(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Attach the application to the open app port; False when that failed."""
@@ -516,15 +577,10 @@ class Server:
     def exec_restart(self, app_sockets: list[socket.socket]) -> None:
         """Replace this process by a fresh one that keeps the listening sockets: new
         connections wait in the kernel's backlog meanwhile, so none is refused."""
-        handed = [(self.port, sock) for sock in app_sockets[:1]]
+        handed = [(self.port, sock) for sock in app_sockets]
         if self.probe_server is not None:
-            probe_sockets = self.probe_server.sockets[:1]
-            handed += [(self.probe_port, sock) for sock in probe_sockets]
-        for _, sock in handed:
-            sock.set_inheritable(True)
-        os.environ[INHERITED_SOCKETS_VARIABLE] = ",".join(
-            f"{port}={sock.fileno()}" for port, sock in handed
-        )
+            handed += [(self.probe_port, sock) for sock in self.probe_server.sockets]
+        os.environ.update(hand_on_sockets(handed))
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
