@@ -4,9 +4,11 @@ them. Real processes, real sockets."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -63,6 +65,38 @@ def test_every_process_serves_and_metrics_add_up(serve):
     # Requests answered by both processes, counted once each on the one endpoint.
     assert metric(server, "hurricane_http_requests_total", route="meta/", status="200") == sent
     assert metric(server, "hurricane_serving_processes") == 2
+
+
+def test_keep_alive_connections_opened_at_once_spread_over_the_processes(serve):
+    """A burst of connections (a client pool, a proxy warming up) must not all land on
+    the process that woke first: each keeps its connections for as long as they live."""
+    server = serve("--processes", "2", "--workers", "2")
+    children = children_of(server.process.pid)
+    per_process = {pid: 0 for pid in children}
+    for _ in range(3):
+        connections = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(32)]
+        try:
+            for connection in connections:
+                connection.sendall(b"GET /meta/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            for connection in connections:
+                per_process[pid_from_raw_response(connection)] += 1
+        finally:
+            for connection in connections:
+                connection.close()
+    fewest = min(per_process.values())
+    assert fewest >= 96 // 4, f"connections per process: {per_process}"
+
+
+def pid_from_raw_response(connection: socket.socket) -> int:
+    connection.settimeout(10)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += connection.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        body += connection.recv(65536)
+    return json.loads(body)["pid"]
 
 
 def test_a_killed_process_is_replaced_without_failed_requests(serve):
