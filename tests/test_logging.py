@@ -106,6 +106,17 @@ def test_json_lines_for_access_startup_and_a_view_that_raises(serve):
     assert [r["logger"] for r in streamed] == ["hurricane.server"]
 
 
+def test_text_mode_shows_the_traceback_of_a_view_that_raises_once(serve):
+    """Django alone would mail it to ADMINS and print nothing with DEBUG off."""
+    server = serve(migrate=False)
+    assert requests.get(server.url("/error/"), timeout=10).status_code == 500
+    wait_until(lambda: "500 GET /error/" in server.output, 10, "the access line", server)
+    output = stop(server)
+    assert re.search(r" ERROR django\.request Internal Server Error: /error/\n", output), output
+    assert output.count("RuntimeError: this view always fails") == 1, output
+    assert output.count("Traceback (most recent call last):") == 1, output
+
+
 def test_format_from_the_environment_and_level_from_a_setting_in_django_debug(serve):
     """With DEBUG, Django's own console handler would write its records a second time."""
     server = serve(

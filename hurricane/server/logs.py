@@ -2,9 +2,9 @@
 JSON format (``--log-format``) and its level (``--log-level``).
 
 The project's ``LOGGING`` wins: a logger it configures keeps its handlers and
-format. In JSON mode, everything else that would reach the output (Tornado,
-asyncio, Django's own loggers, uncaught exceptions) is written as JSON too, one
-object per line on stdout, so that a log collector can parse every line.
+format. What it leaves unconfigured (Tornado, asyncio, Django's own loggers) goes to
+stdout in the same format; in JSON mode uncaught exceptions too, so that a log
+collector can parse every line.
 """
 
 from __future__ import annotations
@@ -113,8 +113,8 @@ def hurricane_level(options: Any, hurricane_logger: logging.Logger) -> int | Non
 
 
 def configure_logging(options: Any, settings: Any) -> None:
-    """Set up the ``hurricane`` logger (and, in JSON mode, everything else that is not
-    configured) for ``--log-format`` and ``--log-level``, now and after every later
+    """Set up the ``hurricane`` logger (and everything else that is not configured)
+    for ``--log-format`` and ``--log-level``, now and after every later
     ``django.setup()``."""
     apply_logging_options(options, settings)
     reapply_after_django_setup(options, settings)
@@ -157,15 +157,16 @@ def apply_logging_options(options: Any, settings: Any) -> None:
         hurricane_logger.propagate = False
 
     shorten_disallowed_host_log(settings)
+    route_unconfigured_records(settings, root, log_format)
     if log_format == "json":
-        format_everything_as_json(settings, root)
         log_uncaught_exceptions()
 
 
-def format_everything_as_json(settings: Any, root: logging.Logger) -> None:
-    """Route what no one configured through one JSON handler on the root logger:
-    Tornado, asyncio, Django (a view's exception from ``django.request`` with its
-    traceback) and warnings."""
+def route_unconfigured_records(settings: Any, root: logging.Logger, log_format: str) -> None:
+    """Route what no one configured through one handler on the root logger, in the
+    chosen format: Tornado, asyncio, Django (a view's exception from ``django.request``
+    with its traceback: without this, Django sends it to ADMINS by mail only, and
+    ``kubectl logs`` shows a 500 without its cause) and warnings."""
     logging_setting = getattr(settings, "LOGGING", None) or {}
     with_own_output = {
         name
@@ -177,9 +178,10 @@ def format_everything_as_json(settings: Any, root: logging.Logger) -> None:
     if root.handlers:
         # The project decided where the root's records go; only Django's own console
         # handler (which writes in DEBUG) is made JSON.
-        json_formatter = JsonFormatter()
-        for handler in django_console:
-            handler.setFormatter(json_formatter)
+        if log_format == "json":
+            json_formatter = JsonFormatter()
+            for handler in django_console:
+                handler.setFormatter(json_formatter)
         return
     # The root handler stands in for Django's default console handler, showing what
     # Django's defaults show: everything in DEBUG; else its errors (what it would mail
@@ -187,7 +189,7 @@ def format_everything_as_json(settings: Any, root: logging.Logger) -> None:
     django_level = logging.NOTSET
     if django_console and not getattr(settings, "DEBUG", False):
         django_level = logging.ERROR
-    handler = make_handler("json")
+    handler = make_handler(log_format)
     handler.addFilter(RootRecords(with_own_output, django_level))
     root.addHandler(handler)
     django_logger = logging.getLogger("django")
