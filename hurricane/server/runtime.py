@@ -22,6 +22,7 @@ from hurricane.metrics.requests import (
 )
 from hurricane.options import Options, probe_port_of
 from hurricane.server.app import (
+    ACCEPT_PER_WAKEUP,
     AppHTTPServer,
     ConnectionLimits,
     RequestRouter,
@@ -425,6 +426,8 @@ class Server:
         self.app_server = AppHTTPServer(
             self.router,
             limits=ConnectionLimits.from_options(options),
+            # Processes sharing the socket take turns (see ACCEPT_PER_WAKEUP).
+            accept_per_wakeup=1 if self.child is not None else ACCEPT_PER_WAKEUP,
             max_body_size=options.max_body_size + 2 * 65536,
             max_buffer_size=options.max_buffer_size,
         )
