@@ -247,6 +247,26 @@ def serve(tmp_path: Path) -> Iterator:
         process.kill()
 
 
+HANDLER = "testapp.consumers.RecordingHandler"
+
+
+def consumer_args(names, *extra: str) -> list[str]:
+    """``consume``'s arguments for the test project's recording handler on the
+    broker's queue and exchange ``names``, then ``extra``."""
+    return [
+        HANDLER,
+        "--queue",
+        names.queue,
+        "--exchange",
+        names.exchange,
+        "--amqp-host",
+        "127.0.0.1",
+        "--amqp-port",
+        "5672",
+        *extra,
+    ]
+
+
 @pytest.fixture
 def consume(tmp_path: Path) -> Iterator:
     """``consume(*args, env={...})`` starts ``manage.py consume`` on the test project,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, TEST_PROJECT, base_env, free_port, port_open, run_serve
+from conftest import ROOT, TEST_PROJECT, base_env, consumer_args, free_port, port_open, run_serve
 from hurricane.options import SERVE_OPTIONS, OptionError, resolve
 
 # In the documentation range TEST-NET-3: an address no machine here has.
@@ -233,13 +233,7 @@ def test_debugger_listens_where_the_app_does(serve, outside_ip):
 def test_consume_probes_on_the_interface(consume, broker, outside_ip):
     names = broker.names()
     process = consume(
-        "testapp.consumers.RecordingHandler",
-        "--queue",
-        names.queue,
-        "--exchange",
-        names.exchange,
-        "--amqp-host",
-        "127.0.0.1",
+        *consumer_args(names),
         env={"HURRICANE_INTERFACE": outside_ip},
         wait=False,
     )

@@ -20,31 +20,16 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import (
+    HANDLER,
     TEST_PROJECT,
     base_env,
+    consumer_args,
     free_port,
     port_open,
     read_records,
     status,
     wait_until,
 )
-
-HANDLER = "testapp.consumers.RecordingHandler"
-
-
-def consumer_args(names, *extra: str) -> list[str]:
-    return [
-        HANDLER,
-        "--queue",
-        names.queue,
-        "--exchange",
-        names.exchange,
-        "--amqp-host",
-        "127.0.0.1",
-        "--amqp-port",
-        "5672",
-        *extra,
-    ]
 
 
 def metric(process, name: str, labels: dict | None = None) -> float:

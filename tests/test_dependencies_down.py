@@ -38,6 +38,19 @@ def timed_get(url: str, timeout: float = 30.0) -> tuple[requests.Response, float
     return response, time.monotonic() - began
 
 
+def alive_seconds(server, count: int = 20, also: str | None = None) -> list[float]:
+    """How long each of ``count`` ``/alive`` probes took, each asserted 200; with
+    ``also``, a URL asked after each probe must answer 200 too."""
+    seconds = []
+    for _ in range(count):
+        response, took = timed_get(server.probe("/alive"))
+        assert response.status_code == 200
+        seconds.append(took)
+        if also is not None:
+            assert requests.get(also, timeout=10).status_code == 200
+    return seconds
+
+
 class HangingListener:
     """A TCP server that accepts connections and never says a word: a database or a
     webhook receiver that hangs. It holds every connection until ``close()``."""
@@ -220,22 +233,13 @@ def test_webhook_receiver_down_or_hanging_leaves_serving_and_probes_alone(serve)
 
         # The startup webhook is stuck on the hanging receiver while we measure.
         wait_until(lambda: hanging.held, what="the webhook to reach the hanging receiver")
-        while_hanging = []
-        for _ in range(20):
-            response, seconds = timed_get(hung.probe("/alive"))
-            assert response.status_code == 200
-            while_hanging.append(seconds)
-            assert requests.get(hung.url("/hello/"), timeout=10).status_code == 200
+        while_hanging = alive_seconds(hung, also=hung.url("/hello/"))
         assert "Webhook startup" not in hung.output, "the hanging webhook was not in flight"
 
         # The refused webhook gives up after its retries, with one clear line.
         failure = f"Webhook startup to http://127.0.0.1:{refused_port}/hook failed"
         refused.wait_for(lambda: failure in refused.output, what="the webhook failure log")
-        baseline = []
-        for _ in range(20):
-            response, seconds = timed_get(refused.probe("/alive"))
-            assert response.status_code == 200
-            baseline.append(seconds)
+        baseline = alive_seconds(refused)
         assert requests.get(refused.url("/hello/"), timeout=10).status_code == 200
 
         assert max(while_hanging) < PROBE_BOUND, while_hanging

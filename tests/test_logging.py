@@ -12,6 +12,7 @@ import requests
 
 from conftest import (
     DEMO_PROJECT,
+    consumer_args,
     entrypoint_env,
     free_port,
     run_entrypoint,
@@ -21,7 +22,6 @@ from conftest import (
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 STABLE_KEYS = {"timestamp", "level", "logger", "message"}
-HANDLER = "testapp.consumers.RecordingHandler"
 
 
 def json_lines(output: str) -> list[dict]:
@@ -228,17 +228,9 @@ def test_bad_values_stop_serve_with_one_line_naming_the_source(tmp_path):
 def test_consume_in_json_writes_a_failing_handler_as_one_line(consume, broker):
     names = broker.names()
     process = consume(
-        HANDLER,
-        "--queue",
-        names.queue,
-        "--exchange",
-        names.exchange,
-        "--amqp-host",
-        "127.0.0.1",
-        "--dead-letter-exchange",
-        names.dead_letter_exchange,
-        "--log-format",
-        "json",
+        *consumer_args(
+            names, "--dead-letter-exchange", names.dead_letter_exchange, "--log-format", "json"
+        )
     )
     broker.publish(names.exchange, names.queue, [{"id": "bad", "raise": True}])
     wait_until(

@@ -22,12 +22,7 @@ from hurricane.options import OptionError, Options
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer
 from hurricane.server.listening import urls_of
 from hurricane.server.probes import make_probe_application
-from hurricane.server.runtime import (
-    bind_port,
-    described_option,
-    exit_on_second_signal,
-    wait_for_delivery,
-)
+from hurricane.server.runtime import bind_probe_port, exit_on_second_signal, wait_for_delivery
 from hurricane.server.state import ProbeState
 
 logger = logging.getLogger("hurricane.amqp")
@@ -168,13 +163,7 @@ class Consumer:
             self.probe_server = GuardedHTTPServer(
                 make_probe_application(state, options), limits=ConnectionLimits.defaults()
             )
-            sockets = bind_port(
-                options.probe_port,
-                "--probe-port",
-                {},
-                options.interface,
-                described_option(options, "interface"),
-            )
+            sockets = bind_probe_port(options, options.probe_port, {})
             self.probe_server.add_sockets(sockets)
             logger.info("Probes answer on %s", urls_of(sockets))
         try:

@@ -173,6 +173,15 @@ def bind_port(
         raise StartupError(str(error)) from None
 
 
+def bind_probe_port(
+    options: Options, port: int, inherited: dict[int, list[socket.socket]]
+) -> list[socket.socket]:
+    """The probe server's sockets (serve's and consume's): ``--interface`` on ``port``."""
+    return bind_port(
+        port, "--probe-port", inherited, options.interface, described_option(options, "interface")
+    )
+
+
 def hand_on_sockets(handed: list[tuple[int, socket.socket]]) -> dict[str, str]:
     """The environment that lets a process started next serve these listening
     sockets (every address of a port: 0.0.0.0 and [::] both); inheritable from now."""
@@ -333,13 +342,7 @@ class Server:
             # start-up is done.
             self.open_app_port(inherited)
             return
-        sockets = bind_port(
-            self.probe_port,
-            "--probe-port",
-            inherited,
-            options.interface,
-            described_option(options, "interface"),
-        )
+        sockets = bind_probe_port(options, self.probe_port, inherited)
         self.probe_server = ProbeServerThread(
             self.probe_app, sockets, ConnectionLimits.from_options(options)
         )
