@@ -23,6 +23,7 @@ import psycopg
 import pytest
 import requests
 from psycopg import sql
+from support.ports import free_port as support_free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PROJECT = ROOT / "tests" / "testproject"
@@ -33,20 +34,7 @@ POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 def free_port() -> int:
     """A port nothing listens on, whose neighbour (the default probe port) is free too."""
-    for _ in range(200):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("", port))
-                b.bind(("", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair found")
+    return support_free_port(count=2)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

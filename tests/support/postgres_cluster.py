@@ -11,19 +11,14 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from .ports import free_port
+
 SERVER_USER = "postgres"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _bin_dir() -> Path:
@@ -49,7 +44,7 @@ class PostgresCluster:
     ``stop()`` and ``destroy()`` yourself."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port if port is not None else _free_port()
+        self.port = port if port is not None else free_port()
         self.bin_dir = _bin_dir()
         self.as_root = os.geteuid() == 0
         self.base_dir = Path(tempfile.mkdtemp(prefix="hurricane-pg-"))
