@@ -14,6 +14,7 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import os
 import platform
@@ -366,6 +367,18 @@ def check_tools(servers: list[str]) -> None:
                 sys.exit(f"{package} is missing: pip install -r bench/requirements.txt")
 
 
+def compile_sources() -> None:
+    """Byte-compile Hurricane's checkout and the project, as installing a package does.
+
+    The peers come byte-compiled by pip; an editable checkout run with
+    PYTHONDONTWRITEBYTECODE set (this machine sets it) would be compiled from source
+    at every start, and "start to first 200" would time the compiler (compiling all
+    of Hurricane's modules takes 75 ms here).
+    """
+    for folder in (ROOT / "hurricane", PROJECT):
+        compileall.compile_dir(folder, quiet=1)
+
+
 def migrate(workdir: Path) -> None:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
@@ -404,6 +417,7 @@ def run(args: argparse.Namespace) -> Results:
     results = Results()
     with tempfile.TemporaryDirectory(prefix="hurricane-bench-") as folder:
         workdir = Path(folder)
+        compile_sources()
         migrate(workdir)
         for run_number in range(1, args.runs + 1):
             for name in args.servers:
@@ -511,6 +525,23 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
                 else "–"
             )
         lines.append("| " + " | ".join(row) + " |")
+    if args.runs > 1:
+        # The machine's speed drifts between runs (a shared host): the spread says how
+        # far one median can be trusted.
+        lines += [
+            "",
+            "Lowest and highest run, requests per second:",
+            "",
+            "| path | " + " | ".join(servers) + " |",
+            "|---|" + "---:|" * len(servers),
+        ]
+        for path in args.paths:
+            row = [path]
+            for server in servers:
+                cell = results.cells.get((server, path))
+                rates = [load.requests_per_second for load in cell.loads] if cell else []
+                row.append(f"{min(rates):,.0f}-{max(rates):,.0f}" if rates else "–")
+            lines.append("| " + " | ".join(row) + " |")
     ours = [s for s in servers if s in OURS]
     if ours and peers:
         lines += [
