@@ -313,25 +313,33 @@ def test_image_carries_no_compiler_cache_or_build_file(base_image: str, stand_in
     assert 0 < size_above_base < MAX_SIZE_ABOVE_BASE
 
 
-def users_dockerfile() -> str:
-    """The user's Dockerfile that the README shows."""
+def readme_dockerfile_block(first_line: str) -> str:
+    """The README's ```dockerfile block that starts with ``first_line``."""
     match = re.search(
-        r"```dockerfile\n(FROM blueshoe/hurricane:\S+\n.*?)```",
+        r"```dockerfile\n(" + re.escape(first_line) + r".*?)```",
         (ROOT / "README.md").read_text(),
         re.S,
     )
     if match:
         return match.group(1)
-    pytest.fail("no ```dockerfile block starting FROM blueshoe/hurricane: in the README")
+    pytest.fail(f"no ```dockerfile block starting {first_line!r} in the README")
+
+
+def users_dockerfile() -> str:
+    """The user's Dockerfile that the README shows."""
+    return readme_dockerfile_block("FROM blueshoe/hurricane:")
 
 
 def test_users_short_dockerfile_installs_requirements_as_non_root(
     base_image: str, tmp_path: Path
 ) -> None:
     """The README's Dockerfile, on the demo project with one more requirement: its
-    `RUN pip install` runs as the image's non-root user and the result serves."""
+    `RUN pip install` runs as the image's non-root user and the result serves. With
+    the README's lines that compile the project at build time appended: the compiled
+    files are there, and the server still runs as the image's user."""
     dockerfile = users_dockerfile()
     assert len(dockerfile.splitlines()) <= 5, "the user's Dockerfile stays short"
+    dockerfile += readme_dockerfile_block("USER root\nRUN python -m compileall")
     context = tmp_path / "project"
     local_files = shutil.ignore_patterns("__pycache__", "*.sqlite3", "staticfiles")
     shutil.copytree(DEMO_PROJECT, context, ignore=local_files)
@@ -352,6 +360,8 @@ def test_users_short_dockerfile_installs_requirements_as_non_root(
         "import os, six; print(os.stat(six.__file__).st_uid)",
     ).stdout.split()[-1]  # fmt: skip
     assert owner == str(USER_ID), "installed by the image's user, not root"
+    compiled = podman("run", "--rm", USER_TAG, "ls", "/app/demo/__pycache__").stdout
+    assert "settings.cpython-3" in compiled, compiled
     env = {"DEMO_DATABASE": "/tmp/demo.sqlite3", "HURRICANE_COMMANDS": "migrate"}
     with container(USER_TAG, env=env) as project:
         project.wait_started()
