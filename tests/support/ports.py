@@ -16,6 +16,10 @@ from pathlib import Path
 
 _DEFAULT_EPHEMERAL_LOW = 32768
 _LOWEST = 10000
+# Ports this process has handed out: a test that asks for two ports before binding
+# either must not get the same one twice (nothing listens on it yet, so the bind
+# check alone would pass it again).
+_handed_out: set[int] = set()
 
 
 def _ephemeral_low() -> int:
@@ -41,6 +45,8 @@ def free_port(count: int = 1) -> int:
     high = max(_ephemeral_low(), _LOWEST + 1000) - count
     for _ in range(500):
         port = random.randrange(_LOWEST, high)
-        if all(_bindable(port + offset) for offset in range(count)):
+        ports = range(port, port + count)
+        if _handed_out.isdisjoint(ports) and all(_bindable(each) for each in ports):
+            _handed_out.update(ports)
             return port
     raise RuntimeError(f"no {count} free consecutive ports found below {high}")
