@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -503,6 +503,31 @@ def versions() -> str:
     return ", ".join(found)
 
 
+def median_cell(cell: Cell) -> str:
+    rate, per_cpu = cell.median("requests_per_second"), cell.median("per_cpu_second")
+    return f"{rate:,.0f} ({per_cpu:,.0f})"
+
+
+def spread_cell(cell: Cell) -> str:
+    rates = [load.requests_per_second for load in cell.loads]
+    return f"{min(rates):,.0f}-{max(rates):,.0f}"
+
+
+def path_by_server_table(
+    results: Results, paths: list[str], servers: list[str], text: Callable[[Cell], str]
+) -> list[str]:
+    """A markdown table with a row per path and a column per server, each cell's text
+    from ``text`` ("–" where the server did not serve the path)."""
+    lines = ["| path | " + " | ".join(servers) + " |", "|---|" + "---:|" * len(servers)]
+    for path in paths:
+        row = [path]
+        for server in servers:
+            cell = results.cells.get((server, path))
+            row.append(text(cell) if cell and cell.loads else "–")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def report(results: Results, args: argparse.Namespace, ceiling: float | None) -> str:
     servers = [s for s in args.servers if any((s, p) in results.cells for p in args.paths)]
     peers = [s for s in servers if s not in OURS]
@@ -515,19 +540,8 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
         "",
         "Requests per second (requests per CPU-second of the server in brackets):",
         "",
-        "| path | " + " | ".join(servers) + " |",
-        "|---|" + "---:|" * len(servers),
+        *path_by_server_table(results, args.paths, servers, median_cell),
     ]
-    for path in args.paths:
-        row = [path]
-        for server in servers:
-            cell = results.cells.get((server, path))
-            row.append(
-                f"{cell.median('requests_per_second'):,.0f} ({cell.median('per_cpu_second'):,.0f})"
-                if cell
-                else "–"
-            )
-        lines.append("| " + " | ".join(row) + " |")
     if args.runs > 1:
         # The machine's speed drifts between runs (a shared host): the spread says how
         # far one median can be trusted.
@@ -535,16 +549,8 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
             "",
             "Lowest and highest run, requests per second:",
             "",
-            "| path | " + " | ".join(servers) + " |",
-            "|---|" + "---:|" * len(servers),
+            *path_by_server_table(results, args.paths, servers, spread_cell),
         ]
-        for path in args.paths:
-            row = [path]
-            for server in servers:
-                cell = results.cells.get((server, path))
-                rates = [load.requests_per_second for load in cell.loads] if cell else []
-                row.append(f"{min(rates):,.0f}-{max(rates):,.0f}" if rates else "–")
-            lines.append("| " + " | ".join(row) + " |")
     ours = [s for s in servers if s in OURS]
     if ours and peers:
         lines += [
