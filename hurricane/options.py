@@ -214,6 +214,17 @@ def parse_log_level(value: Any) -> str:
     raise ValueError("one of " + ", ".join(LOG_LEVELS))
 
 
+def parse_loop(value: Any) -> str:
+    from hurricane.server.eventloop import LOOPS, uvloop_installed
+
+    name = value.strip().lower() if isinstance(value, str) else value
+    if name not in LOOPS:
+        raise ValueError("auto, uvloop or asyncio")
+    if name == "uvloop" and not uvloop_installed():
+        raise ValueError("auto or asyncio, since uvloop is not installed (pip install uvloop)")
+    return name
+
+
 def parse_interface(value: Any) -> str | None:
     """A host name or IP address to bind to (an IPv6 one with or without brackets);
     ``*`` is every interface (None). Resolved when the server binds."""
@@ -459,6 +470,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "loop, sync views in the worker pool (default: when ASGI_APPLICATION is set; "
         "HURRICANE_ASGI=false turns it off).",
         flag_takes_value=False,
+    ),
+    Option(
+        "loop",
+        parse_loop,
+        "auto",
+        "Event loop of the app server: uvloop, asyncio's own, or auto (uvloop when "
+        "installed, as it is with Hurricane on Linux).",
+        metavar="LOOP",
     ),
     Option(
         "static_watch",

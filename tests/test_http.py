@@ -72,6 +72,28 @@ def test_workers_bound_concurrency(serve, tmp_path):
     assert 1 <= len(names) <= 2, names
 
 
+def test_event_loop_from_each_source(serve):
+    """uvloop by default (it comes with Hurricane); asyncio's own loop from the command
+    line or the environment. Each serves keep-alive requests and streams."""
+    default = serve(migrate=False, wait=False)
+    from_command_line = serve("--loop", "asyncio", migrate=False, wait=False)
+    from_environment = serve(env={"HURRICANE_LOOP": "asyncio"}, migrate=False, wait=False)
+    for server, loop in (
+        (default, "uvloop"),
+        (from_command_line, "asyncio"),
+        (from_environment, "asyncio"),
+    ):
+        server.wait_started()
+        assert re.search(rf"Serving on port \d+ \(WSGI; \d+ workers; {loop}\)", server.output), (
+            server.output
+        )
+        with requests.Session() as session:
+            for _ in range(3):
+                assert session.get(server.url("/hello/"), timeout=10).status_code == 200
+            streamed = session.get(server.url("/stream/"), timeout=10)
+            assert streamed.status_code == 200 and streamed.content, streamed.content
+
+
 def test_readiness_follows_requests_waiting_for_a_worker(serve, tmp_path):
     server = serve("--workers", "1", "--max-workers", "1", "--req-queue-len", "2")
     assert status(server.probe("/ready")) == 200

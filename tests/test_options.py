@@ -9,6 +9,7 @@ import pytest
 
 from conftest import TEST_PROJECT, base_env, port_open, run_serve
 from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS, OptionError, resolve
+from hurricane.server import eventloop
 
 
 def settings(**values):
@@ -26,6 +27,7 @@ def test_defaults():
     assert options.static is False
     assert options.shutdown_delay == 0.0
     assert options.graceful_timeout == 30.0
+    assert options.loop == "auto"
 
 
 def test_consume_defaults():
@@ -141,6 +143,7 @@ def test_sizes_take_units():
         ("HURRICANE_CHECK_MIGRATIONS", "sometimes", "true, false or apply"),
         ("HURRICANE_SHUTDOWN_DELAY", "-1", "seconds"),
         ("HURRICANE_READINESS_PROBE", "/", "URL path"),
+        ("HURRICANE_LOOP", "libuv", "auto, uvloop or asyncio"),
     ],
 )
 def test_bad_values_name_option_source_and_expectation(variable, value, expected):
@@ -151,6 +154,35 @@ def test_bad_values_name_option_source_and_expectation(variable, value, expected
     assert f"environment {variable}" in message
     assert expected in message
     assert repr(value) in message
+
+
+@pytest.mark.parametrize(
+    "name,module", [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")]
+)
+def test_loop_option_makes_that_loop(name, module):
+    options = resolve(SERVE_OPTIONS, {"loop": name}, settings(), {})
+    assert options.loop == name
+    loop = eventloop.loop_factory(options.loop)()
+    try:
+        assert type(loop).__module__.startswith(module), type(loop)
+    finally:
+        loop.close()
+
+
+def test_loop_without_uvloop_installed(monkeypatch):
+    """Where uvloop is not installed (Windows, PyPy), auto falls back to asyncio's own
+    loop, and asking for uvloop by name is a clear error instead."""
+    monkeypatch.setattr(eventloop, "uvloop_installed", lambda: False)
+    options = resolve(SERVE_OPTIONS, {}, settings(), {})
+    assert eventloop.loop_kind(options.loop) == "asyncio"
+    loop = eventloop.loop_factory(options.loop)()
+    try:
+        assert type(loop).__module__.startswith("asyncio"), type(loop)
+    finally:
+        loop.close()
+    with pytest.raises(OptionError) as raised:
+        resolve(SERVE_OPTIONS, {"loop": "uvloop"}, settings(), {})
+    assert "uvloop is not installed" in str(raised.value)
 
 
 @pytest.mark.parametrize(

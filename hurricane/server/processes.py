@@ -197,6 +197,12 @@ class Supervisor(Server):
         self.quick_deaths = [0] * self.count
         self.app_sockets: list[socket.socket] = []
 
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        # asyncio's own loop whatever --loop says (that is for the serving processes):
+        # the supervisor serves no app requests, and it watches its children through
+        # SIGCHLD, which uvloop keeps for itself.
+        return asyncio.new_event_loop()
+
     def make_state(self) -> ServerState:
         return SupervisorState(self.options, self.port, self)
 

@@ -29,6 +29,7 @@ from hurricane.server.app import (
     log_access,
     log_tornado_request,
 )
+from hurricane.server.eventloop import loop_factory, loop_kind
 from hurricane.server.listening import ListenError, bind_listeners, check_port_free, urls_of
 from hurricane.server.pool import WorkerPool
 from hurricane.server.probes import ProbeServerThread, make_probe_application, probe_paths
@@ -240,7 +241,11 @@ class Server:
         self.stopping: asyncio.Future | None = None
 
     def run(self) -> int:
-        return asyncio.run(self.main())
+        with asyncio.Runner(loop_factory=self.new_event_loop) as runner:
+            return runner.run(self.main())
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return loop_factory(self.options.loop)()
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
@@ -275,11 +280,12 @@ class Server:
         if self.child is not None:
             self.report_to_supervisor()
             logger.info(
-                "Serving process %d: serving on port %d (%s, %d workers): %s%s",
+                "Serving process %d: serving on port %d (%s, %d workers, %s): %s%s",
                 self.child.index,
                 self.port,
                 self.mode,
                 self.options.workers,
+                loop_kind(self.options.loop),
                 self.app_urls,
                 " after an in-place restart" if restarted else "",
             )
@@ -291,10 +297,11 @@ class Server:
             else:
                 probes = self.probe_urls
             logger.info(
-                "Serving on port %d (%s; %d workers): %s; probes: %s%s",
+                "Serving on port %d (%s; %d workers; %s): %s; probes: %s%s",
                 self.port,
                 self.mode,
                 self.options.workers,
+                loop_kind(self.options.loop),
                 self.app_urls,
                 probes,
                 " (after an in-place restart)" if restarted else "",
