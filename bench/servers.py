@@ -44,7 +44,10 @@ PATHS = ("/plain", "/json", "/db", "/sleep", "/asleep")
 VIEW_SLEEP_SECONDS = 0.05
 SERVERS = ("hurricane", "hurricane-2p", "gunicorn", "granian", "uvicorn", "original")
 PEER_PACKAGES = ("gunicorn", "granian", "uvicorn")
-OURS = ("hurricane", "hurricane-2p")
+# Not run by default: Hurricane on asyncio's own event loop (`serve --loop asyncio`),
+# to measure what uvloop, the default, makes of each path.
+HURRICANE_ON_ASYNCIO = "hurricane-asyncio"
+OURS = ("hurricane", "hurricane-2p", HURRICANE_ON_ASYNCIO)
 PROBED = (*OURS, "original")
 STARTUP_POLL = 0.005  # seconds between polls for the first 200
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -93,6 +96,8 @@ def command(server: str, port: int) -> list[str]:
         return [sys.executable, "manage.py", "serve", "--port", str(port)]
     if server == "hurricane-2p":
         return [sys.executable, "manage.py", "serve", "--processes", "2", "--port", str(port)]
+    if server == HURRICANE_ON_ASYNCIO:
+        return [sys.executable, "manage.py", "serve", "--loop", "asyncio", "--port", str(port)]
     if server == "original":
         return [str(original_python()), "manage.py", "serve", "--port", str(port)]
     arguments = PEER_ARGUMENTS[server].format(port=port).split()
@@ -539,7 +544,12 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
         "",
         f"`python bench/servers.py --runs {args.runs} --duration {args.duration}`: "
         f"wrk -t2 -c{args.connections} -d{args.duration}s on 127.0.0.1, median of {args.runs} "
-        f"run(s), {os.cpu_count()} CPUs, {versions()}. hurricane-2p is `serve --processes 2`.",
+        f"run(s), {os.cpu_count()} CPUs, {versions()}. hurricane-2p is `serve --processes 2`"
+        + (
+            f", {HURRICANE_ON_ASYNCIO} `serve --loop asyncio`."
+            if HURRICANE_ON_ASYNCIO in servers
+            else "."
+        ),
         "",
         "Requests per second (requests per CPU-second of the server in brackets):",
         "",
@@ -631,7 +641,9 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
+    parser.add_argument(
+        "--servers", nargs="+", choices=(*SERVERS, HURRICANE_ON_ASYNCIO), default=list(SERVERS)
+    )
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per cell")
