@@ -1,10 +1,10 @@
 """The asyncio event loop the app server runs on.
 
 uvloop (libuv under asyncio's interface) costs the loop less per wake-up and per
-ready socket than asyncio's own selector loop: a request that hands work to a
-thread and back wakes the loop once or more, and on the benchmark that was 8% more
-blocking-view requests per second and 5% more async-view requests
-(bench/results/http.md). Tornado's HTTP server runs on either unchanged.
+ready socket than asyncio's own selector loop. A request that hands work to a
+thread and back wakes the loop once or more: on the benchmark uvloop served 5% more
+blocking-view and 7% more async-view requests, with 13-17% less CPU per request
+(bench/results/loop.md). Tornado's HTTP server runs on either unchanged.
 """
 
 from __future__ import annotations
