@@ -33,6 +33,7 @@ from servers import (
     check_tools,
     compile_sources,
     migrate,
+    proc_stat,
     wrk,
 )
 
@@ -56,7 +57,7 @@ SyncToAsync.__call__ = call_on_the_loop
 def loop_thread_cpu_seconds(server: Server) -> float:
     """CPU time of the server's main thread, which runs the event loop."""
     pid = server.process.pid
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = proc_stat(f"/proc/{pid}/task/{pid}/stat")
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime stime
 
 

@@ -116,14 +116,19 @@ def project_environment(workdir: Path) -> dict[str, str]:
 # -- the server's processes ------------------------------------------------------------
 
 
+def proc_stat(path: str) -> list[str]:
+    """The fields of a /proc stat file after the command name, which may hold spaces
+    and brackets: index 1 is the parent's pid, 11 and 12 user and system CPU ticks."""
+    return Path(path).read_text().rsplit(")", 1)[1].split()
+
+
 def process_tree(pid: int) -> list[int]:
     """The process and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError, IndexError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                parent = int(proc_stat(f"/proc/{entry}/stat")[1])
                 children.setdefault(parent, []).append(int(entry))
     tree, todo = [], [pid]
     while todo:
@@ -138,7 +143,7 @@ def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
         with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = proc_stat(f"/proc/{pid}/stat")
             total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
     return total / CLOCK_TICKS
 

@@ -202,10 +202,15 @@ LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def parse_log_format(value: Any) -> str:
-    if isinstance(value, str) and value.strip().lower() in LOG_FORMATS:
+def _one_of(value: Any, words: Sequence[str], expected: str) -> str:
+    """``value`` as one of ``words`` (lower case, surrounding blanks ignored)."""
+    if isinstance(value, str) and value.strip().lower() in words:
         return value.strip().lower()
-    raise ValueError("text or json")
+    raise ValueError(expected)
+
+
+def parse_log_format(value: Any) -> str:
+    return _one_of(value, LOG_FORMATS, "text or json")
 
 
 def parse_log_level(value: Any) -> str:
@@ -217,9 +222,7 @@ def parse_log_level(value: Any) -> str:
 def parse_loop(value: Any) -> str:
     from hurricane.server.eventloop import LOOPS, uvloop_installed
 
-    name = value.strip().lower() if isinstance(value, str) else value
-    if name not in LOOPS:
-        raise ValueError("auto, uvloop or asyncio")
+    name = _one_of(value, LOOPS, "auto, uvloop or asyncio")
     if name == "uvloop" and not uvloop_installed():
         raise ValueError("auto or asyncio, since uvloop is not installed (pip install uvloop)")
     return name
@@ -476,7 +479,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         parse_loop,
         "auto",
         "Event loop of the app server: uvloop, asyncio's own, or auto (uvloop when "
-        "installed, as it is with Hurricane on Linux).",
+        "installed, as it is with Hurricane everywhere but Windows).",
         metavar="LOOP",
     ),
     Option(
