@@ -168,6 +168,23 @@ def test_asgi_application_setting_selects_asgi_with_async_views_on_the_loop(serv
     assert thread_of(server, "/async/sync-thread/").startswith("hurricane-async-sync")
 
 
+def test_async_views_run_on_the_loop_that_loop_names(serve):
+    """What the start-up log says is the loop the views really run on: uvloop by
+    default, also in the serving processes of --processes (their supervisor keeps
+    asyncio's loop for itself), and asyncio's own with --loop asyncio."""
+    for args, expected in (
+        ((), "uvloop"),
+        (("--processes", "2", "--workers", "2"), "uvloop"),
+        (("--loop", "asyncio"), "asyncio"),
+    ):
+        server = serve(*args, env=asgi_settings(), migrate=False)
+        for _ in range(4):
+            response = requests.get(server.url("/async/thread/"), timeout=10)
+            assert response.status_code == 200, response.text
+            assert response.json() == {"thread": "MainThread", "loop": expected}, args
+        server.kill()  # the fixture would; one server at a time keeps the test light
+
+
 def test_hurricane_asgi_false_in_the_environment_forces_wsgi(serve):
     server = serve(env={**asgi_settings(), "HURRICANE_ASGI": "false"})
     assert serving_mode(server) == "WSGI"

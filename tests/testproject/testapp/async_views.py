@@ -47,8 +47,10 @@ async def meta(request):
 
 
 async def thread(request):
-    """The name of the thread the view runs on: the main thread when it runs on the loop."""
-    return JsonResponse({"thread": threading.current_thread().name})
+    """The name of the thread the view runs on (the main thread when it runs on the
+    loop), and the module of the event loop that runs it (uvloop or asyncio)."""
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    return JsonResponse({"thread": threading.current_thread().name, "loop": loop})
 
 
 async def sync_thread(request):
