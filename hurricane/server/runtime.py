@@ -29,7 +29,7 @@ from hurricane.server.app import (
     log_access,
     log_tornado_request,
 )
-from hurricane.server.eventloop import loop_factory, loop_kind
+from hurricane.server.eventloop import install_tornado_ioloop, loop_factory, loop_kind
 from hurricane.server.listening import ListenError, bind_listeners, check_port_free, urls_of
 from hurricane.server.pool import WorkerPool
 from hurricane.server.probes import ProbeServerThread, make_probe_application, probe_paths
@@ -249,6 +249,7 @@ class Server:
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
+        install_tornado_ioloop()
         self.stopping = loop.create_future()
         self.state = self.make_state()
         inherited = inherited_sockets()
