@@ -131,12 +131,23 @@ class HttpRequestMetrics:
             ["method", "route"],
             registry=registry,
         )
+        self._children: dict[tuple[str, int, str], tuple[Counter, Histogram]] = {}
 
     def observe(self, method: str, status: int, route: str, seconds: float) -> None:
         if method not in KNOWN_METHODS:
             method = "other"
-        self.requests.labels(method, str(status), route).inc()
-        self.duration.labels(method, route).observe(seconds)
+        # labels() checks, converts and looks up under a lock on every call; the pair
+        # of children is looked up once per label combination (as bounded as the
+        # labels: known methods, the project's statuses and URL patterns).
+        key = (method, status, route)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(method, str(status), route),
+                self.duration.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 IN_FLIGHT_HELP = "Requests on the app port being read, waiting, run or written."
