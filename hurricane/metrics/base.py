@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from hurricane.metrics.registry import registry
+
 
 class StoredMetric:
     """A metric whose value is stored in the registry under ``code``."""
@@ -29,8 +31,6 @@ class StoredMetric:
 
     @classmethod
     def get_from_registry(cls) -> StoredMetric:
-        from hurricane.metrics.registry import registry
-
         return registry.get(cls.code)
 
     @classmethod
@@ -89,8 +89,6 @@ class CalculatedMetric:
 
     @classmethod
     def get_from_registry(cls) -> Any:
-        from hurricane.metrics.registry import registry
-
         return registry.get(cls.code)
 
     @classmethod
