@@ -55,9 +55,20 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free on every interface whose next port is free too: Hurricane's probe
+    server takes the app port + 1 (on 0.0.0.0). The kernel's free port alone is from
+    the ephemeral range, where wrk's own connections may hold the next one: a run
+    once stopped with "port 38368 (--probe-port) is already in use"."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("0.0.0.0", 0))
+            port = sock.getsockname()[1]
+            with socket.socket() as following:
+                try:
+                    following.bind(("0.0.0.0", port + 1))
+                except OSError:
+                    continue
+            return port
 
 
 def original_python() -> Path:
