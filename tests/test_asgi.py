@@ -154,6 +154,18 @@ def test_async_view_error_gives_500_and_the_server_keeps_serving(serve):
     wait_for_log(server, r"500 GET /async/error/")
 
 
+def test_async_response_http_cannot_carry_gets_500(serve):
+    """As on the WSGI path (tests/test_http.py): a header value with a control
+    character gets the client a 500 at once, and the connection serves on."""
+    server = serve("--asgi")
+    with requests.Session() as session:
+        for _ in range(2):
+            failed = session.get(server.url("/async/bad-header/"), timeout=10)
+            assert (failed.status_code, failed.text) == (500, "Internal Server Error\n")
+            assert session.get(server.url("/async/hello/"), timeout=10).text == "Hello from async"
+    wait_for_log(server, r"Answered 500 to GET /async/bad-header/ instead of the application")
+
+
 # -- 2. which mode serve picks; where views run -------------------------------------------------
 
 

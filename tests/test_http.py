@@ -201,6 +201,27 @@ def test_file_response_head_and_errors(serve):
     wait_for_log(server, r"500 GET /error/")
 
 
+def test_a_response_http_cannot_carry_gets_500_not_a_hang(serve):
+    """A header name with a space, or a control character in a value, cannot go on the
+    wire: the client gets a 500 at once (it used to wait for a response that never
+    came), the log says which header, and the connection serves on."""
+    server = serve()
+    with requests.Session() as session:
+        for query in ("name=1", "value=1", "name=1&stream=1", "value=1&stream=1"):
+            response = session.get(server.url(f"/bad-header/?{query}"), timeout=10)
+            assert (response.status_code, response.text) == (500, "Internal Server Error\n")
+            assert "Bad Name" not in response.headers and "X-Bad-Value" not in response.headers
+            hello = session.get(server.url("/hello/"), timeout=10)
+            assert hello.text == "Hello from Hurricane"
+    wait_for_log(
+        server,
+        r"Answered 500 to GET /bad-header/\?name=1 instead of the application's response: "
+        r"invalid header name 'Bad Name'",
+    )
+    wait_for_log(server, r"invalid value of header X-Bad-Value: 'a\\x01b'")
+    assert server.process.poll() is None
+
+
 # -- 3. body limits --------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -89,6 +90,16 @@ def http_date_now() -> str:
     if _date_cache[0] != now:
         _date_cache[0], _date_cache[1] = now, httputil.format_timestamp(now)
     return _date_cache[1]
+
+
+# What the header lines of a response may hold (RFC 9110): a field name is a token, and
+# a value has no control characters but the horizontal tab.
+FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+FORBIDDEN_IN_FIELD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class InvalidResponse(ValueError):
+    """The application's status or headers cannot be sent as HTTP."""
 
 
 # Phases of a connection that the sweep times (GuardedHTTPServer.sweep).
@@ -508,15 +519,49 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
     def client_gone(self) -> bool:
         return self.closed
 
+    def _response_head(
+        self, status: str, header_list: list[tuple[str, str]]
+    ) -> tuple[httputil.ResponseStartLine, httputil.HTTPHeaders] | None:
+        """The status line and headers to write; None after answering 500 instead, when
+        HTTP cannot carry the application's: its client must not be left waiting."""
+        try:
+            return self._start_line(status), self._headers(header_list)
+        except InvalidResponse as error:
+            logger.error(
+                "Answered 500 to %s %s instead of the application's response: %s",
+                self.start_line.method,
+                self.start_line.path,
+                error,
+            )
+            self.send_whole(
+                "500 Internal Server Error",
+                [("Content-Type", "text/plain")],
+                b"Internal Server Error\n",
+            )
+            return None
+
     def _start_line(self, status: str) -> httputil.ResponseStartLine:
-        code, _, reason = status.partition(" ")
-        self.status = int(code)
+        try:
+            code, _, reason = status.partition(" ")
+            self.status = int(code)
+        except (AttributeError, ValueError):
+            raise InvalidResponse(f"invalid status {status!r}") from None
         return httputil.ResponseStartLine("HTTP/1.1", self.status, reason)
 
     def _headers(self, header_list: list[tuple[str, str]]) -> httputil.HTTPHeaders:
         headers = httputil.HTTPHeaders()
         for name, value in header_list:
-            headers.add(name, value)
+            if not isinstance(name, str) or not FIELD_NAME.fullmatch(name):
+                raise InvalidResponse(f"invalid header name {name!r}")
+            if not isinstance(value, str) or FORBIDDEN_IN_FIELD_VALUE.search(value):
+                raise InvalidResponse(f"invalid value of header {name}: {value!r}")
+            # Checked here (Tornado 6.4's add() checks nothing), so set, not add()
+            # (which checks again from 6.5 on); a repeated name (Set-Cookie) needs
+            # add() for a line per value.
+            if name in headers:
+                headers.add(name, value)
+            else:
+                headers[name] = value
         if "Date" not in headers:
             headers["Date"] = http_date_now()
         if self.router.state.draining:
@@ -527,8 +572,10 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
     def send_whole(self, status: str, header_list: list[tuple[str, str]], body: bytes) -> None:
         if self.closed:
             return
-        start_line = self._start_line(status)
-        headers = self._headers(header_list)
+        head = self._response_head(status, header_list)
+        if head is None:
+            return
+        start_line, headers = head
         if self.status in (204, 304) or 100 <= self.status < 200:
             body = b""
         elif "Content-Length" not in headers and "Transfer-Encoding" not in headers:
@@ -546,8 +593,12 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
     def start_stream(self, status: str, header_list: list[tuple[str, str]]) -> None:
         if self.closed:
             return
+        head = self._response_head(status, header_list)
+        if head is None:
+            self.closed = True  # answered: the worker's chunks have nowhere to go
+            return
         self.streaming = True
-        self.conn.write_headers(self._start_line(status), self._headers(header_list))
+        self.conn.write_headers(*head)
 
     async def write_chunk(self, chunk: bytes) -> None:
         if self.closed:

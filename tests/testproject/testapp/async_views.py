@@ -81,6 +81,13 @@ async def error(request):
     raise RuntimeError("this async view always fails")
 
 
+async def bad_header(request):
+    """An async view whose response carries a control character in a header value."""
+    response = HttpResponse("never sent\n")
+    response["X-Bad-Value"] = "a\x01b"
+    return response
+
+
 @csrf_exempt
 async def echo(request):
     body = request.body

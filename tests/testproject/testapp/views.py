@@ -95,6 +95,21 @@ def stream_error(request):
     return StreamingHttpResponse(chunks(), content_type="text/plain")
 
 
+def bad_header(request):
+    """A response with a header no HTTP response may carry: ?name= (a space in a
+    field name) or a control character in the value, on a whole or a streamed
+    response (?stream=1)."""
+    if request.GET.get("stream"):
+        response = StreamingHttpResponse(iter([b"never sent\n"]), content_type="text/plain")
+    else:
+        response = HttpResponse("never sent\n")
+    if request.GET.get("name"):
+        response["Bad Name"] = "1"
+    else:
+        response["X-Bad-Value"] = "a\x01b"
+    return response
+
+
 def thing(request, pk):
     from testapp.metrics import ThingsViewedMetric, things_viewed
 
