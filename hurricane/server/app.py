@@ -546,6 +546,8 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             self.status = int(code)
         except (AttributeError, ValueError):
             raise InvalidResponse(f"invalid status {status!r}") from None
+        if FORBIDDEN_IN_FIELD_VALUE.search(reason):
+            raise InvalidResponse(f"invalid status {status!r}")
         return httputil.ResponseStartLine("HTTP/1.1", self.status, reason)
 
     def _headers(self, header_list: list[tuple[str, str]]) -> httputil.HTTPHeaders:

@@ -98,12 +98,14 @@ def stream_error(request):
 def bad_header(request):
     """A response with a header no HTTP response may carry: ?name= (a space in a
     field name) or a control character in the value, on a whole or a streamed
-    response (?stream=1)."""
+    response (?stream=1); ?status= puts a line break in the reason phrase."""
     if request.GET.get("stream"):
         response = StreamingHttpResponse(iter([b"never sent\n"]), content_type="text/plain")
     else:
         response = HttpResponse("never sent\n")
-    if request.GET.get("name"):
+    if request.GET.get("status"):
+        response.reason_phrase = "OK\r\nX-Injected: 1"
+    elif request.GET.get("name"):
         response["Bad Name"] = "1"
     else:
         response["X-Bad-Value"] = "a\x01b"
