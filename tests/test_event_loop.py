@@ -40,6 +40,14 @@ def tcp_pair() -> tuple[socket.socket, socket.socket]:
     return client, server
 
 
+async def until(condition, what: str, timeout: float = 5.0) -> None:
+    """Let the loop run until ``condition()`` holds (a busy CI machine may be slow)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
 def run_on(loop_name: str, main) -> None:
     with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
         runner.run(main())
@@ -68,8 +76,8 @@ def test_a_paused_reader_stays_registered_and_reads_nothing_unasked(loop_name):
             stream.set_close_callback(lambda: None)
             for number in range(20):
                 client.sendall(b"request %d\n" % number)
-                await asyncio.sleep(0.01)  # read into the stream's buffer, unasked
-                assert stream._read_buffer_size > 0
+                # Read into the stream's buffer, unasked.
+                await until(lambda: stream._read_buffer_size > 0, "the request in the buffer")
                 assert fd in ioloop.readers, "the paused reader was removed"
                 line = await stream.read_until(b"\n")
                 assert line == b"request %d\n" % number
@@ -79,12 +87,13 @@ def test_a_paused_reader_stays_registered_and_reads_nothing_unasked(loop_name):
             # Bytes arriving while a request waits unread: the registered reader fires
             # once, is removed then, and the stream reads none of them.
             client.sendall(b"first\n")
-            await asyncio.sleep(0.01)
+            await until(lambda: stream._read_buffer_size > 0, "the first request in the buffer")
             buffered = stream._read_buffer_size
             client.sendall(b"second\n" + b"x" * 100_000 + b"\n")
+            await until(lambda: fd not in ioloop.readers, "the unwanted reader's removal")
             await asyncio.sleep(0.05)
             assert stream._read_buffer_size == buffered
-            assert fd not in ioloop.readers and counting.removed == 1
+            assert counting.removed == 1
             assert await stream.read_until(b"\n") == b"first\n"
             assert await stream.read_until(b"\n") == b"second\n"
             assert len(await stream.read_until(b"\n")) == 100_001
