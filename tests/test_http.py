@@ -225,6 +225,18 @@ def test_a_response_http_cannot_carry_gets_500_not_a_hang(serve):
     assert server.process.poll() is None
 
 
+def test_a_status_that_is_not_a_number_gets_500(serve):
+    """A WSGI application of the project's own (WSGI_APPLICATION) may start a response
+    with any string: one without a status code gets the client a 500, as a bad header
+    does, and the connection serves on."""
+    server = serve(env={"TEST_WSGI_APPLICATION": "testproject.raw_wsgi.application"})
+    with requests.Session() as session:
+        response = session.get(server.url("/raw-status/"), timeout=10)
+        assert (response.status_code, response.text) == (500, "Internal Server Error\n")
+        assert session.get(server.url("/hello/"), timeout=10).text == "Hello from Hurricane"
+    wait_for_log(server, r"Answered 500 to GET /raw-status/ .*: invalid status 'OK'")
+
+
 # -- 3. body limits --------
 
 

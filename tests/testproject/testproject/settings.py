@@ -17,6 +17,8 @@ INSTALLED_APPS = [
 ]
 MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
 ROOT_URLCONF = "testproject.urls"
+if os.environ.get("TEST_WSGI_APPLICATION"):
+    WSGI_APPLICATION = os.environ["TEST_WSGI_APPLICATION"]
 TEMPLATES = []
 USE_TZ = True
 TIME_ZONE = "UTC"
