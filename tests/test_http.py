@@ -42,6 +42,34 @@ def wait_for_log(server, pattern: str, timeout: float = 10.0) -> None:
     wait_until(lambda: re.search(pattern, server.output), timeout, f"log line /{pattern}/", server)
 
 
+def read_responses(sock: socket.socket, methods: list[str], timeout: float = 10.0) -> list:
+    """Reads one response per request method from ``sock``, framed as a client frames
+    them: by Content-Length, and no body after HEAD. Each is (status line, header lines
+    as (lower-case name, value) pairs, body)."""
+    buffer, responses = b"", []
+    for method in methods:
+        buffer = read_until(sock, buffer, b"\r\n\r\n", timeout)
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = [(name.lower(), value) for name, _, value in (x.partition(": ") for x in lines)]
+        lengths = [value for name, value in headers if name == "content-length"]
+        assert len(lengths) == 1, head
+        size = 0 if method == "HEAD" else int(lengths[0])
+        sock.settimeout(timeout)
+        while len(buffer) < size:
+            data = sock.recv(65536)
+            assert data, f"connection closed in a body; got {buffer!r}"
+            buffer += data
+        responses.append((status_line, headers, buffer[:size]))
+        buffer = buffer[size:]
+    assert buffer == b"", buffer
+    return responses
+
+
+def names(headers: list) -> list[str]:
+    return [name for name, _ in headers]
+
+
 # -- 1. the WSGI pool --------
 
 
@@ -235,6 +263,74 @@ def test_a_status_that_is_not_a_number_gets_500(serve):
         assert (response.status_code, response.text) == (500, "Internal Server Error\n")
         assert session.get(server.url("/hello/"), timeout=10).text == "Hello from Hurricane"
     wait_for_log(server, r"Answered 500 to GET /raw-status/ .*: invalid status 'OK'")
+
+
+def test_whole_responses_on_the_wire(serve):
+    """Pipelined requests on one connection, read as a client reads them: each response
+    has one Content-Length that frames its body, one Date, a line per cookie; HEAD has
+    the GET's length and no body; "Connection: close" is answered in kind and the
+    connection closes. An HTTP/1.0 request gets its response and the connection closes."""
+    server = serve()
+    requests_sent = [
+        ("GET", "/hello/", ""),
+        ("HEAD", "/hello/", ""),
+        ("GET", "/cookies/", ""),
+        ("GET", "/hello/", "Connection: close\r\n"),
+    ]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"".join(
+                f"{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+                for method, path, extra in requests_sent
+            )
+        )
+        responses = read_responses(sock, [method for method, _, _ in requests_sent])
+        assert sock.recv(1) == b""  # closed after the last
+    (get, get_headers, get_body), (head, head_headers, head_body) = responses[:2]
+    assert (get, get_body) == ("HTTP/1.1 200 OK", b"Hello from Hurricane")
+    assert (head, head_body) == ("HTTP/1.1 200 OK", b"")
+    assert dict(head_headers)["content-length"] == str(len(get_body))
+    for _, headers, _ in responses:
+        assert names(headers).count("date") == 1, headers
+        assert "transfer-encoding" not in names(headers)
+    cookies = [value for name, value in responses[2][1] if name == "set-cookie"]
+    assert [cookie.split(";")[0].strip() for cookie in cookies] == ["first=1", "second=2"]
+    assert ("connection", "close") in responses[3][1]
+    assert "connection" not in names(get_headers)
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /hello/ HTTP/1.0\r\nHost: x\r\n\r\n")
+        [(status_line, _, body)] = read_responses(sock, ["GET"])
+        assert (status_line, body) == ("HTTP/1.1 200 OK", b"Hello from Hurricane")
+        assert sock.recv(1) == b""
+
+
+def test_a_raw_wsgi_applications_headers(serve):
+    """Header names in any case are the same header: an application's own lower-case
+    content-length and date are not doubled. A Content-Length the body does not match
+    (the client would wait for bytes that never come), a value beyond Latin-1 (which
+    HTTP/1.1 cannot carry) and a line break in a value get a 500 and a log line naming
+    them, and the connection serves on."""
+    server = serve(env={"TEST_WSGI_APPLICATION": "testproject.raw_wsgi.application"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /raw-headers/?case=lower HTTP/1.1\r\nHost: x\r\n\r\n")
+        [(status_line, headers, body)] = read_responses(sock, ["GET"])
+    assert (status_line, body) == ("HTTP/1.1 200 OK", b"raw\n")
+    assert sorted(names(headers)) == ["content-length", "content-type", "date", "x-name"]
+    assert ("date", "Mon, 01 Jan 2024 00:00:00 GMT") in headers
+    assert ("x-name", "Zo\u00eb") in headers  # Latin-1 on the wire
+    with requests.Session() as session:
+        for case in ("length", "latin-1", "crlf"):
+            response = session.get(server.url(f"/raw-headers/?case={case}"), timeout=10)
+            assert (response.status_code, response.text) == (500, "Internal Server Error\n")
+            assert "X-Injected" not in response.headers
+            assert session.get(server.url("/hello/"), timeout=10).text == "Hello from Hurricane"
+    wait_for_log(
+        server, r"GET /raw-headers/\?case=length .*: Content-Length '99' is not the length"
+    )
+    wait_for_log(server, r"invalid value of header X-Name: 'Zo\u00eb \u2713'")
+    wait_for_log(server, r"invalid value of header X-Note: 'a\\r\\nX-Injected: 1'")
+    assert "Traceback" not in server.output, server.output
 
 
 # -- 3. body limits --------

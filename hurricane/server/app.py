@@ -93,9 +93,18 @@ def http_date_now() -> str:
 
 
 # What the header lines of a response may hold (RFC 9110): a field name is a token, and
-# a value has no control characters but the horizontal tab.
+# a value has no control characters but the horizontal tab. Values go on the wire in
+# Latin-1 (PEP 3333), so a character beyond it cannot be sent either.
 FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-FORBIDDEN_IN_FIELD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+FORBIDDEN_IN_FIELD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0100-\U0010ffff]")
+# The same for the status and header lines of a response joined into one text: each
+# line ends in CR LF, and CR and LF are counted instead (RequestDelegate._whole_response).
+FORBIDDEN_IN_RESPONSE_HEAD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u0100-\U0010ffff]")
+CONTENT_LENGTH_LINE = re.compile(r"\ncontent-length: *([0-9]+) *\r", re.IGNORECASE)
+# Field names already found valid: an application sends the same few again and again.
+# Bounded, in case one makes up names.
+_valid_field_names: set[str] = set()
+VALID_FIELD_NAMES_KEPT = 1024
 
 
 class InvalidResponse(ValueError):
@@ -520,12 +529,16 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         return self.closed
 
     def _response_head(
-        self, status: str, header_list: list[tuple[str, str]]
+        self, status: str, header_list: list[tuple[str, str]], body: bytes | None = None
     ) -> tuple[httputil.ResponseStartLine, httputil.HTTPHeaders] | None:
-        """The status line and headers to write; None after answering 500 instead, when
-        HTTP cannot carry the application's: its client must not be left waiting."""
+        """The status line and headers to write, checked one by one, and against the
+        body of a whole response; None after answering 500 instead, when HTTP cannot
+        carry the application's: its client must not be left waiting."""
         try:
-            return self._start_line(status), self._headers(header_list)
+            start_line, headers = self._start_line(status), self._headers(header_list)
+            if body is not None:
+                self._check_length(headers, len(body))
+            return start_line, headers
         except InvalidResponse as error:
             logger.error(
                 "Answered 500 to %s %s instead of the application's response: %s",
@@ -540,6 +553,69 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             )
             return None
 
+    def _whole_response(
+        self, status: str, header_list: list[tuple[str, str]], body: bytes
+    ) -> bytes | None:
+        """The response as the bytes to write, for the usual case: an HTTP/1.1 request,
+        a status with a body, valid headers, no framing headers but a Content-Length
+        that matches. None for anything else: Tornado's write_headers frames that,
+        after _response_head has checked it line by line.
+
+        About half of the event loop's time per request went to writing the response
+        (py-spy): building Tornado's HTTPHeaders, then its lines, checking them again.
+        Here the lines are joined once, checked in one pass, and written whole: 6% fewer
+        instructions per /plain request (callgrind, bench/results/profile-plain.md).
+        """
+        request = self.start_line
+        if request.version != "HTTP/1.1" or self.conn.stream.closed():
+            return None
+        try:
+            code = int(status[:3])
+            if status[3:4] != " " or not 200 <= code < 600 or code in (204, 304):
+                return None
+            lines = ["HTTP/1.1 ", status, "\r\n"]
+            for name, value in header_list:
+                if name not in _valid_field_names:
+                    if not isinstance(name, str) or not FIELD_NAME.fullmatch(name):
+                        return None
+                    if len(_valid_field_names) < VALID_FIELD_NAMES_KEPT:
+                        _valid_field_names.add(name)
+                lines.append(name)
+                lines.append(": ")
+                lines.append(value)
+                lines.append("\r\n")
+            text = "".join(lines)
+        except (TypeError, ValueError):
+            return None
+        count = (len(lines) + 1) // 4  # the status line and each header line
+        if (
+            text.count("\n") != count
+            or text.count("\r") != count
+            or FORBIDDEN_IN_RESPONSE_HEAD.search(text)
+        ):
+            return None
+        names = text.lower()
+        if "\ntransfer-encoding:" in names or "\nconnection:" in names:
+            return None
+        length = str(len(body))
+        if "\ncontent-length:" in names:
+            given = CONTENT_LENGTH_LINE.search(text)
+            if given is None or given.group(1) != length or names.count("\ncontent-length:") > 1:
+                return None
+        else:
+            text += "Content-Length: " + length + "\r\n"
+        if "\ndate:" not in names:
+            text += "Date: " + http_date_now() + "\r\n"
+        if self.router.state.draining:
+            self._close_after_response()
+        if self.conn._disconnect_on_finish:  # type: ignore[attr-defined]
+            text += "Connection: close\r\n"
+        head = text.encode("latin-1")
+        self.status = code
+        if request.method == "HEAD":
+            return head + b"\r\n"
+        return head + b"\r\n" + body
+
     def _start_line(self, status: str) -> httputil.ResponseStartLine:
         try:
             code, _, reason = status.partition(" ")
@@ -549,6 +625,19 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         if FORBIDDEN_IN_FIELD_VALUE.search(reason):
             raise InvalidResponse(f"invalid status {status!r}")
         return httputil.ResponseStartLine("HTTP/1.1", self.status, reason)
+
+    def _check_length(self, headers: httputil.HTTPHeaders, body_length: int) -> None:
+        """A Content-Length the body does not match would leave the client waiting
+        for bytes that never come, or read the rest as its next response."""
+        given = headers.get("Content-Length")
+        if given is None or self.start_line.method == "HEAD":
+            return
+        if self.status in (204, 304) or 100 <= self.status < 200:
+            return
+        if not (given.isascii() and given.isdigit()) or int(given) != body_length:
+            raise InvalidResponse(
+                f"Content-Length {given!r} is not the length of the body, {body_length}"
+            )
 
     def _headers(self, header_list: list[tuple[str, str]]) -> httputil.HTTPHeaders:
         headers = httputil.HTTPHeaders()
@@ -574,22 +663,33 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
     def send_whole(self, status: str, header_list: list[tuple[str, str]], body: bytes) -> None:
         if self.closed:
             return
-        head = self._response_head(status, header_list)
-        if head is None:
-            return
-        start_line, headers = head
-        if self.status in (204, 304) or 100 <= self.status < 200:
-            body = b""
-        elif "Content-Length" not in headers and "Transfer-Encoding" not in headers:
-            headers["Content-Length"] = str(len(body))
-        if self.start_line.method == "HEAD":
-            body = b""
+        conn = self.conn
+        response = self._whole_response(status, header_list, body)
+        if response is None:
+            head = self._response_head(status, header_list, body)
+            if head is None:
+                return
+            start_line, headers = head
+            if self.status in (204, 304) or 100 <= self.status < 200:
+                body = b""
+            elif "Content-Length" not in headers and "Transfer-Encoding" not in headers:
+                headers["Content-Length"] = str(len(body))
+            if self.start_line.method == "HEAD":
+                body = b""
         try:
-            self.conn.write_headers(start_line, headers, body)
-            self.conn.finish()
+            if response is None:
+                conn.write_headers(start_line, headers, body)
+            else:
+                # What write_headers records for a response of known length, whose
+                # HTTPHeaders were not built: finish() then ends the request once the
+                # bytes are written, and keeps the connection or closes it.
+                conn._chunking_output = False  # type: ignore[attr-defined]
+                conn._expected_content_remaining = 0  # type: ignore[attr-defined]
+                conn._pending_write = conn.stream.write(response)  # type: ignore[attr-defined]
+            conn.finish()
         except Exception:
             logger.exception("Error writing the response")
-            self.conn.close()
+            conn.close()
         self._end()
 
     def start_stream(self, status: str, header_list: list[tuple[str, str]]) -> None:

@@ -13,6 +13,14 @@ def hello(request):
     return HttpResponse("Hello from Hurricane")
 
 
+def cookies(request):
+    """Two Set-Cookie headers: a name that repeats needs a header line per value."""
+    response = HttpResponse("two cookies\n")
+    response.set_cookie("first", "1")
+    response.set_cookie("second", "2")
+    return response
+
+
 def slow(request):
     seconds = float(request.GET.get("seconds", "0.5"))
     time.sleep(seconds)

@@ -5,6 +5,7 @@ from testapp import async_views, views
 urlpatterns = [
     path("things/<int:pk>/", views.thing),
     path("hello/", views.hello),
+    path("cookies/", views.cookies),
     path("slow/", views.slow),
     path("stream/", views.stream),
     path("file/", views.file),
