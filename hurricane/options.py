@@ -228,6 +228,12 @@ def parse_loop(value: Any) -> str:
     return name
 
 
+def parse_cpu_affinity(value: Any) -> str:
+    from hurricane.server.affinity import AFFINITY_MODES
+
+    return _one_of(value, AFFINITY_MODES, "auto or off")
+
+
 def parse_interface(value: Any) -> str | None:
     """A host name or IP address to bind to (an IPv6 one with or without brackets);
     ``*`` is every interface (None). Resolved when the server binds."""
@@ -481,6 +487,16 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "Event loop of the app server: uvloop, asyncio's own, or auto (uvloop when "
         "installed, as it is with Hurricane everywhere but Windows).",
         metavar="LOOP",
+    ),
+    Option(
+        "cpu_affinity",
+        parse_cpu_affinity,
+        "auto",
+        "auto: keep each serving process's threads on one CPU core (the GIL runs its "
+        "Python on one core at a time, and threads spread over cores hand it across "
+        "them), moving to a quieter core when other processes crowd it; off: leave "
+        "them to the kernel.",
+        metavar="MODE",
     ),
     Option(
         "static_watch",

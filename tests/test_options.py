@@ -144,6 +144,7 @@ def test_sizes_take_units():
         ("HURRICANE_SHUTDOWN_DELAY", "-1", "seconds"),
         ("HURRICANE_READINESS_PROBE", "/", "URL path"),
         ("HURRICANE_LOOP", "libuv", "auto, uvloop or asyncio"),
+        ("HURRICANE_CPU_AFFINITY", "0-1", "auto or off"),
     ],
 )
 def test_bad_values_name_option_source_and_expectation(variable, value, expected):

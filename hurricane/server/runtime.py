@@ -21,6 +21,7 @@ from hurricane.metrics.requests import (
     ResponseTimeAverageMetric,
 )
 from hurricane.options import Options, probe_port_of
+from hurricane.server.affinity import CoreKeeper, cores_allowed, read_core_times
 from hurricane.server.app import (
     ACCEPT_PER_WAKEUP,
     AppHTTPServer,
@@ -239,6 +240,7 @@ class Server:
         self.probe_server: ProbeServerThread | None = None
         self.pool: WorkerPool | None = None
         self.stopping: asyncio.Future | None = None
+        self.core_keeper: CoreKeeper | None = None
 
     def run(self) -> int:
         with asyncio.Runner(loop_factory=self.new_event_loop) as runner:
@@ -250,6 +252,8 @@ class Server:
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
         install_tornado_ioloop()
+        cores = cores_allowed() if self.options.cpu_affinity == "auto" else []
+        core_times_at_start = read_core_times() if len(cores) > 1 else None
         self.stopping = loop.create_future()
         self.state = self.make_state()
         inherited = inherited_sockets()
@@ -277,16 +281,19 @@ class Server:
             self.open_app_port(inherited)
         if not await self.start_serving(loop):
             return self.exit_code
+        if core_times_at_start is not None:
+            self.keep_to_one_core(loop, cores, core_times_at_start)
         self.state.mark_started(time.monotonic() - self.began)
         if self.child is not None:
             self.report_to_supervisor()
             logger.info(
-                "Serving process %d: serving on port %d (%s, %d workers, %s): %s%s",
+                "Serving process %d: serving on port %d (%s, %d workers, %s%s): %s%s",
                 self.child.index,
                 self.port,
                 self.mode,
                 self.options.workers,
                 loop_kind(self.options.loop),
+                self.core_note(),
                 self.app_urls,
                 " after an in-place restart" if restarted else "",
             )
@@ -298,11 +305,12 @@ class Server:
             else:
                 probes = self.probe_urls
             logger.info(
-                "Serving on port %d (%s; %d workers; %s): %s; probes: %s%s",
+                "Serving on port %d (%s; %d workers; %s%s): %s; probes: %s%s",
                 self.port,
                 self.mode,
                 self.options.workers,
                 loop_kind(self.options.loop),
+                self.core_note(),
                 self.app_urls,
                 probes,
                 " (after an in-place restart)" if restarted else "",
@@ -311,6 +319,29 @@ class Server:
             loop.call_later(MEMORY_CHECK_INTERVAL, self.check_memory)
         await self.stopping
         return self.exit_code
+
+    def keep_to_one_core(
+        self, loop: asyncio.AbstractEventLoop, cores: list[int], since: dict
+    ) -> None:
+        """--cpu-affinity auto: every thread of this process on one core, once the
+        pool and the probe server run (threads started later inherit it), and a look
+        every few seconds at whether other processes crowd that core."""
+        if self.child is not None:
+            keeper = CoreKeeper(cores, self.child.index, self.child.supervisor_pid)
+        else:
+            keeper = CoreKeeper(cores)
+        keeper.pin_first(since)
+        self.core_keeper = keeper
+
+        def check() -> None:
+            keeper.check()
+            loop.call_later(keeper.next_check_in(), check)
+
+        loop.call_later(keeper.next_check_in(), check)
+
+    def core_note(self) -> str:
+        keeper = self.core_keeper
+        return "" if keeper is None else f"; CPU {keeper.core}"
 
     def make_state(self) -> ServerState:
         if self.child is not None:

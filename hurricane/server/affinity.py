@@ -1,0 +1,146 @@
+"""Keeps the threads of a serving process on one CPU core (``--cpu-affinity auto``).
+
+The GIL lets one thread of a process run Python at a time, so a serving process uses
+about one core however many it may run on. Left to the kernel, though, its event
+loop and worker threads land on different cores, and every request hands the GIL and
+its data from one core to the other, waking an idle core to do so. On the 2-core
+benchmark machine (a virtual machine), one process served /plain at 3,750-4,860
+req/s spread over both cores and at 6,730-8,000 pinned to one, at half the CPU time
+per request; /db doubled, /sleep gained 5-7% (bench/results/profile-plain.md).
+
+A pinned process cannot move away from a core that other processes keep busy, so
+this checks every few seconds how much of its core the others took, and moves all
+its threads to a core that has more to spare.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from typing import NamedTuple
+
+logger = logging.getLogger("hurricane.server")
+
+AFFINITY_MODES = ("auto", "off")
+# How often, and over what window, the others' use of the core is judged; jittered
+# so that processes that share a core do not all move at the same moment.
+CHECK_INTERVAL = 2.0
+CHECK_JITTER = 1.0
+# Other processes took more than this share of the core over a window...
+CROWDED_SHARE = 0.3
+# ...and another core had at least this share idle: move there.
+SPARE_SHARE = 0.5
+# The first core: the idlest during start-up (shares within one bucket count as
+# equal, and the tie is broken from a random starting point).
+IDLE_BUCKET = 0.1
+
+
+class CoreTimes(NamedTuple):
+    busy: float  # seconds the core ran anything
+    idle: float
+
+
+def cores_allowed() -> list[int]:
+    """The cores this process may run on (its cpuset); empty where the platform
+    cannot pin threads (macOS, Windows)."""
+    if not hasattr(os, "sched_getaffinity") or not os.path.isdir("/proc/self/task"):
+        return []
+    return sorted(os.sched_getaffinity(0))
+
+
+def read_core_times(path: str = "/proc/stat") -> dict[int, CoreTimes]:
+    ticks = os.sysconf("SC_CLK_TCK")
+    times = {}
+    with open(path) as stat:
+        for line in stat:
+            if not line.startswith("cpu") or line.startswith("cpu "):
+                continue
+            name, *fields = line.split()
+            values = [int(field) for field in fields]
+            idle = values[3] + values[4]  # idle and iowait
+            # user, nice, system, irq, softirq, steal (guest time is within user)
+            busy = sum(values[:3]) + sum(values[5:8])
+            times[int(name[3:])] = CoreTimes(busy / ticks, idle / ticks)
+    return times
+
+
+def pin_threads(core: int) -> None:
+    """Every thread of this process onto ``core``; threads started later inherit it
+    from the thread that starts them."""
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), {core})
+        except OSError:  # a thread that ended meanwhile
+            pass
+
+
+class CoreKeeper:
+    """Pins this process to one core, and moves it when others crowd that core.
+
+    ``index`` spreads the serving processes of ``--processes`` over the cores: the
+    n-th takes the n-th core in order of idleness, ties broken alike in all of them
+    (from their supervisor's pid).
+    """
+
+    def __init__(self, cores: list[int], index: int = 0, tie_seed: int | None = None) -> None:
+        self.cores = cores
+        self.index = index
+        self.random = random.Random(tie_seed)
+        self.core: int | None = None
+        self.last: tuple[float, float, dict[int, CoreTimes]] | None = None
+
+    def pin_first(self, since: dict[int, CoreTimes]) -> int:
+        """Pin to the idlest core since the reading ``since`` (taken as start-up
+        began: no waiting just to measure), and return it."""
+        after = read_core_times()
+        idle = {core: after[core].idle - since[core].idle for core in self.cores}
+        longest = max(idle.values()) or 1.0
+        start = self.random.randrange(len(self.cores))
+        ring = self.cores[start:] + self.cores[:start]
+        ranked = sorted(ring, key=lambda core: -round(idle[core] / longest / IDLE_BUCKET))
+        self.move_to(ranked[self.index % len(ranked)])
+        return self.core
+
+    def move_to(self, core: int) -> None:
+        pin_threads(core)
+        self.core = core
+        self.last = (time.monotonic(), time.process_time(), read_core_times())
+
+    def next_check_in(self) -> float:
+        return CHECK_INTERVAL + self.random.uniform(0.0, CHECK_JITTER)
+
+    def check(self) -> int | None:
+        """Move to a core with more to spare if others crowd this one; the new core,
+        or None when it stays."""
+        now, used, times = time.monotonic(), time.process_time(), read_core_times()
+        was, self.last = self.last, (now, used, times)
+        if was is None or self.core is None:
+            return None
+        wall = now - was[0]
+        if wall <= 0:
+            return None
+        before = was[2]
+        ours = times[self.core].busy - before[self.core].busy
+        others = (ours - (used - was[1])) / wall
+        if others <= CROWDED_SHARE:
+            return None
+        spare = {
+            core: (times[core].idle - before[core].idle) / wall
+            for core in self.cores
+            if core != self.core
+        }
+        best = max(spare, key=spare.__getitem__, default=None)
+        if best is None or spare[best] < SPARE_SHARE:
+            return None
+        logger.info(
+            "Moved to CPU %d: other processes used %d%% of CPU %d, and CPU %d was %d%% idle",
+            best,
+            round(others * 100),
+            self.core,
+            best,
+            round(spare[best] * 100),
+        )
+        self.move_to(best)
+        return best

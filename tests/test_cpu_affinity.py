@@ -1,0 +1,117 @@
+"""``--cpu-affinity``: by default every thread of a serving process runs on one core,
+threads started later too; ``--processes 2`` puts its two on different cores; a core
+that another process keeps busy is left for a quieter one; ``off`` leaves the threads
+to the kernel. Observed in /proc, on real processes."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import subprocess
+import sys
+
+import requests
+from test_processes import children_of
+
+from conftest import wait_until
+
+
+def cores_of_threads(pid: int) -> set[str]:
+    """The Cpus_allowed_list of each thread of ``pid`` ("0", "0-1", ...)."""
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as status:
+                text = status.read()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        found.add(re.search(r"^Cpus_allowed_list:\s*(\S+)", text, re.M).group(1))
+    return found
+
+
+def thread_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def needs_two_cores() -> list[int]:
+    cores = sorted(os.sched_getaffinity(0))
+    assert len(cores) >= 2, f"these tests need two CPU cores, this machine gives {cores}"
+    return cores
+
+
+def test_every_thread_runs_on_one_core(serve):
+    needs_two_cores()
+    server = serve()
+    pid = server.process.pid
+    [core] = cores_of_threads(pid)
+    assert core.isdigit(), core
+    assert f"; CPU {core}): " in server.output, server.output
+    # Blocking requests grow the pool: the new threads start on the same core.
+    before = thread_count(pid)
+    with concurrent.futures.ThreadPoolExecutor(12) as executor:
+        slow = list(
+            executor.map(
+                lambda _: requests.get(server.url("/slow/?seconds=1.5"), timeout=30), range(12)
+            )
+        )
+    assert [response.status_code for response in slow] == [200] * 12
+    assert thread_count(pid) > before
+    assert cores_of_threads(pid) == {core}
+
+
+def test_off_leaves_threads_to_the_kernel(serve):
+    needs_two_cores()
+    server = serve("--cpu-affinity", "off")
+    everywhere = cores_of_threads(os.getpid()).pop()  # what this test may use: all of them
+    assert cores_of_threads(server.process.pid) == {everywhere}
+    assert "; CPU " not in server.output
+    server_from_env = serve(env={"HURRICANE_CPU_AFFINITY": "OFF"})
+    assert cores_of_threads(server_from_env.process.pid) == {everywhere}
+
+
+def test_two_serving_processes_take_two_cores(serve):
+    needs_two_cores()
+    server = serve("--processes", "2")
+    wait_until(
+        lambda: len(re.findall(r"Serving process \d: serving on port", server.output)) == 2,
+        30,
+        "both serving processes",
+        server,
+    )
+    children = sorted(children_of(server.process.pid))
+    assert len(children) == 2, children
+    [first], [second] = (cores_of_threads(child) for child in children)
+    assert first != second
+    # The supervisor, which serves no request, is left to the kernel.
+    assert len(cores_of_threads(server.process.pid)) == 1
+    assert "-" in next(iter(cores_of_threads(server.process.pid)))
+
+
+def test_a_core_another_process_keeps_busy_is_left(serve):
+    needs_two_cores()
+    server = serve()
+    pid = server.process.pid
+    [core] = cores_of_threads(pid)
+    spinner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import os; os.sched_setaffinity(0, {{{core}}})\nwhile True: pass",
+        ]
+    )
+    try:
+        wait_until(
+            lambda: cores_of_threads(pid) not in ({core}, set()),
+            20,
+            f"the server to leave CPU {core}",
+            server,
+        )
+        [moved_to] = cores_of_threads(pid)
+        assert re.search(
+            rf"Moved to CPU {moved_to}: other processes used \d+% of CPU {core}", server.output
+        ), server.output
+        assert requests.get(server.url("/hello/"), timeout=10).text == "Hello from Hurricane"
+    finally:
+        spinner.kill()
+        spinner.wait()
