@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -356,6 +357,10 @@ def test_max_memory_restarts_in_place_without_dropping_requests(serve):
     output = server.output
     assert "is over --max-memory 1 MB: restarting in place" in output, output
     assert "after an in-place restart" in output, output
+    # The fresh image chose its core among all again (one inherited core would leave
+    # it nothing to choose, and no way off a crowded core).
+    restarts = re.findall(r"Serving on port .*after an in-place restart", output)
+    assert all(re.search(r"; CPU \d+\): ", line) for line in restarts), restarts
     assert server.process.poll() is None and server.process.pid == pid
     poll_until(
         lambda: status(server.probe("/startup")) == 200,

@@ -108,6 +108,12 @@ class CoreKeeper:
         self.core = core
         self.last = (time.monotonic(), time.process_time(), read_core_times())
 
+    def release(self) -> None:
+        """Give the calling thread all the cores again, before this process execs
+        itself (restart in place): the new image starts with this thread's cores,
+        and must find them all to choose from."""
+        os.sched_setaffinity(0, self.cores)
+
     def next_check_in(self) -> float:
         return CHECK_INTERVAL + self.random.uniform(0.0, CHECK_JITTER)
 

@@ -626,6 +626,8 @@ class Server:
         if self.probe_server is not None:
             handed += [(self.probe_port, sock) for sock in self.probe_server.sockets]
         os.environ.update(hand_on_sockets(handed))
+        if self.core_keeper is not None:
+            self.core_keeper.release()
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
