@@ -72,7 +72,7 @@ def pin_threads(core: int) -> None:
     for task in os.listdir("/proc/self/task"):
         try:
             os.sched_setaffinity(int(task), {core})
-        except OSError:  # a thread that ended meanwhile
+        except ProcessLookupError:  # a thread that ended meanwhile
             pass
 
 
@@ -90,18 +90,38 @@ class CoreKeeper:
         self.random = random.Random(tie_seed)
         self.core: int | None = None
         self.last: tuple[float, float, dict[int, CoreTimes]] | None = None
+        # Read as start-up begins, so that the first core is chosen by how idle each
+        # was during start-up, with no wait just to measure.
+        self.since = read_core_times()
 
-    def pin_first(self, since: dict[int, CoreTimes]) -> int:
-        """Pin to the idlest core since the reading ``since`` (taken as start-up
-        began: no waiting just to measure), and return it."""
-        after = read_core_times()
-        idle = {core: after[core].idle - since[core].idle for core in self.cores}
-        longest = max(idle.values()) or 1.0
-        start = self.random.randrange(len(self.cores))
-        ring = self.cores[start:] + self.cores[:start]
-        ranked = sorted(ring, key=lambda core: -round(idle[core] / longest / IDLE_BUCKET))
-        self.move_to(ranked[self.index % len(ranked)])
-        return self.core
+    @classmethod
+    def for_mode(cls, mode: str, index: int = 0, tie_seed: int | None = None) -> CoreKeeper | None:
+        """A keeper for ``--cpu-affinity``; None when there is nothing to keep: off,
+        a single core, or no /proc/stat to tell the cores' load."""
+        cores = cores_allowed() if mode == "auto" else []
+        if len(cores) < 2:
+            return None
+        try:
+            return cls(cores, index, tie_seed)
+        except (OSError, ValueError) as error:
+            logger.warning("--cpu-affinity auto: the cores' load cannot be read (%s)", error)
+            return None
+
+    def pin_first(self) -> bool:
+        """Pin to the core idlest since start-up began; False (and the threads left
+        to the kernel) where the system refuses."""
+        try:
+            after = read_core_times()
+            idle = {core: after[core].idle - self.since[core].idle for core in self.cores}
+            longest = max(idle.values()) or 1.0
+            start = self.random.randrange(len(self.cores))
+            ring = self.cores[start:] + self.cores[:start]
+            ranked = sorted(ring, key=lambda core: -round(idle[core] / longest / IDLE_BUCKET))
+            self.move_to(ranked[self.index % len(ranked)])
+        except (OSError, ValueError, KeyError) as error:
+            logger.warning("--cpu-affinity auto: the threads cannot be pinned (%s)", error)
+            return False
+        return True
 
     def move_to(self, core: int) -> None:
         pin_threads(core)
@@ -120,7 +140,11 @@ class CoreKeeper:
     def check(self) -> int | None:
         """Move to a core with more to spare if others crowd this one; the new core,
         or None when it stays."""
-        now, used, times = time.monotonic(), time.process_time(), read_core_times()
+        try:
+            times = read_core_times()
+        except (OSError, ValueError):
+            return None  # next time
+        now, used = time.monotonic(), time.process_time()
         was, self.last = self.last, (now, used, times)
         if was is None or self.core is None:
             return None
@@ -148,5 +172,9 @@ class CoreKeeper:
             best,
             round(spare[best] * 100),
         )
-        self.move_to(best)
+        try:
+            self.move_to(best)
+        except (OSError, ValueError, KeyError) as error:
+            logger.warning("--cpu-affinity auto: could not move to CPU %d (%s)", best, error)
+            return None
         return best

@@ -206,9 +206,10 @@ class Supervisor(Server):
     def make_state(self) -> ServerState:
         return SupervisorState(self.options, self.port, self)
 
-    def keep_to_one_core(self, *args: Any) -> None:
-        """Not the supervisor: it serves no requests, and a serving process it starts
-        again would inherit its core and find no other to choose."""
+    def new_core_keeper(self) -> None:
+        """The supervisor keeps to no core: it serves no requests, and a serving
+        process it starts again would inherit its core and find no other to choose."""
+        return None
 
     def live_rows(self) -> list[dict[str, int]]:
         """Rows of the processes running now, with a fresh heartbeat."""

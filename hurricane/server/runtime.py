@@ -21,7 +21,7 @@ from hurricane.metrics.requests import (
     ResponseTimeAverageMetric,
 )
 from hurricane.options import Options, probe_port_of
-from hurricane.server.affinity import CoreKeeper, cores_allowed, read_core_times
+from hurricane.server.affinity import CoreKeeper
 from hurricane.server.app import (
     ACCEPT_PER_WAKEUP,
     AppHTTPServer,
@@ -252,8 +252,7 @@ class Server:
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
         install_tornado_ioloop()
-        cores = cores_allowed() if self.options.cpu_affinity == "auto" else []
-        core_times_at_start = read_core_times() if len(cores) > 1 else None
+        core_keeper = self.new_core_keeper()
         self.stopping = loop.create_future()
         self.state = self.make_state()
         inherited = inherited_sockets()
@@ -281,8 +280,8 @@ class Server:
             self.open_app_port(inherited)
         if not await self.start_serving(loop):
             return self.exit_code
-        if core_times_at_start is not None:
-            self.keep_to_one_core(loop, cores, core_times_at_start)
+        if core_keeper is not None:
+            self.keep_to_one_core(loop, core_keeper)
         self.state.mark_started(time.monotonic() - self.began)
         if self.child is not None:
             self.report_to_supervisor()
@@ -320,17 +319,18 @@ class Server:
         await self.stopping
         return self.exit_code
 
-    def keep_to_one_core(
-        self, loop: asyncio.AbstractEventLoop, cores: list[int], since: dict
-    ) -> None:
+    def new_core_keeper(self) -> CoreKeeper | None:
+        mode = self.options.cpu_affinity
+        if self.child is not None:
+            return CoreKeeper.for_mode(mode, self.child.index, self.child.supervisor_pid)
+        return CoreKeeper.for_mode(mode)
+
+    def keep_to_one_core(self, loop: asyncio.AbstractEventLoop, keeper: CoreKeeper) -> None:
         """--cpu-affinity auto: every thread of this process on one core, once the
         pool and the probe server run (threads started later inherit it), and a look
         every few seconds at whether other processes crowd that core."""
-        if self.child is not None:
-            keeper = CoreKeeper(cores, self.child.index, self.child.supervisor_pid)
-        else:
-            keeper = CoreKeeper(cores)
-        keeper.pin_first(since)
+        if not keeper.pin_first():
+            return
         self.core_keeper = keeper
 
         def check() -> None:
