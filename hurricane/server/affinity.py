@@ -141,40 +141,43 @@ class CoreKeeper:
         """Move to a core with more to spare if others crowd this one; the new core,
         or None when it stays."""
         try:
-            times = read_core_times()
-        except (OSError, ValueError):
-            return None  # next time
+            target, others = self._quieter_core()
+            if target is None:
+                return None
+            was = self.core
+            self.move_to(target)
+        except (OSError, ValueError, KeyError) as error:  # a passing failure: next time
+            logger.warning("--cpu-affinity auto: the look at the cores failed (%s)", error)
+            return None
+        logger.info(
+            "Moved to CPU %d: other processes used %d%% of CPU %d, and CPU %d was %d%% idle",
+            target,
+            round(others[0] * 100),
+            was,
+            target,
+            round(others[1] * 100),
+        )
+        return target
+
+    def _quieter_core(self) -> tuple[int | None, tuple[float, float]]:
+        """The core to move to, if any, with the others' share of this core and the
+        idle share of that one since the last look."""
+        times = read_core_times()
         now, used = time.monotonic(), time.process_time()
         was, self.last = self.last, (now, used, times)
-        if was is None or self.core is None:
-            return None
-        wall = now - was[0]
-        if wall <= 0:
-            return None
-        before = was[2]
-        ours = times[self.core].busy - before[self.core].busy
-        others = (ours - (used - was[1])) / wall
+        if was is None or self.core is None or now <= was[0]:
+            return None, (0.0, 0.0)
+        wall, before = now - was[0], was[2]
+        busy = times[self.core].busy - before[self.core].busy
+        others = (busy - (used - was[1])) / wall
         if others <= CROWDED_SHARE:
-            return None
+            return None, (others, 0.0)
         spare = {
             core: (times[core].idle - before[core].idle) / wall
             for core in self.cores
             if core != self.core
         }
-        best = max(spare, key=spare.__getitem__, default=None)
-        if best is None or spare[best] < SPARE_SHARE:
-            return None
-        logger.info(
-            "Moved to CPU %d: other processes used %d%% of CPU %d, and CPU %d was %d%% idle",
-            best,
-            round(others * 100),
-            self.core,
-            best,
-            round(spare[best] * 100),
-        )
-        try:
-            self.move_to(best)
-        except (OSError, ValueError, KeyError) as error:
-            logger.warning("--cpu-affinity auto: could not move to CPU %d (%s)", best, error)
-            return None
-        return best
+        best = max(spare, key=spare.__getitem__)
+        if spare[best] < SPARE_SHARE:
+            return None, (others, spare[best])
+        return best, (others, spare[best])
