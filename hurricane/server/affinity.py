@@ -32,8 +32,8 @@ CHECK_JITTER = 1.0
 CROWDED_SHARE = 0.3
 # ...and another core had at least this share idle: move there.
 SPARE_SHARE = 0.5
-# The first core: the idlest during start-up (shares within one bucket count as
-# equal, and the tie is broken from a random starting point).
+# The first core of a process of its own: the idlest during start-up (shares within
+# one bucket count as equal, and the tie is broken from a random starting point).
 IDLE_BUCKET = 0.1
 
 
@@ -79,15 +79,17 @@ def pin_threads(core: int) -> None:
 class CoreKeeper:
     """Pins this process to one core, and moves it when others crowd that core.
 
-    ``index`` spreads the serving processes of ``--processes`` over the cores: the
-    n-th takes the n-th core in order of idleness, ties broken alike in all of them
-    (from their supervisor's pid).
+    A process of its own (``index`` None) starts on the core idlest during its
+    start-up. The serving processes of ``--processes`` (``index`` n) spread over the
+    cores instead: the n-th takes the n-th core from a starting point ``seed`` that
+    all of them share. Idleness cannot spread them, since each reads it at its own
+    moment (the one that started first has made its core busy).
     """
 
-    def __init__(self, cores: list[int], index: int = 0, tie_seed: int | None = None) -> None:
+    def __init__(self, cores: list[int], index: int | None = None, seed: int | None = None) -> None:
         self.cores = cores
         self.index = index
-        self.random = random.Random(tie_seed)
+        self.random = random.Random(seed)
         self.core: int | None = None
         self.last: tuple[float, float, dict[int, CoreTimes]] | None = None
         # Read as start-up begins, so that the first core is chosen by how idle each
@@ -95,29 +97,34 @@ class CoreKeeper:
         self.since = read_core_times()
 
     @classmethod
-    def for_mode(cls, mode: str, index: int = 0, tie_seed: int | None = None) -> CoreKeeper | None:
+    def for_mode(
+        cls, mode: str, index: int | None = None, seed: int | None = None
+    ) -> CoreKeeper | None:
         """A keeper for ``--cpu-affinity``; None when there is nothing to keep: off,
         a single core, or no /proc/stat to tell the cores' load."""
         cores = cores_allowed() if mode == "auto" else []
         if len(cores) < 2:
             return None
         try:
-            return cls(cores, index, tie_seed)
+            return cls(cores, index, seed)
         except (OSError, ValueError) as error:
             logger.warning("--cpu-affinity auto: the cores' load cannot be read (%s)", error)
             return None
 
     def pin_first(self) -> bool:
-        """Pin to the core idlest since start-up began; False (and the threads left
-        to the kernel) where the system refuses."""
+        """Pin to the first core; False (and the threads left to the kernel) where
+        the system refuses."""
         try:
+            start = self.random.randrange(len(self.cores))
+            ring = self.cores[start:] + self.cores[:start]
+            if self.index is not None:
+                self.move_to(ring[self.index % len(ring)])
+                return True
             after = read_core_times()
             idle = {core: after[core].idle - self.since[core].idle for core in self.cores}
             longest = max(idle.values()) or 1.0
-            start = self.random.randrange(len(self.cores))
-            ring = self.cores[start:] + self.cores[:start]
             ranked = sorted(ring, key=lambda core: -round(idle[core] / longest / IDLE_BUCKET))
-            self.move_to(ranked[self.index % len(ranked)])
+            self.move_to(ranked[0])
         except (OSError, ValueError, KeyError) as error:
             logger.warning("--cpu-affinity auto: the threads cannot be pinned (%s)", error)
             return False

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,9 @@ class ChildRole:
     index: int
     slots: ProcessSlots
     supervisor_pid: int
+    # The same in every serving process of one supervisor, and differs between
+    # supervisors (pods): where the processes start taking cores (--cpu-affinity).
+    core_seed: int = 0
 
     def report(self, state: ServerState) -> None:
         self.slots.write(
@@ -136,7 +140,9 @@ def child_role_from_environment() -> ChildRole | None:
     if index is None or folder is None:
         return None
     count = os.path.getsize(os.path.join(folder, "slots")) // (8 * len(FIELDS))
-    return ChildRole(int(index), ProcessSlots(os.path.join(folder, "slots"), count), os.getppid())
+    slots = ProcessSlots(os.path.join(folder, "slots"), count)
+    # The folder's name is random (mkdtemp): a supervisor's pid is not, in a container.
+    return ChildRole(int(index), slots, os.getppid(), zlib.crc32(folder.encode()))
 
 
 def child_options(options: Options) -> Options:

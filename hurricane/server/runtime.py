@@ -322,7 +322,7 @@ class Server:
     def new_core_keeper(self) -> CoreKeeper | None:
         mode = self.options.cpu_affinity
         if self.child is not None:
-            return CoreKeeper.for_mode(mode, self.child.index, self.child.supervisor_pid)
+            return CoreKeeper.for_mode(mode, self.child.index, self.child.core_seed)
         return CoreKeeper.for_mode(mode)
 
     def keep_to_one_core(self, loop: asyncio.AbstractEventLoop, keeper: CoreKeeper) -> None:
