@@ -96,10 +96,11 @@ def http_date_now() -> str:
 # a value has no control characters but the horizontal tab. Values go on the wire in
 # Latin-1 (PEP 3333), so a character beyond it cannot be sent either.
 FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-FORBIDDEN_IN_FIELD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0100-\U0010ffff]")
+_FORBIDDEN_BESIDES_CR_LF = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u0100-\U0010ffff"
+FORBIDDEN_IN_FIELD_VALUE = re.compile(rf"[{_FORBIDDEN_BESIDES_CR_LF}\r\n]")
 # The same for the status and header lines of a response joined into one text: each
 # line ends in CR LF, and CR and LF are counted instead (RequestDelegate._whole_response).
-FORBIDDEN_IN_RESPONSE_HEAD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u0100-\U0010ffff]")
+FORBIDDEN_IN_RESPONSE_HEAD = re.compile(rf"[{_FORBIDDEN_BESIDES_CR_LF}]")
 CONTENT_LENGTH_LINE = re.compile(r"\ncontent-length: *([0-9]+) *\r", re.IGNORECASE)
 # Field names already found valid: an application sends the same few again and again.
 # Bounded, in case one makes up names.
@@ -109,6 +110,11 @@ VALID_FIELD_NAMES_KEPT = 1024
 
 class InvalidResponse(ValueError):
     """The application's status or headers cannot be sent as HTTP."""
+
+
+def without_body(status: int) -> bool:
+    """1xx, 204 and 304 responses have no body, not even an empty one (RFC 9110)."""
+    return status in (204, 304) or 100 <= status < 200
 
 
 # Phases of a connection that the sweep times (GuardedHTTPServer.sweep).
@@ -571,7 +577,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             return None
         try:
             code = int(status[:3])
-            if status[3:4] != " " or not 200 <= code < 600 or code in (204, 304):
+            if status[3:4] != " " or not 100 <= code < 600 or without_body(code):
                 return None
             lines = ["HTTP/1.1 ", status, "\r\n"]
             for name, value in header_list:
@@ -632,7 +638,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         given = headers.get("Content-Length")
         if given is None or self.start_line.method == "HEAD":
             return
-        if self.status in (204, 304) or 100 <= self.status < 200:
+        if without_body(self.status):
             return
         if not (given.isascii() and given.isdigit()) or int(given) != body_length:
             raise InvalidResponse(
@@ -670,7 +676,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             if head is None:
                 return
             start_line, headers = head
-            if self.status in (204, 304) or 100 <= self.status < 200:
+            if without_body(self.status):
                 body = b""
             elif "Content-Length" not in headers and "Transfer-Encoding" not in headers:
                 headers["Content-Length"] = str(len(body))
