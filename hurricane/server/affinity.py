@@ -89,7 +89,8 @@ class CoreKeeper:
     def __init__(self, cores: list[int], index: int | None = None, seed: int | None = None) -> None:
         self.cores = cores
         self.index = index
-        self.random = random.Random(seed)
+        self.random = random.Random(seed)  # shared by siblings: where they start
+        self.jitter = random.Random()  # their own: when each looks
         self.core: int | None = None
         self.last: tuple[float, float, dict[int, CoreTimes]] | None = None
         # Read as start-up begins, so that the first core is chosen by how idle each
@@ -142,7 +143,7 @@ class CoreKeeper:
         os.sched_setaffinity(0, self.cores)
 
     def next_check_in(self) -> float:
-        return CHECK_INTERVAL + self.random.uniform(0.0, CHECK_JITTER)
+        return CHECK_INTERVAL + self.jitter.uniform(0.0, CHECK_JITTER)
 
     def check(self) -> int | None:
         """Move to a core with more to spare if others crowd this one; the new core,
