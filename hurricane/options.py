@@ -360,6 +360,11 @@ PROBE_OPTIONS: tuple[Option, ...] = (
     ),
     flag_option("autoreload", "Restart the process when Python code changes (development)."),
     flag_option("debug", "Tornado's debug mode for Hurricane's own handlers (not Django's DEBUG)."),
+    flag_option(
+        "skip_checks",
+        "Do not run Django's system checks at start (they are logged, and an error stops "
+        "the start).",
+    ),
 )
 
 DEBUGGER_OPTIONS: tuple[Option, ...] = (

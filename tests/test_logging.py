@@ -273,9 +273,110 @@ def test_through_the_entrypoint_a_bad_level_stops_serve_after_the_json_summary(t
     )
     result = run_entrypoint(["serve"], env, tmp_path)
     assert result.returncode == 1
-    summary, error = result.stderr.splitlines()
-    assert json.loads(summary)["message"].startswith("running ")
-    assert error == (
-        "CommandError: invalid value 'loud' for --log-level (from environment "
+    summary, error = json_lines(result.stderr)
+    assert summary["message"].startswith("running ")
+    assert (error["level"], error["logger"]) == ("ERROR", "hurricane.server")
+    assert error["message"] == (
+        "invalid value 'loud' for --log-level (from environment "
         "HURRICANE_LOG_LEVEL): expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
     )
+
+
+def test_through_the_entrypoint_its_own_refusal_is_json(tmp_path):
+    env = entrypoint_env(tmp_path, HURRICANE_LOG_FORMAT="json")
+    env["HURRICANE_APP_DIR"] = str(tmp_path / "nowhere")
+    result = run_entrypoint(["serve"], env, tmp_path)
+    assert result.returncode == 64
+    [refusal] = json_lines(result.stderr)
+    assert (refusal["level"], refusal["logger"]) == ("ERROR", "hurricane-entrypoint")
+    assert refusal["message"].startswith(f"no folder {tmp_path / 'nowhere'}")
+
+
+# -- what serve writes before it serves: system checks, start-up commands, failures --------
+
+# A project whose STATICFILES_DIRS names a missing folder: Django's check staticfiles.W004.
+CHECK_WARNING = {"TEST_SETTINGS": json.dumps({"STATICFILES_DIRS": ["/no/such/folder"]})}
+
+
+def test_json_mode_writes_checks_and_start_up_commands_as_json(serve):
+    """Django writes its check messages and a command's output as plain text; in JSON
+    mode each line of it is a record, so every line the process writes is JSON."""
+    server = serve(
+        "--log-format", "json",
+        "--command", "migrate contenttypes",
+        "--command", "check",
+        "--check-migrations-apply",
+        "--processes", "2",
+        migrate=False,
+        env=CHECK_WARNING,
+    )  # fmt: skip
+    assert requests.get(server.url("/db/"), timeout=10).status_code == 200
+    records = json_lines(stop(server))
+
+    def lines_of(command: str) -> list[str]:
+        return [r["message"] for r in records if r.get("command") == command]
+
+    # Once per start, not again in each serving process.
+    [warning] = [r for r in records if r.get("check_id") == "staticfiles.W004"]
+    assert (warning["level"], warning["logger"]) == ("WARNING", "hurricane.startup")
+    assert (
+        "'/no/such/folder' in the STATICFILES_DIRS setting does not exist" in (warning["message"])
+    )
+    # migrate writes "Applying x..." and " OK" apart: one record for the line.
+    migrated = lines_of("migrate")
+    assert "  Applying contenttypes.0001_initial... OK" in migrated, migrated
+    # --check-migrations-apply applied the rest through the same path.
+    assert "  Applying testapp.0001_initial... OK" in migrated, migrated
+    checked = [r for r in records if r.get("command") == "check"]
+    assert {r["level"] for r in checked} == {"WARNING"}, checked  # the check command's stderr
+    assert any("staticfiles.W004" in r["message"] for r in checked)
+    assert all(r["logger"] == "hurricane.startup" for r in records if "command" in r)
+
+
+def test_json_mode_start_up_failures_are_json_with_the_traceback_as_a_field(tmp_path):
+    _, failed_command = run_serve(tmp_path, "--log-format", "json", "--command", "nosuchcommand")
+    assert failed_command.returncode == 1
+    assert failed_command.stderr == ""
+    [failure] = [r for r in json_lines(failed_command.stdout) if r["level"] == "ERROR"]
+    assert failure["message"] == (
+        "Start-up failed: management command 'nosuchcommand' failed: "
+        "CommandError(\"Unknown command: 'nosuchcommand'\")"
+    )
+    assert failure["traceback"].startswith("Traceback (most recent call last):")
+    assert "Unknown command: 'nosuchcommand'" in failure["traceback"]
+
+    flag = tmp_path / "liveness-fails"
+    flag.touch()  # the test project's check testapp.E001 fails
+    _, failed_check = run_serve(tmp_path, "--log-format", "json", TEST_LIVENESS_FAIL_FLAG=str(flag))
+    assert failed_check.returncode == 1
+    [check] = json_lines(failed_check.stdout)
+    assert (check["level"], check["check_id"]) == ("ERROR", "testapp.E001")
+    assert check["message"] == "?: (testapp.E001) liveness flag file exists"
+    [fatal] = json_lines(failed_check.stderr)
+    assert fatal["message"] == "Django's system checks found 1 error (logged above)"
+
+    _, bad_option = run_serve(tmp_path, "--log-format", "json", "--max-headers", "many")
+    assert bad_option.returncode == 1 and bad_option.stdout == ""
+    [fatal] = json_lines(bad_option.stderr)
+    assert (fatal["level"], fatal["logger"]) == ("ERROR", "hurricane.server")
+    assert fatal["message"].startswith("invalid value 'many' for --max-headers")
+
+
+def test_text_mode_logs_check_messages_and_an_error_stops_the_start(tmp_path, serve):
+    server = serve(migrate=False, env=CHECK_WARNING)
+    output = stop(server)
+    assert re.search(r" WARNING hurricane\.startup \?: \(staticfiles\.W004\) ", output), output
+
+    flag = tmp_path / "liveness-fails"
+    flag.touch()
+    _, failed = run_serve(tmp_path, TEST_LIVENESS_FAIL_FLAG=str(flag))
+    assert failed.returncode == 1
+    assert " ERROR hurricane.startup ?: (testapp.E001) liveness flag file exists" in (failed.stdout)
+    assert failed.stderr.splitlines() == [
+        "CommandError: Django's system checks found 1 error (logged above)"
+    ]
+
+    # --skip-checks, as Django's commands have it, from each source.
+    for args, env in [(["--skip-checks"], {}), ([], {"HURRICANE_SKIP_CHECKS": "yes"})]:
+        skipped = serve(*args, migrate=False, env={"TEST_LIVENESS_FAIL_FLAG": str(flag), **env})
+        assert "testapp.E001" not in stop(skipped)

@@ -55,10 +55,16 @@ def run_process(
 
     from hurricane.server.debugging import refuse_forbidden_debugger
     from hurricane.server.logs import configure_logging
+    from hurricane.server.runtime import INHERITED_SOCKETS_VARIABLE
+    from hurricane.server.startup import run_system_checks
 
     refuse_forbidden_debugger(options)
     configure_logging(options, settings)
     log_options(options)
+    if not options.skip_checks and INHERITED_SOCKETS_VARIABLE not in os.environ:
+        # Once per start: not again in the serving processes of --processes, nor
+        # after an in-place restart (both inherit the listening sockets).
+        run_system_checks()
     if not options.autoreload:
         attach_debuggers(options)
         return run(True)

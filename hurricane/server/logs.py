@@ -10,6 +10,7 @@ collector can parse every line.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import sys
@@ -60,6 +61,54 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def json_line(level: int, logger_name: str, message: str) -> str:
+    """One JSON log line written without the logging machinery: for what must be
+    said before (or without) the loggers being set up, such as a bad option."""
+    record = logging.makeLogRecord(
+        {"levelno": level, "levelname": logging.getLevelName(level), "name": logger_name}
+    )
+    record.msg = message
+    return JsonFormatter().format(record)
+
+
+class LoggedLines(io.TextIOBase):
+    """A text stream whose every line becomes a log record of ``logger`` at ``level``,
+    with ``fields`` as its extra keys. It stands for the stdout and stderr of the
+    management commands that run at start-up, whose plain text would otherwise sit
+    among the JSON lines. A line is logged once it is complete (``migrate`` writes
+    ``Applying x...`` and ``OK`` apart, flushing between them); blank lines are not
+    logged."""
+
+    def __init__(self, logger: logging.Logger, level: int, **fields: Any) -> None:
+        super().__init__()
+        self.logger = logger
+        self.level = level
+        self.fields = fields
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False  # no colours: Django's OutputWrapper asks
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.log(line)
+        return len(text)
+
+    def log(self, line: str) -> None:
+        if line.strip():
+            self.logger.log(self.level, "%s", line.rstrip(), extra=self.fields)
+
+    def close(self) -> None:
+        if not self.closed and self.pending:
+            self.log(self.pending)
+            self.pending = ""
+        super().close()
 
 
 def make_formatter(log_format: str) -> logging.Formatter:

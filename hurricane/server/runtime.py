@@ -34,7 +34,7 @@ from hurricane.server.eventloop import install_tornado_ioloop, loop_factory, loo
 from hurricane.server.listening import ListenError, bind_listeners, check_port_free, urls_of
 from hurricane.server.pool import WorkerPool
 from hurricane.server.probes import ProbeServerThread, make_probe_application, probe_paths
-from hurricane.server.startup import StartupFailed, run_startup_tasks
+from hurricane.server.startup import StartupError, StartupFailed, run_startup_tasks
 from hurricane.server.state import ProbeState
 from hurricane.server.wsgi import HurricaneWSGIContainer
 
@@ -51,10 +51,6 @@ FRESH_CONNECTION_GRACE = 1.0
 IDLE_ASYNC_THREADS = 256
 # Seconds to wait for the failure webhook before a failed start-up exits.
 FAILURE_WEBHOOK_WAIT = 20.0
-
-
-class StartupError(Exception):
-    """The server cannot start (a port is taken, a debugger is missing, ...)."""
 
 
 class ServerState(ProbeState):
@@ -400,21 +396,23 @@ class Server:
                 bool(options.check_migrations),
                 apply,
                 self.stop_startup,
+                options.log_format == "json",
             )
         except StartupFailed as failure:
-            trace = "".join(traceback.format_exception(failure.__cause__ or failure))
-            await self.fail_startup(f"Start-up failed: {failure}", trace)
+            await self.fail_startup(f"Start-up failed: {failure}", failure.__cause__ or failure)
             return False
-        except Exception:
-            await self.fail_startup("Start-up failed", traceback.format_exc())
+        except Exception as error:
+            await self.fail_startup("Start-up failed", error)
             return False
         if not done:
             logger.info("Stopped during start-up")
         return done
 
-    async def fail_startup(self, message: str, trace: str) -> None:
-        """Log, send the failure webhook (waiting a bounded time for it), exit 1."""
-        logger.error("%s\n%s", message, trace.rstrip())
+    async def fail_startup(self, message: str, error: BaseException) -> None:
+        """Log (the traceback as the record's exception: the ``traceback`` field in
+        JSON), send the failure webhook with it (waiting a bounded time), exit 1."""
+        logger.error("%s", message, exc_info=error)
+        trace = "".join(traceback.format_exception(error))
         await wait_for_delivery(self.state.send_webhook("startup", False, trace))
         self.exit_code = 1
 

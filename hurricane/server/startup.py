@@ -1,11 +1,17 @@
 """Start-up tasks: management commands, then the migration check. They run on a
-thread of their own while the probe server answers; the app port opens after."""
+thread of their own while the probe server answers; the app port opens after.
+
+Django's system checks run before them, before anything listens."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import threading
+from typing import Any
+
+from hurricane.server.logs import LoggedLines
 
 logger = logging.getLogger("hurricane.startup")
 
@@ -13,18 +19,53 @@ logger = logging.getLogger("hurricane.startup")
 MIGRATION_CHECK_INTERVAL = 1.0
 
 
+class StartupError(Exception):
+    """The server cannot start (a port is taken, a debugger is missing, a system check
+    fails, ...): one line for the user, and exit code 1."""
+
+
 class StartupFailed(Exception):
     """A start-up task failed; the message says which and why."""
 
 
-def run_management_commands(commands: list[list[str]]) -> None:
+def run_system_checks() -> None:
+    """Django's system checks, as Django runs them before a management command, but
+    reported through the ``hurricane.startup`` logger (a record per message, so one
+    JSON line each with ``--log-format json``) instead of as a block of text on stderr.
+    An error stops the start."""
+    from django.core.checks import ERROR, run_checks
+
+    messages = [message for message in run_checks() if not message.is_silenced()]
+    for message in messages:
+        logger.log(message.level, "%s", message, extra={"check_id": message.id})
+    errors = sum(1 for message in messages if message.level >= ERROR)
+    if errors:
+        plural = "s" if errors > 1 else ""
+        raise StartupError(f"Django's system checks found {errors} error{plural} (logged above)")
+
+
+def call_command_logged(json_output: bool, name: str, *args: Any, **options: Any) -> None:
+    """``call_command``; with ``json_output``, what the command writes becomes log
+    records of ``hurricane.startup`` (stdout at INFO, stderr at WARNING, each with the
+    field ``command``), so that every line of the process's output is JSON."""
     from django.core.management import call_command
 
+    if not json_output:
+        call_command(name, *args, **options)
+        return
+    with (
+        contextlib.closing(LoggedLines(logger, logging.INFO, command=name)) as stdout,
+        contextlib.closing(LoggedLines(logger, logging.WARNING, command=name)) as stderr,
+    ):
+        call_command(name, *args, stdout=stdout, stderr=stderr, **options)
+
+
+def run_management_commands(commands: list[list[str]], json_output: bool = False) -> None:
     for words in commands:
         line = shlex.join(words)
         logger.info("Running management command: %s", line)
         try:
-            call_command(*words)
+            call_command_logged(json_output, *words)
         except BaseException as error:  # SystemExit from a command is a failure too
             raise StartupFailed(f"management command {line!r} failed: {error!r}") from error
         logger.info("Management command done: %s", line)
@@ -42,10 +83,9 @@ def pending_migrations(alias: str) -> list[str]:
     return [f"{migration.app_label}.{migration.name}" for migration, _ in plan]
 
 
-def wait_for_migrations(apply: bool, stop: threading.Event) -> bool:
+def wait_for_migrations(apply: bool, stop: threading.Event, json_output: bool = False) -> bool:
     """Wait until every database answers and has no pending migration; with ``apply``,
     apply them. Returns False if ``stop`` was set before that."""
-    from django.core.management import call_command
     from django.db import connections
 
     last_report = None
@@ -56,7 +96,9 @@ def wait_for_migrations(apply: bool, stop: threading.Event) -> bool:
                 pending = pending_migrations(alias)
                 if pending and apply:
                     logger.info("Applying %d migrations on database %r", len(pending), alias)
-                    call_command("migrate", database=alias, interactive=False, verbosity=1)
+                    call_command_logged(
+                        json_output, "migrate", database=alias, interactive=False, verbosity=1
+                    )
                     pending = pending_migrations(alias)
                 if pending:
                     problems.append(
@@ -79,15 +121,19 @@ def wait_for_migrations(apply: bool, stop: threading.Event) -> bool:
 
 
 def run_startup_tasks(
-    commands: list[list[str]], check_migrations: bool, apply: bool, stop: threading.Event
+    commands: list[list[str]],
+    check_migrations: bool,
+    apply: bool,
+    stop: threading.Event,
+    json_output: bool = False,
 ) -> bool:
     """Run every start-up task in order; returns False when stopped by a signal."""
     from django.db import connections
 
     try:
-        run_management_commands(commands)
+        run_management_commands(commands, json_output)
         if check_migrations or apply:
-            return wait_for_migrations(apply, stop)
+            return wait_for_migrations(apply, stop, json_output)
         return True
     finally:
         connections.close_all()

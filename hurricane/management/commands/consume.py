@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
-
-from hurricane.options import CONSUME_OPTIONS, OptionError, add_arguments, resolve
+from hurricane.management.base import HurricaneCommand
+from hurricane.options import CONSUME_OPTIONS, Options
 
 
-class Command(BaseCommand):
+class Command(HurricaneCommand):
     help = (
         "Consume a RabbitMQ queue with a handler class derived from "
         "hurricane.amqp.basehandler.TopicHandler, with startup/readiness/liveness probes "
@@ -19,6 +16,8 @@ class Command(BaseCommand):
         "setting or environment variable HURRICANE_<OPTION>; the broker connection with "
         "AMQP_HOST, AMQP_PORT, AMQP_VHOST, AMQP_USER and AMQP_PASSWORD."
     )
+    option_spec = CONSUME_OPTIONS
+    logger_name = "hurricane.amqp"
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument(
@@ -27,21 +26,16 @@ class Command(BaseCommand):
             metavar="HANDLER",
             help="Dotted path of the handler class, e.g. myapp.consumers.MyHandler.",
         )
-        add_arguments(parser, CONSUME_OPTIONS)
+        super().add_arguments(parser)
 
     def handle(self, *args: Any, **command_line: Any) -> None:
-        from hurricane.amqp.runtime import run_consumer
-        from hurricane.server.debugging import DebuggerError
-        from hurricane.server.runtime import StartupError
-
         positional = command_line.pop("handler_argument")
         if positional and command_line.get("handler") not in (None, positional):
-            raise CommandError("the handler is given twice: as HANDLER and with --handler")
+            self.fail("the handler is given twice: as HANDLER and with --handler", command_line)
         command_line["handler"] = positional or command_line.get("handler")
-        try:
-            options = resolve(CONSUME_OPTIONS, command_line, settings)
-            exit_code = run_consumer(options)
-        except (OptionError, StartupError, DebuggerError) as error:
-            raise CommandError(str(error)) from None
-        if exit_code:
-            sys.exit(exit_code)
+        super().handle(*args, **command_line)
+
+    def start(self, options: Options) -> int:
+        from hurricane.amqp.runtime import run_consumer
+
+        return run_consumer(options)

@@ -1,0 +1,66 @@
+"""What ``serve`` and ``consume`` share: the options resolved once, the runtime
+started, and a failure before it runs reported as one line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from hurricane.options import Option, OptionError, Options, add_arguments, resolve
+
+
+class HurricaneCommand(BaseCommand):
+    """A Hurricane runtime as a management command: ``option_spec`` on the command
+    line, ``start(options)`` returns the exit code."""
+
+    option_spec: tuple[Option, ...] = ()
+    logger_name = "hurricane"
+    # Hurricane runs Django's system checks itself once logging is set up
+    # (hurricane.server.run_process), so that their messages are log records: JSON
+    # lines with --log-format json, not a block of text on stderr.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: Any) -> None:
+        add_arguments(parser, self.option_spec)
+
+    def start(self, options: Options) -> int:
+        raise NotImplementedError
+
+    def handle(self, *args: Any, **command_line: Any) -> None:
+        from hurricane.server.debugging import DebuggerError
+        from hurricane.server.startup import StartupError
+
+        try:
+            options = resolve(self.option_spec, command_line, settings)
+            exit_code = self.start(options)
+        except (OptionError, StartupError, DebuggerError) as error:
+            self.fail(str(error), command_line)
+        if exit_code:
+            sys.exit(exit_code)
+
+    def fail(self, message: str, command_line: dict[str, Any]) -> NoReturn:
+        """Stop with exit code 1 and one line on stderr: ``CommandError: ...`` as Django
+        prints it, or, run from the command line with the log format json, a JSON
+        object like every other line of the process."""
+        if getattr(self, "_called_from_command_line", False) and (
+            self.log_format(command_line) == "json"
+        ):
+            from hurricane.server.logs import json_line
+
+            line = json_line(logging.ERROR, self.logger_name, message)
+            self.stderr.write(line, style_func=lambda text: text)  # no colours in JSON
+            sys.exit(1)
+        raise CommandError(message)
+
+    def log_format(self, command_line: dict[str, Any]) -> str:
+        """The log format as far as it can be resolved (text where it cannot: the
+        error may be about this very option)."""
+        spec = tuple(option for option in self.option_spec if option.name == "log_format")
+        try:
+            return resolve(spec, command_line, settings).log_format
+        except OptionError:
+            return "text"
