@@ -2,7 +2,9 @@
 
 A value is a secret when the name of its option or variable contains PASSWORD,
 SECRET, TOKEN or KEY, or when the image's entrypoint read it from a ``<NAME>_FILE``
-(it lists those names in ``HURRICANE_FROM_FILES``). The entrypoint masks its summary
+(it lists those names in ``HURRICANE_FROM_FILES``). In any other value, a URL's user
+part and its query (where a receiver's or a database's credentials ride) are
+masked: ``https://*****@hooks.example/x?*****``. The entrypoint masks its summary
 line by the same rule with a copy of its own, for it cannot import Hurricane
 (tests/test_security_defaults.py holds both copies to the same cases).
 """
@@ -36,10 +38,34 @@ def is_secret(name: str, from_files: Iterable[str] | None = None) -> bool:
     return is_secret_name(name) or name in from_files
 
 
+# A URL: scheme, authority (maybe with user:password@), path, then query or fragment.
+URL = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#\s]*)"
+    r"(?P<path>[^?#\s]*)(?P<rest>[?#]\S*)?"
+)
+
+
+def masked_urls(text: str) -> str:
+    """``text`` with the user part and the query of every URL in it masked."""
+
+    def mask(url: re.Match) -> str:
+        authority = url["authority"]
+        if "@" in authority:
+            authority = MASK + "@" + authority.rpartition("@")[2]
+        return url["scheme"] + authority + url["path"] + ("?" + MASK if url["rest"] else "")
+
+    return URL.sub(mask, text)
+
+
 def shown_value(name: str, value: Any, from_files: Iterable[str] | None = None) -> Any:
-    """``value`` as a log may show it: the mask for a secret that is set, else itself."""
+    """``value`` as a log may show it: the mask for a secret that is set, else itself
+    with the credentials of any URL in it masked."""
     if value not in (None, "") and is_secret(name, from_files):
         return MASK
+    if isinstance(value, str):
+        return masked_urls(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(shown_value(name, item, from_files) for item in value)
     return value
 
 

@@ -163,9 +163,22 @@ def parse_secret(value: Any) -> str:
 
 
 def parse_url(value: Any) -> str:
+    """An http:// or https:// URL with a host and, if any, a port that exists (a bad
+    one would only fail later, at every webhook)."""
+    import urllib.parse
+
+    expected = "an http:// or https:// URL"
     if not isinstance(value, str) or not re.match(r"https?://[^\s/]+", value.strip()):
-        raise ValueError("an http:// or https:// URL")
-    return value.strip()
+        raise ValueError(expected)
+    url = value.strip()
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{expected} with a port between 1 and 65535") from None
+    if not parts.hostname or port == 0 or re.search(r"\s", url):
+        raise ValueError(f"{expected} with a host (and a port between 1 and 65535)")
+    return url
 
 
 def parse_commands(value: Any) -> list[list[str]]:
@@ -345,7 +358,7 @@ PROBE_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "webhook_secret",
-        parse_text,
+        parse_secret,
         None,
         "Sign each webhook with HMAC-SHA256 of its body under this secret (better given "
         "as the setting or environment variable than on the command line).",

@@ -59,6 +59,11 @@ def test_broker_settings_command_line_then_setting_then_environment():
     assert options.sources["amqp_vhost"] == "environment AMQP_VHOST"
     assert options.amqp_user == "setting-user"
     assert options.amqp_password == "env secret "  # a password is taken as it is
+    # So is the webhook's secret: a receiver checks the signature with it as it is.
+    assert (
+        resolve(SERVE_OPTIONS, {}, settings(), {"HURRICANE_WEBHOOK_SECRET": " s "}).webhook_secret
+        == " s "
+    )
     assert options.prefetch == 50
 
 

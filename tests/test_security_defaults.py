@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -266,6 +267,16 @@ MASKING_CASES = [
     ("HURRICANE_WEBHOOK_URL", "https://hooks/abc", {"HURRICANE_WEBHOOK_URL"}, "*****"),
     ("HURRICANE_PORT", "8000", {"HURRICANE_WEBHOOK_URL"}, "8000"),
     ("AMQP_PASSWORD", "", set(), ""),
+    # A URL's user part and query hold credentials, whatever the variable's name.
+    (
+        "HURRICANE_WEBHOOK_URL",
+        "https://hook-user:pw@hooks.example:8443/abc?token=t#x",
+        set(),
+        "https://*****@hooks.example:8443/abc?*****",
+    ),
+    ("DATABASE_URL", "postgres://app:pw@db/app", set(), "postgres://*****@db/app"),
+    ("HURRICANE_COMMANDS", "notify --to http://u:pw@h/x", set(), "notify --to http://*****@h/x"),
+    ("HURRICANE_WEBHOOK_URL", "http://[::1]:99999/x", set(), "http://[::1]:99999/x"),
 ]
 
 
@@ -326,6 +337,43 @@ def test_no_secret_reaches_the_summary_or_the_option_dump(start, tmp_path):
     ), dump
     for what, secret in secrets.items():
         assert secret not in output, f"the {what} is in the output"
+
+
+def test_the_summary_masks_shortened_secret_flags_which_serve_then_refuses(tmp_path):
+    """Django's parser would take --amqp-pass for --amqp-password; Hurricane's commands
+    refuse shortened flags, and the entrypoint's summary, printed before they can,
+    masks what looks like one. A misspelt flag's value is not echoed either."""
+    entrypoint = load_entrypoint()
+    shown = entrypoint.shown_command(
+        ["serve", "--amqp-pass", "pw1", "--webhook-sec=pw2", "--seconds", "3", "--key", "pw3"]
+    )
+    assert shown == "serve --amqp-pass ***** --webhook-sec=***** --seconds 3 --key *****"
+
+    for args, flag in [
+        (["--amqp-pass", "hunter-pw-5e1"], "--amqp-pass"),
+        (["--webhook-secre", "hunter-pw-5e1"], "--webhook-secre"),
+        (["--webhook-secrett=hunter-pw-5e1"], "--webhook-secrett"),
+    ]:
+        _, result = run_serve(tmp_path, *args)
+        assert result.returncode == 2, result.stderr
+        assert f"error: unrecognized arguments: {flag} (values not shown)" in result.stderr
+        assert "hunter-pw-5e1" not in result.stdout + result.stderr
+    _, result = run_serve(tmp_path, "--amqp-passwort", "hunter-pw-5e1", HURRICANE_LOG_FORMAT="json")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert json.loads(line)["message"] == (
+        "manage.py serve: unrecognized arguments: --amqp-passwort (values not shown)"
+    )
+
+
+def test_a_webhook_url_with_a_port_that_cannot_be_is_a_bad_value(tmp_path):
+    for url in ("http://u:hunter-pw-6d2@127.0.0.1:99999/hook", "http://127.0.0.1:8x/hook"):
+        _, result = run_serve(tmp_path, "--webhook-url", url)
+        assert result.returncode == 1
+        [line] = result.stderr.splitlines()
+        assert line.startswith("CommandError: invalid value 'http://"), line
+        assert "expected an http:// or https:// URL with a port between 1 and 65535" in line
+        assert "hunter-pw-6d2" not in result.stderr
 
 
 def test_a_bad_value_read_from_a_file_is_not_shown(tmp_path):
@@ -466,8 +514,10 @@ def test_webhook_url_credentials_stay_out_of_the_log(serve, webhook_receiver):
     """A receiver's token in the URL's query or user part is never logged."""
     host_and_path = webhook_receiver.url.removeprefix("http://")
     url = f"http://hook-user:pw-s3cr3t@{host_and_path}?token=tok-s3cr3t"
-    server = serve("--webhook-url", url)
+    # At DEBUG, the option dump shows the URL too.
+    server = serve("--webhook-url", url, "--log-level", "DEBUG")
     webhook_receiver.wait_for(lambda hook: hook.get("type") == "startup")
     wait_until(lambda: "Webhook startup sent to" in server.output, what="the webhook log line")
-    assert f"Webhook startup sent to http://{host_and_path}?*****" in server.output
+    assert f"Webhook startup sent to http://*****@{host_and_path}?*****" in server.output
+    assert f"Option webhook_url = 'http://*****@{host_and_path}?*****'" in server.output
     assert "s3cr3t" not in server.output

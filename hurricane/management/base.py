@@ -11,6 +11,19 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from hurricane.options import Option, OptionError, Options, add_arguments, resolve
+from hurricane.server.logs import json_line
+
+UNRECOGNIZED = "unrecognized arguments: "
+
+
+def without_argument_values(message: str) -> str:
+    """argparse's complaint about unknown arguments names their flags only: the words
+    after a misspelt ``--amqp-passwort`` may be a secret."""
+    if not message.startswith(UNRECOGNIZED):
+        return message
+    flags = [word.partition("=")[0] for word in message[len(UNRECOGNIZED) :].split()]
+    shown = [flag for flag in flags if flag.startswith("-")]
+    return UNRECOGNIZED + " ".join([*shown, "(values not shown)"])
 
 
 class HurricaneCommand(BaseCommand):
@@ -23,6 +36,24 @@ class HurricaneCommand(BaseCommand):
     # (hurricane.server.run_process), so that their messages are log records: JSON
     # lines with --log-format json, not a block of text on stderr.
     requires_system_checks: list[str] = []
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> Any:
+        # No abbreviations: ``--amqp-pass VALUE`` would otherwise be taken for
+        # --amqp-password, and nothing that masks secrets by the option's name (the
+        # entrypoint's summary line) would know to hide it.
+        parser = super().create_parser(prog_name, subcommand, allow_abbrev=False, **kwargs)
+        complain = parser.error
+
+        def error(message: str) -> NoReturn:
+            message = without_argument_values(message)
+            if parser.called_from_command_line and self.log_format({}) == "json":
+                line = json_line(logging.ERROR, self.logger_name, f"{parser.prog}: {message}")
+                self.stderr.write(line, style_func=lambda text: text)
+                sys.exit(2)  # as argparse does
+            complain(message)
+
+        parser.error = error
+        return parser
 
     def add_arguments(self, parser: Any) -> None:
         add_arguments(parser, self.option_spec)
@@ -49,8 +80,6 @@ class HurricaneCommand(BaseCommand):
         if getattr(self, "_called_from_command_line", False) and (
             self.log_format(command_line) == "json"
         ):
-            from hurricane.server.logs import json_line
-
             line = json_line(logging.ERROR, self.logger_name, message)
             self.stderr.write(line, style_func=lambda text: text)  # no colours in JSON
             sys.exit(1)

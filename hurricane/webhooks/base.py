@@ -17,8 +17,9 @@ import queue
 import socket
 import threading
 import time
-import urllib.parse
 from typing import Any
+
+from hurricane.masking import masked_urls
 
 logger = logging.getLogger("hurricane.webhooks")
 
@@ -133,19 +134,6 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def loggable_url(url: str) -> str:
-    """The URL without what may be a credential: user and password, query, fragment
-    (a receiver's token often rides in one of them)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    hidden = "?*****" if parts.query or parts.fragment else ""
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + hidden
-
-
 def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
     import requests
 
@@ -157,7 +145,7 @@ def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
         try:
             response = requests.post(url, data=body, headers=headers, timeout=TIMEOUT_SECONDS)
             if 200 <= response.status_code < 300:
-                logger.info("Webhook %s sent to %s", code, loggable_url(url))
+                logger.info("Webhook %s sent to %s", code, masked_urls(url))
                 return True
             problem = f"answered {response.status_code}"
         except requests.RequestException as error:
@@ -165,7 +153,7 @@ def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
         if attempt + 1 < ATTEMPTS:
             time.sleep(BACKOFF_SECONDS * 2**attempt)
     logger.warning(
-        "Webhook %s to %s %s after %d attempts", code, loggable_url(url), problem, ATTEMPTS
+        "Webhook %s to %s %s after %d attempts", code, masked_urls(url), problem, ATTEMPTS
     )
     return False
 
