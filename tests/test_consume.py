@@ -10,14 +10,17 @@ import collections
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from support.tcp_proxy import TcpProxy
 
 from conftest import (
     HANDLER,
@@ -481,3 +484,110 @@ def test_graceful_timeout_bounds_the_wait_for_the_message_in_hand(consume, broke
     # Not acknowledged, so the broker keeps it for the next consumer.
     wait_until(lambda: broker.count(names.queue) == 1, 10, "the message back in the queue")
     assert handled_ids(tmp_path) == []
+
+
+# -- the network between consumer and broker fails --------------------------------------------
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    """A proxy in front of the real broker, for cutting or freezing the connection."""
+    running = TcpProxy(5672)
+    yield running
+    running.close()
+
+
+def through(proxy: TcpProxy, args: list[str]) -> list[str]:
+    """``consumer_args`` with the broker's port replaced by the proxy's."""
+    position = args.index("--amqp-port") + 1
+    return [*args[:position], str(proxy.port), *args[position + 1 :]]
+
+
+def test_messages_received_before_a_lost_connection_are_not_run_while_it_is_down(
+    consume, broker, tmp_path, proxy
+):
+    """The broker delivers every unacknowledged message again after a reconnect: the
+    prefetched ones the handler had not begun must not run in the meantime (with no
+    channel to acknowledge them on), or each would run twice."""
+    names = broker.names()
+    process = consume(*through(proxy, consumer_args(names, "--reconnect", "--prefetch", "10")))
+    broker.publish(
+        names.exchange, names.queue, [{"id": "slow", "sleep": 1}] + [{"id": n} for n in range(5)]
+    )
+    wait_until(
+        lambda: metric(process, "hurricane_amqp_messages_received_total") == 6, 20, "the prefetch"
+    )
+    # The connection goes away while "slow" is in hand, and stays away past its end.
+    proxy.refuse()
+    proxy.cut()
+    process.wait_for(lambda: "lost the connection" in process.output, 10, "the loss")
+    time.sleep(2)
+    assert handled_ids(tmp_path) == ["slow"], "the handler ran messages of the lost channel"
+    proxy.resume()
+    wait_until(lambda: len(read_records(tmp_path)) >= 7, 30, "every message after the reconnect")
+    time.sleep(0.5)
+    records = read_records(tmp_path)
+    again = [r for r in records if r["id"] != "slow"]
+    assert sorted(r["id"] for r in again) == [0, 1, 2, 3, 4], records
+    assert all(r["redelivered"] for r in again), records
+    # "slow" was in hand: its acknowledgement was lost with the channel, so it comes once more.
+    assert [r["redelivered"] for r in records if r["id"] == "slow"] == [False, True]
+    assert "Dropped 5 messages not yet begun from the lost channel" in process.output
+    wait_until(lambda: broker.count(names.queue) == 0, 10, "an empty queue")
+
+
+def test_sigterm_with_a_broker_that_stopped_answering_ends_within_the_grace_period(
+    consume, broker, tmp_path, proxy
+):
+    names = broker.names()
+    process = consume(*through(proxy, consumer_args(names, "--graceful-timeout", "2")))
+    proxy.freeze()  # connection open, nothing gets through: a hung host
+    began = time.monotonic()
+    process.signal(signal.SIGTERM)
+    assert process.wait_exit(30) == 0
+    # --graceful-timeout, plus at most 2 s each for the cancel and the close to be confirmed.
+    assert time.monotonic() - began < 2 + 2 + 2 + 2, process.output
+    assert "The broker did not confirm closing the connection within 2 s" in process.output
+    assert "Traceback" not in process.output
+
+
+def test_broker_failures_are_one_line_each_without_pikas_own_records(tmp_path):
+    """pika logs each failed connect in several ERROR records; Hurricane's own line
+    says it all. --log-level DEBUG shows pika's records again."""
+    refused = [HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1"]
+    refused += ["--amqp-port", str(free_port()), "--probe-port", str(free_port())]
+    env = base_env(tmp_path, TEST_RECORD_FILE=str(tmp_path / "records.jsonl"))
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", "consume", *refused, *extra],
+            cwd=TEST_PROJECT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    quiet = run()
+    assert quiet.returncode == 1
+    output = quiet.stdout + quiet.stderr
+    assert "pika" not in output, output
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "Connection refused" in errors[0], output
+    loud = run("--log-level", "DEBUG")
+    assert loud.returncode == 1
+    assert " ERROR pika." in loud.stdout + loud.stderr
+
+
+def test_sigterm_while_connecting_to_a_hanging_broker_is_a_clean_exit(consume, tmp_path):
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(4)  # accepts (in the kernel), never answers
+    try:
+        args = [HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1"]
+        args += ["--amqp-port", str(hanging.getsockname()[1])]
+        process = consume(*args, wait=False)
+        process.wait_for(lambda: "Connecting to" in process.output, 20, "the connect")
+        time.sleep(0.5)
+        process.signal(signal.SIGTERM)
+        assert process.wait_exit(10) == 0
+    finally:
+        hanging.close()
+    assert "Traceback" not in process.output, process.output
+    assert " ERROR " not in process.output, process.output

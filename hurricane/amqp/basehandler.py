@@ -37,6 +37,10 @@ from hurricane.amqp import logger
 
 # Seconds to wait for the broker to answer one step of opening or closing.
 BROKER_STEP_TIMEOUT = 15.0
+# Seconds a stop waits for the broker to confirm the consumer's cancel and the
+# connection's close: a broker that answers does within milliseconds, and one that
+# stopped answering must not hold the pod past its termination grace period.
+BROKER_CLOSE_WAIT = 2.0
 # The handler's pause before requeueing a message it failed on: doubling from the
 # base with each failure in a row, up to the maximum.
 ERROR_PAUSE_BASE = 0.5
@@ -55,6 +59,12 @@ class BrokerError(Exception):
 
 def describe_broker_error(error: BaseException) -> str:
     """One line saying why pika failed, without its nested exception reprs."""
+    if isinstance(error, pika.exceptions.ConnectionOpenAborted) and "Timeout" in str(error):
+        # pika's stack_timeout ended the opening: its own wording is about a close.
+        return (
+            f"no AMQP handshake within {BROKER_STEP_TIMEOUT:g} s (the port accepts "
+            "connections, but nothing answers on it as a broker)"
+        )
     if isinstance(error, pika.exceptions.ConnectionClosed | pika.exceptions.ChannelClosed):
         return f"{error.reply_code} {error.reply_text}"
     if isinstance(error, pika.exceptions.AMQPConnectionError) and error.args:
@@ -467,7 +477,10 @@ class _AMQPConsumer:
             custom_ioloop=loop,
         )
         try:
-            await self._step(opened, "connecting")
+            # pika's stack_timeout (the same BROKER_STEP_TIMEOUT) ends a connection
+            # that does not open and reports it through on_open_error; waiting a
+            # moment longer lets that clean failure come first.
+            await self._step(opened, "connecting", BROKER_STEP_TIMEOUT + 1.0)
             await self._open_channel_and_consume()
         except BaseException:
             self.abort()
@@ -579,9 +592,11 @@ class _AMQPConsumer:
         start(lambda result: _resolve(future, result))
         return future
 
-    async def _step(self, future: asyncio.Future, what: str) -> Any:
+    async def _step(
+        self, future: asyncio.Future, what: str, timeout: float = BROKER_STEP_TIMEOUT
+    ) -> Any:
         try:
-            return await asyncio.wait_for(future, BROKER_STEP_TIMEOUT)
+            return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             raise BrokerError(
                 f"the broker at {self.broker} did not answer within "
@@ -613,8 +628,32 @@ class _AMQPConsumer:
 
     # -- losing and closing -----------------------------------------------------------------
 
-    def _on_connection_closed(self, _connection: Any, reason: BaseException) -> None:
+    def _channel_lost(self) -> None:
+        """The channel is gone, and with it the meaning of its delivery tags: the
+        messages it delivered that the handler has not begun are dropped, not run
+        (there is no channel left to settle them on, and the broker delivers every
+        unacknowledged one again, to this consumer or another)."""
         self._channel = None
+        self._generation += 1
+        dropped = 0
+        while True:
+            try:
+                item = self._deliveries.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:  # the stop's word to the handler thread: keep it
+                self._deliveries.put(None)
+                break
+            dropped += 1
+        if dropped:
+            logger.info(
+                "Dropped %d messages not yet begun from the lost channel; the broker "
+                "delivers them again",
+                dropped,
+            )
+
+    def _on_connection_closed(self, _connection: Any, reason: BaseException) -> None:
+        self._channel_lost()
         self._fail_waiters(
             BrokerError(
                 f"the broker at {self.broker} closed the connection: "
@@ -629,7 +668,7 @@ class _AMQPConsumer:
     def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
         if channel is not self._channel:
             return
-        self._channel = None
+        self._channel_lost()
         # A channel the broker closes while we set up is a topology it refuses (an
         # exchange or queue declared before with other arguments): not curable by
         # reconnecting.
@@ -655,21 +694,30 @@ class _AMQPConsumer:
             connection.close()
 
     def abort(self) -> None:
-        """Close whatever is open, without waiting (a failed or abandoned connect)."""
+        """Close whatever is open, without waiting (a failed or abandoned connect).
+
+        A connection still opening is left alone: pika 1.4, asked to close during the
+        AMQP handshake, trips over its own connection workflow (AssertionErrors in
+        its callbacks), while its stack_timeout ends such a connection cleanly, and
+        an exiting process closes the socket anyway."""
         self._closing = True
         self._channel = None
-        self._close_connection()
+        connection = self._connection
+        if connection is not None and (connection.is_open or connection.is_closing):
+            self._close_connection()
 
     async def stop(self, timeout: float) -> None:
         """Stop consuming; give back what the handler has not begun; let the message
         in hand finish (up to ``timeout`` seconds) and settle; close."""
         self._closing = True
         self._stopping.set()
+        # The handler goes on with its message meanwhile: the timeout counts from now.
+        deadline = time.monotonic() + timeout
         channel = self._channel
         if channel is not None and channel.is_open and self._consumer_tag:
             cancelled = self._call(lambda done: channel.basic_cancel(self._consumer_tag, done))
             try:
-                await asyncio.wait_for(cancelled, BROKER_STEP_TIMEOUT)
+                await asyncio.wait_for(cancelled, BROKER_CLOSE_WAIT)
             except (asyncio.TimeoutError, BrokerError):
                 pass
         returned = self._requeue_waiting()
@@ -678,7 +726,6 @@ class _AMQPConsumer:
         thread = self._handler_thread
         if thread is not None and thread.is_alive():
             self._deliveries.put(None)
-            deadline = time.monotonic() + timeout
             while thread.is_alive() and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             if thread.is_alive():
@@ -694,9 +741,12 @@ class _AMQPConsumer:
         self._close_connection()
         if self.closed is not None and not self.closed.done():
             try:
-                await asyncio.wait_for(asyncio.shield(self.closed), BROKER_STEP_TIMEOUT)
+                await asyncio.wait_for(asyncio.shield(self.closed), BROKER_CLOSE_WAIT)
             except asyncio.TimeoutError:
-                logger.warning("The broker did not confirm closing the connection")
+                logger.warning(
+                    "The broker did not confirm closing the connection within %g s",
+                    BROKER_CLOSE_WAIT,
+                )
 
     def _requeue_waiting(self) -> int:
         """Hand back the messages received but not begun, so another consumer can

@@ -188,11 +188,15 @@ class Consumer:
 def run_consumer(options: Options) -> int:
     """Run ``consume`` with resolved options; returns the process exit code. Bad
     options raise OptionError before anything starts."""
+    from django.conf import settings
+
     from hurricane.server import run_process
+    from hurricane.server.logfilters import quiet_pika_log
 
     consumer = Consumer(options)
 
     def run(handle_signals: bool) -> int:
+        quiet_pika_log(settings)  # once logging is set up: it depends on the level
         consumer.handle_signals = handle_signals
         return consumer.run()
 
