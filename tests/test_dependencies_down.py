@@ -11,6 +11,7 @@ The database here is a private PostgreSQL cluster the test stops and starts
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import statistics
 import threading
@@ -301,3 +302,30 @@ def test_exhausted_worker_pool_keeps_probes_fast_and_drains(serve, tmp_path: Pat
         what="/ready to pass once the backlog drained",
         server=server,
     )
+
+
+def test_migration_check_against_a_hung_database_keeps_looking_and_stops_on_sigterm(serve):
+    """The project sets no connect_timeout: libpq alone would wait forever on the first
+    connect, with no line saying why the pod does not start, and SIGTERM would wait
+    for it too."""
+    port = free_port()
+    with hanging_listener(port) as hung:
+        server = serve(
+            "--check-migrations",
+            "--graceful-timeout", "5",
+            env=database_env(port, TEST_POSTGRES_CONNECT_TIMEOUT=""),
+            migrate=False,
+            wait=False,
+        )  # fmt: skip
+        server.wait_for(
+            lambda: "Waiting for migrations: database 'default' does not answer" in server.output,
+            timeout=20,
+            what="the migration check to say what it waits for",
+        )
+        assert hung.held
+        assert requests.get(server.probe("/startup"), timeout=5).status_code == 400
+        began = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(30) == 0, server.output
+        assert time.monotonic() - began < 8, server.output
+    assert "Stopped during start-up" in server.output

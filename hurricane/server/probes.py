@@ -20,6 +20,7 @@ import tornado.web
 from django.conf import settings
 
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer, log_tornado_request
+from hurricane.server.databases import bound_connect_timeout
 from hurricane.server.pool import WorkerPool
 
 if TYPE_CHECKING:
@@ -30,11 +31,6 @@ logger = logging.getLogger("hurricane.probes")
 # A check that has not answered within this many seconds counts as failed (the
 # kubelet's own default timeout is 1 s; a hung database must not hang the probe).
 CHECK_TIMEOUT = 5.0
-
-# libpq's own default is to wait forever for a server that accepts the connection and
-# never answers; the readiness check's connection waits at most this many seconds, so
-# the check thread is free again for the next probe (and sees the database return).
-READINESS_CONNECT_TIMEOUT = 3
 
 
 def liveness_errors() -> list[str]:
@@ -54,7 +50,7 @@ def readiness_errors() -> list[str]:
     errors = [str(m) for m in messages if m.is_serious() and not m.is_silenced()]
     for alias in connections:
         connection = connections[alias]
-        _bound_connect_timeout(connection)
+        bound_connect_timeout(connection)
         try:
             connection.close_if_unusable_or_obsolete()
             with connection.cursor() as cursor:
@@ -66,25 +62,6 @@ def readiness_errors() -> list[str]:
             except Exception:
                 pass
     return errors
-
-
-def _bound_connect_timeout(connection: Any) -> None:
-    """Cap the connect timeout of the check thread's own PostgreSQL connection at
-    :data:`READINESS_CONNECT_TIMEOUT`. The settings dict is replaced on this thread's
-    connection only: the app's connections keep the project's settings."""
-    if connection.vendor != "postgresql":
-        return
-    options = connection.settings_dict.get("OPTIONS") or {}
-    try:
-        configured = int(options.get("connect_timeout") or 0)
-    except (TypeError, ValueError):
-        configured = 0
-    if 0 < configured <= READINESS_CONNECT_TIMEOUT:  # 0 or unset: wait forever
-        return
-    connection.settings_dict = {
-        **connection.settings_dict,
-        "OPTIONS": {**options, "connect_timeout": READINESS_CONNECT_TIMEOUT},
-    }
 
 
 def _run_into(check: Callable[[], list[str]], future: concurrent.futures.Future) -> None:
