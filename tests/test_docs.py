@@ -1,8 +1,60 @@
 """The README documents every option of serve and consume, with its variable, and
-every part of the Kubernetes manifests."""
+every part of the Kubernetes manifests; its demo command does what it says."""
 
-from conftest import ROOT
+import re
+import shlex
+
+import requests
+
+from conftest import DEMO_PROJECT, ROOT, wait_until
 from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS
+
+
+def readme_demo_arguments() -> list[str]:
+    """The arguments of ``manage.py serve`` in the README's demo command."""
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(
+        r"```sh\n(pip install -e \. && python examples/demo/manage.py .*)\n", readme
+    )
+    assert command, "the README's demo command"
+    words = shlex.split(command.group(1))
+    return words[words.index("serve") + 1 :]
+
+
+def test_the_readme_demo_command_serves_what_the_readme_says(serve, tmp_path):
+    """Run as the README runs it (the ports moved to free ones, the database and the
+    collected files in tmp): the migrations applied by ``--command migrate``, the
+    probes and metrics one port up, notes listed and added, the stylesheet served,
+    and a body that is not a note a 400 that says why."""
+    server = serve(
+        *readme_demo_arguments(),
+        cwd=DEMO_PROJECT,
+        migrate=False,
+        wait=False,
+        env={
+            "DEMO_DATABASE": str(tmp_path / "demo.sqlite3"),
+            "DEMO_STATIC_ROOT": str(tmp_path / "static"),
+        },
+    )
+    wait_until(
+        lambda: requests.get(server.probe("/ready"), timeout=2).text.strip() == "ready",
+        60,
+        "ready",
+        server,
+    )
+    assert requests.get(server.url("/notes/"), timeout=5).json() == {"notes": []}
+    added = requests.post(server.url("/notes/"), data='{"text": "hi"}', timeout=5)
+    assert added.status_code == 201 and added.json()["text"] == "hi"
+    assert [n["text"] for n in requests.get(server.url("/notes/"), timeout=5).json()["notes"]] == [
+        "hi"
+    ]
+    assert "hurricane_http_requests_total" in requests.get(server.probe("/metrics"), timeout=5).text
+    assert requests.get(server.url("/static/notes/style.css"), timeout=5).status_code == 200
+    for body in (b"not json", b"[1]", b'{"text": 5}', b"\xff"):
+        refused = requests.post(server.url("/notes/"), data=body, timeout=5)
+        assert refused.status_code == 400, body
+        assert "the body must be" in refused.json()["error"]
+    assert len(requests.get(server.url("/notes/"), timeout=5).json()["notes"]) == 1
 
 
 def test_readme_documents_every_option():

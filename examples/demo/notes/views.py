@@ -16,10 +16,28 @@ def index(request):
     )
 
 
+def note_text(body: bytes) -> str:
+    """The ``text`` of a posted note: an empty body is an empty note; anything but a
+    JSON object whose ``text`` (if any) is a string is the client's error (400), not
+    the server's (500)."""
+    if not body:
+        return ""
+    try:
+        data = json.loads(body)
+    except ValueError:  # also UnicodeDecodeError
+        raise ValueError('the body must be JSON, e.g. {"text": "hi"}') from None
+    if not isinstance(data, dict) or not isinstance(data.get("text", ""), str):
+        raise ValueError('the body must be a JSON object whose "text" is a string')
+    return data.get("text", "")
+
+
 @csrf_exempt
 def notes(request):
     if request.method == "POST":
-        text = json.loads(request.body or b"{}").get("text", "") if request.body else ""
+        try:
+            text = note_text(request.body)
+        except ValueError as error:
+            return JsonResponse({"error": str(error)}, status=400)
         note = Note.objects.create(text=text[:200])
         return JsonResponse(note.as_dict(), status=201)
     if request.method != "GET":
