@@ -74,16 +74,21 @@ def test_json_lines_for_access_startup_and_a_view_that_raises(serve):
     assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
     assert requests.get(server.url("/error/"), timeout=10).status_code == 500
     assert requests.get(server.url("/stream-error/"), timeout=10).status_code == 500
-    wait_until(
-        lambda: has_record(server, path="/stream-error/"), 10, "the last access line", server
-    )
+    assert requests.get(server.url("/warn/"), timeout=10).status_code == 200
+    wait_until(lambda: has_record(server, path="/warn/"), 10, "the last access line", server)
     records = json_lines(stop(server))
 
     assert any(
         r["logger"] == "hurricane.server" and r["message"].startswith("Serving on") for r in records
     )
     access = [r for r in records if r["logger"] == "hurricane.access"]
-    assert [r["path"] for r in access] == ["/hello/?q=1", "/hello/", "/error/", "/stream-error/"]
+    assert [r["path"] for r in access] == [
+        "/hello/?q=1",
+        "/hello/",
+        "/error/",
+        "/stream-error/",
+        "/warn/",
+    ]
     first, second, failed = access[0], access[1], access[2]
     assert first["level"] == "INFO"
     assert first["method"] == "GET"
@@ -104,6 +109,8 @@ def test_json_lines_for_access_startup_and_a_view_that_raises(serve):
     assert raised[0]["traceback"].startswith("Traceback (most recent call last):")
     streamed = [r for r in records if "this stream always fails" in r.get("traceback", "")]
     assert [r["logger"] for r in streamed] == ["hurricane.server"]
+    warned = [r for r in records if "this view always warns" in r["message"]]
+    assert [(r["logger"], r["level"]) for r in warned] == [("py.warnings", "WARNING")], records
 
 
 def test_text_mode_shows_the_traceback_of_a_view_that_raises_once(serve):

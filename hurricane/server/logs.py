@@ -209,6 +209,10 @@ def apply_logging_options(options: Any, settings: Any) -> None:
     route_unconfigured_records(settings, root, log_format)
     if log_format == "json":
         log_uncaught_exceptions()
+        # A Python warning (a naive datetime given to a DateTimeField, a deprecation)
+        # is written to stderr as two plain lines; as a record of ``py.warnings`` it is
+        # one JSON line like the rest.
+        logging.captureWarnings(True)
 
 
 def route_unconfigured_records(settings: Any, root: logging.Logger, log_format: str) -> None:

@@ -2,6 +2,7 @@ import hashlib
 import os
 import threading
 import time
+import warnings
 
 from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -60,6 +61,11 @@ def echo(request):
 
 def error(request):
     raise RuntimeError("this view always fails")
+
+
+def warn(request):
+    warnings.warn("this view always warns", UserWarning, stacklevel=1)
+    return HttpResponse("warned")
 
 
 def items(request):

@@ -11,6 +11,7 @@ urlpatterns = [
     path("file/", views.file),
     path("echo/", views.echo),
     path("error/", views.error),
+    path("warn/", views.warn),
     path("bad-header/", views.bad_header),
     path("items/", views.items),
     path("meta/", views.meta),
