@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -144,6 +145,22 @@ def test_a_killed_process_is_replaced_without_failed_requests(serve):
     assert children_of(server.process.pid) >= {survivor}
     # The dead process's requests stay counted.
     assert metric(server, "hurricane_http_requests_total", route="meta/") >= 20 + answered
+
+
+def test_the_supervisor_alone_sends_the_webhooks(serve, webhook_receiver):
+    """A receiver hears of one start per pod: not once more from each serving
+    process, nor again when one is replaced."""
+    server = serve("--processes", "2", "--webhook-url", webhook_receiver.url)
+    webhook_receiver.wait_for(lambda w: w["type"] == "startup")
+    first = children_of(server.process.pid)
+    os.kill(sorted(first)[0], signal.SIGKILL)
+    wait_until(
+        lambda: server.output.count(": serving on port") == 3, 30, "a new serving process", server
+    )
+    assert pid_of_response(server)
+    time.sleep(1)  # what the new process would send has had time to arrive
+    starts = [w for w in webhook_receiver.received if w["type"] == "startup"]
+    assert [w["status"] for w in starts] == ["succeeded"], webhook_receiver.received
 
 
 def test_sigterm_drains_every_process(serve):

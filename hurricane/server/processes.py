@@ -146,10 +146,13 @@ def child_role_from_environment() -> ChildRole | None:
 
 
 def child_options(options: Options) -> Options:
-    """A serving process's options: the supervisor answers probes, ran the start-up
-    tasks and already waited --shutdown-delay before it passes SIGTERM on."""
+    """A serving process's options: the supervisor answers probes, sends the webhooks
+    (one startup webhook per pod, not one more per process and per replaced process),
+    ran the start-up tasks and already waited --shutdown-delay before it passes
+    SIGTERM on."""
     values = {k: v for k, v in vars(options).items() if k != "sources"}
     values.update(no_probe=True, command=[], shutdown_delay=0.0, autoreload=False)
+    values.update(webhook_url=None)
     values.update(check_migrations=False, check_migrations_apply=False)
     values.update(debugger=False, pycharm_host=None)
     return Options(values, options.sources)
