@@ -12,6 +12,7 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from conftest import TEST_PROJECT, free_port, port_open, status, wait_until
@@ -302,6 +303,32 @@ def test_whole_responses_on_the_wire(serve):
         [(status_line, _, body)] = read_responses(sock, ["GET"])
         assert (status_line, body) == ("HTTP/1.1 200 OK", b"Hello from Hurricane")
         assert sock.recv(1) == b""
+
+
+@pytest.mark.parametrize("path_kind", ["wsgi", "asgi"])
+def test_an_absolute_form_target_is_served_by_its_path(serve, path_kind):
+    """HTTP/1.1 servers must accept ``GET http://host/path`` (what clients send to a
+    forward proxy): Django sees the path and the query, and checks the Host header."""
+    if path_kind == "asgi":
+        server = serve(
+            "--asgi",
+            env={"TEST_SETTINGS": json.dumps({"ASGI_APPLICATION": "testproject.asgi.application"})},
+        )
+    else:
+        server = serve()
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request("GET", "http://example.com:8080/meta/?a=1", headers={"Host": "x"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        assert response.status == 200
+        if path_kind == "wsgi":
+            assert (body["path"], body["query"]) == ("/meta/", {"a": "1"})
+        connection.request("GET", "HTTPS://x/async/hello/")
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"Hello from async")
+    finally:
+        connection.close()
 
 
 def test_a_raw_wsgi_applications_headers(serve):

@@ -30,7 +30,12 @@ from tornado import httputil
 from tornado.iostream import StreamClosedError
 
 from hurricane.server.forwarded import TrustedProxies
-from hurricane.server.wsgi import HurricaneWSGIContainer, ResponseSink, server_name_of
+from hurricane.server.wsgi import (
+    HurricaneWSGIContainer,
+    ResponseSink,
+    server_name_of,
+    split_target,
+)
 
 logger = logging.getLogger("hurricane.server")
 
@@ -54,7 +59,7 @@ def build_scope(
 ) -> dict[str, Any]:
     """The ASGI HTTP connection scope of one request; ``client`` and ``scheme`` follow
     the forwarding headers of trusted proxies (:mod:`hurricane.server.forwarded`)."""
-    raw_path, _, query = start_line.path.partition("?")
+    raw_path, query = split_target(start_line.path)
     remote_ip, scheme = context.remote_ip, context.protocol
     if trusted_proxies is not None:
         remote_ip, scheme = trusted_proxies.client_and_scheme(remote_ip, scheme, headers)

@@ -44,7 +44,7 @@ def build_environ(
 ) -> dict[str, Any]:
     """The PEP 3333 environ of one request; ``remote_ip`` and ``scheme`` are the
     client's as :mod:`hurricane.server.forwarded` decided."""
-    path, _, query = start_line.path.partition("?")
+    path, query = split_target(start_line.path)
     environ: dict[str, Any] = {
         "REQUEST_METHOD": start_line.method,
         "SCRIPT_NAME": "",
@@ -76,6 +76,23 @@ def build_environ(
     if body and "CONTENT_LENGTH" not in environ:
         environ["CONTENT_LENGTH"] = str(len(body))
     return environ
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """The path and the query of a request target. HTTP/1.1 servers must accept the
+    absolute form (``GET http://example.com/notes/?a=1``, what clients send to a
+    forward proxy): its path is what follows the authority. The Host header still
+    names the host, which Django checks against ALLOWED_HOSTS."""
+    scheme, separator, rest = target.partition("://")
+    if separator and scheme.lower() in ("http", "https") and "/" not in scheme:
+        authority_end = min(
+            (i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest)
+        )
+        target = rest[authority_end:]
+        if not target.startswith("/"):
+            target = "/" + target
+    path, _, query = target.partition("?")
+    return path, query
 
 
 def server_name_of(headers: httputil.HTTPHeaders) -> str:
