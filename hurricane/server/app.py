@@ -11,16 +11,18 @@ import asyncio
 import logging
 import re
 import socket
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from tornado import httputil
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
+from hurricane.server.body import Body, rewound, spool
 from hurricane.server.wsgi import ResponseSink
 
 if TYPE_CHECKING:
@@ -437,6 +439,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         "route",
         "on_gone",
         "client",
+        "spooled",
     )
 
     def __init__(
@@ -455,6 +458,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         self.route = "unmatched"  # until the worker names the matched URL pattern
         self.on_gone = None
         self.client = None
+        self.spooled: BinaryIO | None = None  # the body's file, once it is large
 
     # -- reading the request (on the loop) ----------------------------------------------
 
@@ -497,13 +501,39 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         if self.done:
             return None
         self.size += len(chunk)
-        if self.size > self.router.state.max_body_size:
+        state = self.router.state
+        if self.size > state.max_body_size:
             # A chunked body that grew past the limit.
-            self.chunks = []
+            self._drop_body()
             self._reply_and_close(413, b"Request body too large\n")
             return None
-        self.chunks.append(chunk)
+        try:
+            if self.spooled is not None:
+                self.spooled.write(chunk)
+            elif self.size > state.spool_above:
+                self.chunks.append(chunk)
+                self.spooled = spool(state.spool_directory, self.chunks)
+                self.chunks = []
+            else:
+                self.chunks.append(chunk)
+        except OSError as error:
+            self._drop_body()
+            logger.error(
+                "Answered 503 to %s %s: its body (%d bytes so far) could not be stored in %s: %s",
+                self.start_line.method,
+                self.start_line.path[:100],
+                self.size,
+                state.spool_directory or tempfile.gettempdir(),
+                error,
+            )
+            self._reply_and_close(503, b"Request body could not be stored\n")
         return None
+
+    def _drop_body(self) -> None:
+        self.chunks = []
+        if self.spooled is not None:
+            self.spooled.close()
+            self.spooled = None
 
     def finish(self) -> None:
         if self.inner is not None:
@@ -512,8 +542,12 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         if self.done:
             return
         state = self.router.state
-        body = b"".join(self.chunks)
-        self.chunks = []
+        body: Body
+        if self.spooled is not None:
+            body, self.spooled = rewound(self.spooled), None  # the container closes it
+        else:
+            body = b"".join(self.chunks)
+            self.chunks = []
         # Hear about a client that goes away while its request waits or runs.
         self.conn.set_close_callback(self.on_connection_close)
         self.router.container.serve(
@@ -524,6 +558,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         if self.inner is not None:
             self.inner.on_connection_close()
         self.closed = True
+        self._drop_body()  # a body cut off before its end: no application got it
         if self.on_gone is not None:
             self.on_gone()
         self._end()

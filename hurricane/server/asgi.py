@@ -10,9 +10,10 @@ backlog that readiness reports). Any other ASGI application (a Channels router,
 an ASGI middleware around Django) gets every HTTP request through ASGI.
 
 The request body is read whole before the application starts (the app server's
-body limit applies first); the response may stream: each ``more_body`` chunk is
-awaited until the socket takes it, so a slow client slows the application down
-instead of filling memory.
+body limit applies first; a large one waits in a temporary file, see
+hurricane.server.body, and comes in messages of ASGI_MESSAGE_SIZE); the response
+may stream: each ``more_body`` chunk is awaited until the socket takes it, so a
+slow client slows the application down instead of filling memory.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from asgiref.sync import ThreadSensitiveContext
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
+from hurricane.server.body import ASGI_MESSAGE_SIZE, Body, close_body
 from hurricane.server.forwarded import TrustedProxies
 from hurricane.server.wsgi import (
     HurricaneWSGIContainer,
@@ -99,7 +101,7 @@ class ASGIExchange:
 
     __slots__ = ("body", "sink", "body_given", "gone", "status", "headers", "state")
 
-    def __init__(self, body: bytes, sink: ResponseSink, gone: asyncio.Future) -> None:
+    def __init__(self, body: Body, sink: ResponseSink, gone: asyncio.Future) -> None:
         self.body = body
         self.sink = sink
         self.body_given = False
@@ -110,8 +112,14 @@ class ASGIExchange:
 
     async def receive(self) -> dict[str, Any]:
         if not self.body_given:
-            self.body_given = True
-            return {"type": "http.request", "body": self.body, "more_body": False}
+            body = self.body
+            if isinstance(body, bytes):
+                self.body_given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            # A spooled body, a message per ASGI_MESSAGE_SIZE; the last one is short.
+            chunk = body.read(ASGI_MESSAGE_SIZE)
+            self.body_given = len(chunk) < ASGI_MESSAGE_SIZE
+            return {"type": "http.request", "body": chunk, "more_body": not self.body_given}
         if not self.gone.done():
             await asyncio.shield(self.gone)
         return {"type": "http.disconnect"}
@@ -192,7 +200,7 @@ class HurricaneASGIContainer:
         self,
         start_line: httputil.RequestStartLine,
         headers: httputil.HTTPHeaders,
-        body: bytes,
+        body: Body,
         context: Any,
         server_port: int,
         sink: ResponseSink,
@@ -204,13 +212,13 @@ class HurricaneASGIContainer:
             sink.route = self.route_of(scope["path"])
         self.run(scope, body, sink)
 
-    def run(self, scope: dict[str, Any], body: bytes, sink: ResponseSink) -> None:
+    def run(self, scope: dict[str, Any], body: Body, sink: ResponseSink) -> None:
         task = asyncio.ensure_future(self._run(scope, body, sink))
         # The loop keeps only weak references to tasks.
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, scope: dict[str, Any], body: bytes, sink: ResponseSink) -> None:
+    async def _run(self, scope: dict[str, Any], body: Body, sink: ResponseSink) -> None:
         gone = asyncio.get_running_loop().create_future()
         sink.on_gone = lambda: gone.done() or gone.set_result(None)
         exchange = ASGIExchange(body, sink, gone)
@@ -223,6 +231,8 @@ class HurricaneASGIContainer:
                 logger.info("Client went away during a response")
             else:
                 logger.exception("Error running the ASGI application")
+        finally:
+            close_body(body)
         exchange.application_returned(error)
 
 
@@ -274,12 +284,12 @@ class DjangoDispatcher:
         self,
         start_line: httputil.RequestStartLine,
         headers: httputil.HTTPHeaders,
-        body: bytes,
+        body: Body,
         context: Any,
         server_port: int,
         sink: ResponseSink,
     ) -> None:
-        path = unquote(start_line.path.partition("?")[0])
+        path = unquote(split_target(start_line.path)[0])
         if view_is_async(path):
             self.asgi.serve(start_line, headers, body, context, server_port, sink)
         else:

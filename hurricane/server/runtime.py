@@ -63,6 +63,12 @@ class ServerState(ProbeState):
         super().__init__(options)
         self.port = port
         self.max_body_size: int = options.max_body_size
+        # Larger bodies go to a temporary file (hurricane.server.body), as Django's
+        # uploads do above the same size.
+        from django.conf import settings
+
+        self.spool_above: int = settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+        self.spool_directory: str | None = settings.FILE_UPLOAD_TEMP_DIR
         self.max_request_line: int = options.max_request_line
         self.max_headers: int = options.max_headers
         self.serving = False  # app requests are answered

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import io
 import logging
 import sys
 import threading
@@ -24,6 +23,7 @@ from urllib.parse import unquote_to_bytes
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
+from hurricane.server.body import Body, body_length, body_stream
 from hurricane.server.forwarded import TrustedProxies
 from hurricane.server.pool import WorkerPool
 
@@ -37,7 +37,7 @@ STREAM_WRITE_TIMEOUT = 60.0
 def build_environ(
     start_line: httputil.RequestStartLine,
     headers: httputil.HTTPHeaders,
-    body: bytes,
+    body: Body,
     remote_ip: str,
     scheme: str,
     server_port: int,
@@ -56,7 +56,7 @@ def build_environ(
         "SERVER_PROTOCOL": start_line.version,
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scheme,
-        "wsgi.input": io.BytesIO(body),
+        "wsgi.input": body_stream(body),
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,
         "wsgi.multiprocess": False,
@@ -74,7 +74,7 @@ def build_environ(
         key = "HTTP_" + key
         environ[key] = f"{environ[key]},{value}" if key in environ else value
     if body and "CONTENT_LENGTH" not in environ:
-        environ["CONTENT_LENGTH"] = str(len(body))
+        environ["CONTENT_LENGTH"] = str(body_length(body))
     return environ
 
 
@@ -195,7 +195,7 @@ class HurricaneWSGIContainer:
         self,
         start_line: httputil.RequestStartLine,
         headers: httputil.HTTPHeaders,
-        body: bytes,
+        body: Body,
         context: Any,
         server_port: int,
         sink: ResponseSink,
@@ -208,8 +208,13 @@ class HurricaneWSGIContainer:
         self.pool.submit(self._run, environ, sink)
 
     def _run(self, environ: dict[str, Any], sink: ResponseSink) -> None:
-        if sink.client_gone:  # the client gave up while the request waited for a worker
-            return
+        try:
+            if not sink.client_gone:  # else it gave up while the request waited for a worker
+                self._respond(environ, sink)
+        finally:
+            environ["wsgi.input"].close()  # a spooled body's file is freed now
+
+    def _respond(self, environ: dict[str, Any], sink: ResponseSink) -> None:
         post = self.inbox.post
         response: dict[str, Any] = {}
         written: list[bytes] = []

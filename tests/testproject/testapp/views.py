@@ -59,6 +59,16 @@ def echo(request):
     )
 
 
+@csrf_exempt
+def upload(request):
+    """Reads the body a piece at a time, as an upload handler does: it holds no copy."""
+    digest, length = hashlib.sha256(), 0
+    while piece := request.read(65536):
+        digest.update(piece)
+        length += len(piece)
+    return JsonResponse({"length": length, "sha256": digest.hexdigest()})
+
+
 def error(request):
     raise RuntimeError("this view always fails")
 
