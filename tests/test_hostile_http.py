@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
+import resource
 import selectors
 import socket
 import threading
@@ -311,6 +312,43 @@ def test_malformed_requests_get_400_or_a_closed_connection(serve):
     # Most are answered, not just dropped.
     assert sum(1 for status, _, _ in outcomes.values() if status == 400) >= len(MALFORMED) - 3
     assert_no_traceback(server)
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_file_descriptors_it_pauses_accepting_and_recovers(serve):
+    """A process at its open files limit cannot accept: the connections wait in the
+    listen queue. It must not spin on the readable socket (it burnt a core and logged
+    18,627 tracebacks in 3 s) but say so once and take them when descriptors free up."""
+    server = serve()
+    pid = server.process.pid
+    in_use = len(os.listdir(f"/proc/{pid}/fd"))
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 8, hard))
+    clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(24)]
+    try:
+        wait_until(lambda: "Cannot accept connections" in server.output, 10, "the warning", server)
+        before = cpu_seconds(pid)
+        time.sleep(2)
+        assert cpu_seconds(pid) - before < 0.5
+        for client in clients[:20]:
+            client.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        wait_until(lambda: app_answers(server), 10, "answers again", server)
+    finally:
+        for client in clients:
+            client.close()
+    line = (
+        rf"WARNING hurricane.server Cannot accept connections on port {server.port}: "
+        rf"Too many open files \(open files limit {in_use + 8}\); new connections wait in "
+        r"the listen queue, accepting is retried every 0.1 s"
+    )
+    assert len(re.findall(line, server.output)) == 1, server.output
+    assert "Traceback" not in server.output, server.output
 
 
 # -- fuzzing --------
