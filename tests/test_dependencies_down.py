@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 from support.postgres_cluster import PostgresCluster
+from support.tcp_proxy import TcpProxy
 
 from conftest import free_port, wait_until
 from hurricane.server.probes import CHECK_TIMEOUT
@@ -218,6 +219,36 @@ def test_hung_database_without_connect_timeout_cannot_wedge_readiness(serve, tmp
         hung.stop_listening()
         with PostgresCluster(port=port):
             assert_recovered(server)
+
+
+def test_a_kept_connection_that_hangs_mid_query_fails_readiness_not_liveness(serve):
+    """With CONN_MAX_AGE the readiness check keeps its connection. Frozen mid-way (a
+    partition, a pooler with no server to give), its SELECT 1 waits on TCP, for
+    minutes: /ready fails within CHECK_TIMEOUT, /alive stays 200 and fast (on the
+    check thread they once shared, it waited behind that check and failed: a restart
+    for a database outage), and all is well again when the connection moves again."""
+    proxy = TcpProxy(5432)
+    try:
+        server = serve(
+            env=database_env(proxy.port, TEST_POSTGRES_CONN_MAX_AGE="600"), migrate=False
+        )
+        assert_recovered(server)
+        alive = ProbeWatcher(server.probe("/alive"))
+        proxy.freeze()
+        response, seconds = timed_get(server.probe("/ready"))
+        assert response.status_code != 200
+        assert seconds < CHECK_TIMEOUT + 1, f"/ready took {seconds:.1f} s"
+        assert "readiness checks did not answer" in response.text, response.text
+        time.sleep(CHECK_TIMEOUT + 2)  # past the point where /alive failed
+        assert requests.get(server.probe("/ready"), timeout=10).status_code != 200
+        answers = alive.stop()
+        proxy.resume()
+        assert_recovered(server)
+    finally:
+        proxy.close()
+    assert len(answers) > 20, answers
+    assert {code for code, _ in answers} == {200}, f"/alive did not stay 200: {answers}"
+    assert max(took for _, took in answers) < PROBE_BOUND, answers
 
 
 def test_webhook_receiver_down_or_hanging_leaves_serving_and_probes_alone(serve):

@@ -106,18 +106,27 @@ class ProbeServerThread:
 
 
 class ProbeChecks:
-    """Runs check functions on the probe thread; one run per kind at a time."""
+    """Runs check functions on a thread per kind; one run per kind at a time.
+
+    A thread per kind: the readiness check's ``SELECT 1`` can hang for as long as
+    TCP keeps a dead connection (a PgBouncer with no server connection to give waits
+    120 s; a network partition on a kept connection, CONN_MAX_AGE, up to 15 min).
+    Liveness checks queued behind it on one thread failed /alive after
+    CHECK_TIMEOUT, and the kubelet restarted a pod that a restart cannot help."""
 
     def __init__(self) -> None:
-        # A daemon thread: a check stuck on a hung database must not hold up exit.
-        self.thread = WorkerPool(1, "hurricane-probe")
+        # Daemon threads: a check stuck on a hung database must not hold up exit.
+        self.threads: dict[str, WorkerPool] = {}
         self.running: dict[str, asyncio.Future] = {}
 
     async def run(self, kind: str, check: Callable[[], list[str]]) -> list[str]:
         future = self.running.get(kind)
         if future is None or future.done():
+            thread = self.threads.get(kind)
+            if thread is None:
+                thread = self.threads[kind] = WorkerPool(1, f"hurricane-probe-{kind}")
             future = concurrent.futures.Future()
-            self.thread.submit(_run_into, check, future)
+            thread.submit(_run_into, check, future)
             future = asyncio.wrap_future(future)
             self.running[kind] = future
         try:

@@ -1,4 +1,4 @@
-"""A TCP proxy on 127.0.0.1 in front of a real server (the broker), that a test can
+"""A TCP proxy on 127.0.0.1 in front of a real server (the broker, a database), that a test can
 use to make the network fail without touching the server: cut every connection,
 refuse new ones for a while, or freeze (keep connections open, pass nothing on,
 as a broker on a host that stopped answering)."""
@@ -43,6 +43,8 @@ class TcpProxy:
                     self._accept()
                 elif not self.frozen.is_set():
                     self._pass_on(key.fileobj)
+            if self.frozen.is_set():  # the unread sockets stay readable: do not spin
+                self.stopping.wait(0.02)
 
     def _accept(self) -> None:
         try:

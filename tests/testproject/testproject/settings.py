@@ -31,6 +31,7 @@ if os.environ.get("TEST_POSTGRES_DB"):
             "HOST": os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1"),
             "PORT": os.environ.get("TEST_POSTGRES_PORT", "5432"),
             "USER": os.environ.get("TEST_POSTGRES_USER", "postgres"),
+            "CONN_MAX_AGE": int(os.environ.get("TEST_POSTGRES_CONN_MAX_AGE", "0")),
             # TEST_POSTGRES_CONNECT_TIMEOUT="" leaves libpq's default: wait forever.
             "OPTIONS": (
                 {"connect_timeout": int(os.environ.get("TEST_POSTGRES_CONNECT_TIMEOUT", "2"))}
