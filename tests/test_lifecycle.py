@@ -152,6 +152,24 @@ def test_failing_command_stops_start_up_and_sends_failure_webhook(
     assert not [item for item in webhook_receiver.received if item.get("status") == "succeeded"]
 
 
+def test_an_application_that_cannot_load_fails_the_start_up_with_its_cause(serve, webhook_receiver):
+    """A WSGI_APPLICATION that does not import: exit 1, its traceback logged once and
+    sent in the failure webhook (the failure once broke down in a TypeError of its own,
+    and no webhook left)."""
+    settings = json.dumps({"WSGI_APPLICATION": "testproject.missing.application"})
+    server = serve(
+        "--webhook-url", webhook_receiver.url, env={"TEST_SETTINGS": settings}, wait=False
+    )
+    assert server.wait_exit(30) == 1, server.output
+    output = server.output
+    assert "ERROR hurricane.server Loading the application failed" in output
+    assert output.count("No module named 'testproject.missing'") == 1, output
+    assert "TypeError" not in output, output
+    hook = webhook_receiver.wait_for(lambda item: item.get("type") == "startup", timeout=10)
+    assert hook["status"] == "failed", hook
+    assert "No module named 'testproject.missing'" in hook["traceback"], hook
+
+
 def test_successful_start_sends_startup_webhook(serve, webhook_receiver):
     server = serve("--webhook-url", webhook_receiver.url)
     hook = webhook_receiver.wait_for(lambda item: item.get("type") == "startup", timeout=20)

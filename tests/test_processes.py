@@ -217,11 +217,25 @@ def test_processes_and_autoreload_do_not_combine(tmp_path):
     assert "--processes and --autoreload cannot be combined" in result.stderr
 
 
-def test_a_process_that_cannot_start_fails_the_start_up(serve):
-    # Every serving process fails to load the application: the supervisor says so
-    # and exits 1 instead of starting them again and again.
+def test_a_process_that_cannot_start_fails_the_start_up(serve, webhook_receiver):
+    # Every serving process fails to load the application: the supervisor says so,
+    # sends the failure webhook and exits 1 instead of starting them again and again.
     settings = '{"WSGI_APPLICATION": "testproject.missing.application"}'
-    server = serve("--processes", "2", env={"TEST_SETTINGS": settings}, wait=False)
+    server = serve(
+        "--processes",
+        "2",
+        "--webhook-url",
+        webhook_receiver.url,
+        env={"TEST_SETTINGS": settings},
+        wait=False,
+    )
     assert server.wait_exit(60) == 1, server.output
     assert "Loading the application failed" in server.output
-    assert re.search(r"Serving process \d exited with code 1 before it served", server.output)
+    assert re.search(
+        r"Serving process \d exited with code 1 before it served \(its log says why\)",
+        server.output,
+    )
+    assert "TypeError" not in server.output, server.output
+    hook = webhook_receiver.wait_for(lambda item: item.get("type") == "startup", timeout=10)
+    assert hook["status"] == "failed", hook
+    assert "exited with code 1 before it served" in hook["traceback"], hook

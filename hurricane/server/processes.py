@@ -259,8 +259,8 @@ class Supervisor(Server):
                 if child is not None and child.poll() is not None:
                     await self.fail_startup(
                         f"Serving process {index} exited with code {child.returncode} "
-                        "before it served",
-                        "",
+                        "before it served (its log says why)",
+                        None,
                     )
                     return False
             await asyncio.sleep(0.05)

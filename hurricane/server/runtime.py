@@ -414,11 +414,12 @@ class Server:
             logger.info("Stopped during start-up")
         return done
 
-    async def fail_startup(self, message: str, error: BaseException) -> None:
-        """Log (the traceback as the record's exception: the ``traceback`` field in
-        JSON), send the failure webhook with it (waiting a bounded time), exit 1."""
+    async def fail_startup(self, message: str, error: BaseException | None) -> None:
+        """Log (the traceback, if there is an exception, as the record's: the
+        ``traceback`` field in JSON), send the failure webhook with it (waiting a
+        bounded time), exit 1."""
         logger.error("%s", message, exc_info=error)
-        trace = "".join(traceback.format_exception(error))
+        trace = "".join(traceback.format_exception(error)) if error is not None else message
         await wait_for_delivery(self.state.send_webhook("startup", False, trace))
         self.exit_code = 1
 
@@ -507,8 +508,8 @@ class Server:
         """Attach the application to the open app port; False when that failed."""
         try:
             self.attach_application(loop)
-        except Exception:
-            await self.fail_startup("Loading the application failed", traceback.format_exc())
+        except Exception as error:
+            await self.fail_startup("Loading the application failed", error)
             return False
         return True
 
