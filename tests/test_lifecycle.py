@@ -358,9 +358,10 @@ def test_max_lifetime_makes_liveness_fail(serve):
 
 
 def test_max_memory_restarts_in_place_without_dropping_requests(serve):
-    server = serve("--max-memory", "1")
+    server = serve("--max-memory", "200")
     pid = server.process.pid
     results: list[int | str] = []
+    assert requests.get(server.url("/hold/?mb=250"), timeout=20).status_code == 200
     deadline = time.monotonic() + 12
     while time.monotonic() < deadline:
         try:
@@ -373,8 +374,10 @@ def test_max_memory_restarts_in_place_without_dropping_requests(serve):
         f"{len(failures)} of {len(results)} failed: {failures[:3]}\n{server.output}"
     )
     output = server.output
-    assert "is over --max-memory 1 MB: restarting in place" in output, output
+    assert "is over --max-memory 200 MB: restarting in place" in output, output
     assert "after an in-place restart" in output, output
+    # The fresh process holds nothing: one restart, not one every few seconds.
+    assert output.count("restarting in place") == 1, output
     # The fresh image chose its core among all again (one inherited core would leave
     # it nothing to choose, and no way off a crowded core).
     restarts = re.findall(r"Serving on port .*after an in-place restart", output)
@@ -386,3 +389,19 @@ def test_max_memory_restarts_in_place_without_dropping_requests(serve):
         "the startup probe to answer 200 after the restart",
         server,
     )
+
+
+def test_max_memory_below_a_fresh_process_says_so_once_and_does_not_loop(serve):
+    server = serve("--max-memory", "5")
+    pid = server.process.pid
+    poll_until(lambda: "--max-memory 5 MB is below the" in server.output, 10, "the line", server)
+    time.sleep(6)  # past the first memory check
+    assert status(server.url("/hello/")) == 200
+    output = server.output
+    assert re.search(
+        r"ERROR hurricane.server --max-memory 5 MB is below the \d+ MB this process takes as "
+        r"soon as it serves: a restart could not bring it under",
+        output,
+    ), output
+    assert "restarting in place" not in output, output
+    assert server.process.pid == pid and output.count("Serving on port") == 1

@@ -316,7 +316,7 @@ class Server:
                 probes,
                 " (after an in-place restart)" if restarted else "",
             )
-        if self.options.max_memory:
+        if self.options.max_memory and self.memory_limit_can_be_met():
             loop.call_later(MEMORY_CHECK_INTERVAL, self.check_memory)
         await self.stopping
         return self.exit_code
@@ -609,6 +609,22 @@ class Server:
             self.stopping.set_result(None)
 
     # -- in-place restart past --max-memory --------------------------------------------------
+
+    def memory_limit_can_be_met(self) -> bool:
+        """A fresh process that already takes more than --max-memory would restart
+        in place every MEMORY_CHECK_INTERVAL for ever: say so once and leave it."""
+        used = resident_memory_mb()
+        if used <= self.options.max_memory:
+            return True
+        logger.error(
+            "--max-memory %d MB is below the %.0f MB this process takes as soon as it "
+            "serves: a restart could not bring it under, so it does not restart for "
+            "memory; set --max-memory well above %.0f MB",
+            self.options.max_memory,
+            used,
+            used,
+        )
+        return False
 
     def check_memory(self) -> None:
         if self.state.draining:

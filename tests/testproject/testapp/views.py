@@ -69,6 +69,15 @@ def upload(request):
     return JsonResponse({"length": length, "sha256": digest.hexdigest()})
 
 
+_held: list[bytearray] = []
+
+
+def hold(request):
+    """Keeps ``?mb=`` MB more, written so that it is resident: a leak to order."""
+    _held.append(bytearray(b"\x01") * (int(request.GET.get("mb", "10")) * 2**20))
+    return HttpResponse(f"holding {sum(map(len, _held)) // 2**20} MB")
+
+
 def error(request):
     raise RuntimeError("this view always fails")
 

@@ -12,6 +12,7 @@ urlpatterns = [
     path("echo/", views.echo),
     path("upload/", views.upload),
     path("error/", views.error),
+    path("hold/", views.hold),
     path("warn/", views.warn),
     path("bad-header/", views.bad_header),
     path("items/", views.items),
