@@ -115,3 +115,22 @@ def test_a_core_another_process_keeps_busy_is_left(serve):
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_cpu_quota_reads_the_cgroup_limit(tmp_path):
+    from hurricane.server.affinity import cpu_quota
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert cpu_quota(str(v2)) == 1.5
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cpu_quota(str(v2)) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu_quota(str(v1)) == 0.5
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cpu_quota(str(v1)) is None
+    assert cpu_quota(str(tmp_path / "none")) is None

@@ -5,6 +5,7 @@ them. Real processes, real sockets."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from conftest import free_port, run_serve, wait_until
+from hurricane.server.affinity import usable_cores
 
 
 def pid_of_response(server) -> int:
@@ -194,6 +196,19 @@ def test_sigterm_drains_every_process(serve):
     assert not any(os.path.exists(f"/proc/{pid}") for pid in children), server.output
     # Both processes served some of the eight and drained them.
     assert server.output.count("Drained; exiting") == 3, server.output
+
+
+def test_more_processes_than_cores_is_a_warning(serve):
+    """One more process than this machine lets it use: it serves, and says why that
+    is no gain."""
+    cores = usable_cores()
+    count = math.ceil(cores) + 1
+    server = serve("--processes", str(count))
+    assert pid_of_response(server)
+    assert (
+        f"WARNING hurricane.server --processes {count} is more than the {round(cores, 2):g} "
+        "core(s) this container may use (its cpuset and CPU limit)"
+    ) in server.output, server.output
 
 
 def test_processes_need_a_probe_port_of_their_own(tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import mmap
 import os
 import shutil
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hurricane.options import Options
+from hurricane.server.affinity import usable_cores
 from hurricane.server.runtime import (
     Server,
     ServerState,
@@ -197,6 +199,15 @@ class Supervisor(Server):
                 f"{self.probe_port} is the app port)"
             )
         self.count: int = options.processes
+        cores = usable_cores()
+        if self.count > math.ceil(cores):
+            logger.warning(
+                "--processes %d is more than the %g core(s) this container may use (its "
+                "cpuset and CPU limit): the processes take turns on them, each with its "
+                "own memory; one process per core serves the most",
+                self.count,
+                round(cores, 2),
+            )
         self.folder = tempfile.mkdtemp(prefix="hurricane-processes-")
         self.metrics_dir = os.path.join(self.folder, "metrics")
         os.mkdir(self.metrics_dir)
