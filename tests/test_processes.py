@@ -12,8 +12,10 @@ import signal
 import socket
 import threading
 import time
+import unittest.mock
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from conftest import free_port, run_serve, wait_until
@@ -72,11 +74,15 @@ def test_every_process_serves_and_metrics_add_up(serve):
 
 def test_keep_alive_connections_opened_at_once_spread_over_the_processes(serve):
     """A burst of connections (a client pool, a proxy warming up) must not all land on
-    the process that woke first: each keeps its connections for as long as they live."""
-    server = serve("--processes", "2", "--workers", "2")
+    the process that woke first: each keeps its connections for as long as they live.
+    The kernel places the processes here (--cpu-affinity off): pinned, one to a core
+    that something else keeps busy (another test's process), it would rightly take
+    fewer."""
+    server = serve("--processes", "2", "--workers", "2", "--cpu-affinity", "off")
     children = children_of(server.process.pid)
-    per_process = {pid: 0 for pid in children}
+    bursts = []
     for _ in range(3):
+        per_process = {pid: 0 for pid in children}
         connections = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(32)]
         try:
             for connection in connections:
@@ -86,8 +92,42 @@ def test_keep_alive_connections_opened_at_once_spread_over_the_processes(serve):
         finally:
             for connection in connections:
                 connection.close()
-    fewest = min(per_process.values())
-    assert fewest >= 96 // 4, f"connections per process: {per_process}"
+        bursts.append(sorted(per_process.values()))
+    # Taking them 128 at a time, one process kept whole bursts. One at a time, a
+    # process descheduled for a moment (a busy machine) can still miss most of a
+    # burst: beside a process spinning on a core, the fewer of the two got 9 of 96
+    # once in 36 runs, 17 or more in the others. The rule itself is checked exactly
+    # below (test_a_wake_up_takes_as_many_connections_as_allowed).
+    fewest = sum(counts[0] for counts in bursts)
+    assert fewest >= 96 // 8, f"connections per process in each burst: {bursts}"
+
+
+@pytest.mark.parametrize(("per_wakeup", "taken"), [(1, 1), (3, 3), (128, 5)])
+def test_a_wake_up_takes_as_many_connections_as_allowed(per_wakeup, taken):
+    """The serving processes take one connection per wake-up of the shared socket
+    (ACCEPT_PER_WAKEUP alone): five waiting, one wake-up takes ``taken``."""
+    from tornado.ioloop import IOLoop
+
+    from hurricane.server.app import add_accept_handler
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(5)]
+    accepted: list[socket.socket] = []
+    handlers = {}
+    loop = IOLoop(make_current=False)
+    try:
+        loop.add_handler = lambda fd, handler, events: handlers.setdefault("accept", handler)
+        loop.remove_handler = lambda fd: None
+        with unittest.mock.patch.object(IOLoop, "current", return_value=loop):
+            add_accept_handler(listener, lambda sock, address: accepted.append(sock), per_wakeup)
+        time.sleep(0.1)  # the handshakes are done: five connections wait
+        handlers["accept"](listener.fileno(), IOLoop.READ)
+        assert len(accepted) == taken
+    finally:
+        for sock in (*accepted, *clients, listener):
+            sock.close()
+        loop.close()
 
 
 def pid_from_raw_response(connection: socket.socket) -> int:
