@@ -6,6 +6,7 @@ after which the server still answers with no thread or file descriptor leaked.""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import re
 import resource
@@ -14,9 +15,11 @@ import socket
 import threading
 import time
 
+import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_http import ASGI_DJANGO
 
 from conftest import run_serve, wait_until
 
@@ -416,15 +419,21 @@ def http_request(draw) -> bytes:
     return request
 
 
-def test_fuzzed_requests_leave_the_server_healthy_and_leak_nothing(serve):
-    # Short timeouts, so that the many incomplete requests are closed quickly.
+@pytest.mark.parametrize("path_kind", ["wsgi", "asgi"])
+def test_fuzzed_requests_leave_the_server_healthy_and_leak_nothing(serve, path_kind):
+    # Short timeouts, so that the many incomplete requests are closed quickly. On the
+    # ASGI path too: its request and response code is its own.
+    asgi = ["--asgi"] if path_kind == "asgi" else []
+    env = {"TEST_SETTINGS": json.dumps(ASGI_DJANGO)} if asgi else None
     server = serve(
+        *asgi,
         "--header-timeout", "0.3",
         "--body-timeout", "0.3",
         "--keep-alive-timeout", "0.5",
         "--max-body-size", "4k",
         "--workers", "4",
         "--max-workers", "4",
+        env=env,
     )  # fmt: skip
     # Warm up what starts lazily (worker threads, the probe check thread), then let
     # the warm-up connections close.
