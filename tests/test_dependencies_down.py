@@ -14,6 +14,7 @@ import contextlib
 import signal
 import socket
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -249,6 +250,52 @@ def test_a_kept_connection_that_hangs_mid_query_fails_readiness_not_liveness(ser
     assert len(answers) > 20, answers
     assert {code for code, _ in answers} == {200}, f"/alive did not stay 200: {answers}"
     assert max(took for _, took in answers) < PROBE_BOUND, answers
+
+
+@contextlib.contextmanager
+def packets_dropped(port: int) -> Iterator[None]:
+    """A network partition in front of ``port``: every packet to it vanishes (no
+    reset, no acknowledgement), as when a route or a node goes away."""
+    rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+    subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=True, capture_output=True)
+
+
+def test_readiness_sees_the_database_again_as_soon_as_a_partition_ends(serve):
+    """A partition swallows the readiness check's kept connection mid-query. TCP
+    would retry that query ever more rarely (the next try 51 s after the first) and
+    /ready would stay failing long after the network is back; the check's own
+    connection gives up after SILENCE_TIMEOUT_MS, connects afresh, and /ready passes
+    within seconds of the partition's end. /alive stays 200 all along."""
+    proxy = TcpProxy(5432)
+    try:
+        server = serve(
+            env=database_env(proxy.port, TEST_POSTGRES_CONN_MAX_AGE="600"), migrate=False
+        )
+        assert_recovered(server)
+        alive = ProbeWatcher(server.probe("/alive"))
+        with packets_dropped(proxy.port):
+            deadline = time.monotonic() + 28
+            response, seconds = timed_get(server.probe("/ready"))
+            assert response.status_code != 200 and seconds < CHECK_TIMEOUT + 1
+            while time.monotonic() < deadline:
+                assert requests.get(server.probe("/ready"), timeout=10).status_code != 200
+                time.sleep(1)
+        ended = time.monotonic()
+        wait_until(
+            lambda: requests.get(server.probe("/ready"), timeout=10).status_code == 200,
+            8,
+            "/ready to pass within seconds of the partition's end",
+            server,
+        )
+        assert time.monotonic() - ended < 8
+        answers = alive.stop()
+    finally:
+        proxy.close()
+    assert {code for code, _ in answers} == {200}, f"/alive did not stay 200: {answers}"
 
 
 def test_webhook_receiver_down_or_hanging_leaves_serving_and_probes_alone(serve):

@@ -20,7 +20,7 @@ import tornado.web
 from django.conf import settings
 
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer, log_tornado_request
-from hurricane.server.databases import bound_connect_timeout
+from hurricane.server.databases import bound_connection_waits
 from hurricane.server.pool import WorkerPool
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def readiness_errors() -> list[str]:
     errors = [str(m) for m in messages if m.is_serious() and not m.is_silenced()]
     for alias in connections:
         connection = connections[alias]
-        bound_connect_timeout(connection)
+        bound_connection_waits(connection)
         try:
             connection.close_if_unusable_or_obsolete()
             with connection.cursor() as cursor:

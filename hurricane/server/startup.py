@@ -11,7 +11,7 @@ import shlex
 import threading
 from typing import Any
 
-from hurricane.server.databases import bound_connect_timeout
+from hurricane.server.databases import bound_connection_waits
 from hurricane.server.logs import LoggedLines
 
 logger = logging.getLogger("hurricane.startup")
@@ -78,7 +78,7 @@ def pending_migrations(alias: str) -> list[str]:
     from django.db.migrations.executor import MigrationExecutor
 
     connection = connections[alias]
-    bound_connect_timeout(connection)  # a hung database host must not hang the start
+    bound_connection_waits(connection)  # a hung database host must not hang the start
     connection.ensure_connection()
     executor = MigrationExecutor(connection)
     plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
