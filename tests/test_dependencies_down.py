@@ -298,6 +298,24 @@ def test_readiness_sees_the_database_again_as_soon_as_a_partition_ends(serve):
     assert {code for code, _ in answers} == {200}, f"/alive did not stay 200: {answers}"
 
 
+def test_the_bounds_keep_what_the_project_set():
+    from types import SimpleNamespace
+
+    from hurricane.server.databases import SILENCE_OPTIONS, bound_connection_waits
+
+    mine = {"connect_timeout": 1, "tcp_user_timeout": 20000, "sslmode": "require"}
+    connection = SimpleNamespace(vendor="postgresql", settings_dict={"OPTIONS": mine})
+    bound_connection_waits(connection)
+    assert connection.settings_dict["OPTIONS"] == {**SILENCE_OPTIONS, **mine}
+    assert mine == {"connect_timeout": 1, "tcp_user_timeout": 20000, "sslmode": "require"}
+    forever = SimpleNamespace(vendor="postgresql", settings_dict={"OPTIONS": {}})
+    bound_connection_waits(forever)
+    assert forever.settings_dict["OPTIONS"] == {**SILENCE_OPTIONS, "connect_timeout": 3}
+    sqlite = SimpleNamespace(vendor="sqlite", settings_dict={"OPTIONS": {}})
+    bound_connection_waits(sqlite)
+    assert sqlite.settings_dict["OPTIONS"] == {}
+
+
 def test_webhook_receiver_down_or_hanging_leaves_serving_and_probes_alone(serve):
     refused_port = free_port()  # nothing listens here: connection refused
     with hanging_listener() as hanging:
