@@ -222,31 +222,40 @@ def test_hung_database_without_connect_timeout_cannot_wedge_readiness(serve, tmp
             assert_recovered(server)
 
 
-def test_a_kept_connection_that_hangs_mid_query_fails_readiness_not_liveness(serve):
-    """With CONN_MAX_AGE the readiness check keeps its connection. Frozen mid-way (a
-    partition, a pooler with no server to give), its SELECT 1 waits on TCP, for
-    minutes: /ready fails within CHECK_TIMEOUT, /alive stays 200 and fast (on the
-    check thread they once shared, it waited behind that check and failed: a restart
-    for a database outage), and all is well again when the connection moves again."""
+@pytest.fixture
+def kept_connection(serve) -> Iterator[tuple]:
+    """The test project on PostgreSQL (the shared server, which stays up) through a
+    TcpProxy that can fail the network, with CONN_MAX_AGE so that the readiness
+    check keeps its connection; ready. Yields the server and the proxy."""
     proxy = TcpProxy(5432)
     try:
         server = serve(
             env=database_env(proxy.port, TEST_POSTGRES_CONN_MAX_AGE="600"), migrate=False
         )
         assert_recovered(server)
-        alive = ProbeWatcher(server.probe("/alive"))
-        proxy.freeze()
-        response, seconds = timed_get(server.probe("/ready"))
-        assert response.status_code != 200
-        assert seconds < CHECK_TIMEOUT + 1, f"/ready took {seconds:.1f} s"
-        assert "readiness checks did not answer" in response.text, response.text
-        time.sleep(CHECK_TIMEOUT + 2)  # past the point where /alive failed
-        assert requests.get(server.probe("/ready"), timeout=10).status_code != 200
-        answers = alive.stop()
-        proxy.resume()
-        assert_recovered(server)
+        yield server, proxy
     finally:
         proxy.close()
+
+
+def test_a_kept_connection_that_hangs_mid_query_fails_readiness_not_liveness(kept_connection):
+    """With CONN_MAX_AGE the readiness check keeps its connection. Frozen mid-way (a
+    partition, a pooler with no server to give), its SELECT 1 waits on TCP, for
+    minutes: /ready fails within CHECK_TIMEOUT, /alive stays 200 and fast (on the
+    check thread they once shared, it waited behind that check and failed: a restart
+    for a database outage), and all is well again when the connection moves again."""
+    server, proxy = kept_connection
+    alive = ProbeWatcher(server.probe("/alive"))
+    proxy.freeze()
+    response, seconds = timed_get(server.probe("/ready"))
+    assert response.status_code != 200
+    assert seconds < CHECK_TIMEOUT + 1, f"/ready took {seconds:.1f} s"
+    assert "readiness checks did not answer" in response.text, response.text
+    time.sleep(CHECK_TIMEOUT + 2)  # past the point where /alive failed
+    assert requests.get(server.probe("/ready"), timeout=10).status_code != 200
+    answers = alive.stop()
+    proxy.resume()
+    assert_recovered(server)
     assert len(answers) > 20, answers
     assert {code for code, _ in answers} == {200}, f"/alive did not stay 200: {answers}"
     assert max(took for _, took in answers) < PROBE_BOUND, answers
@@ -264,37 +273,30 @@ def packets_dropped(port: int) -> Iterator[None]:
         subprocess.run(["iptables", "-D", *rule], check=True, capture_output=True)
 
 
-def test_readiness_sees_the_database_again_as_soon_as_a_partition_ends(serve):
+def test_readiness_sees_the_database_again_as_soon_as_a_partition_ends(kept_connection):
     """A partition swallows the readiness check's kept connection mid-query. TCP
     would retry that query ever more rarely (the next try 51 s after the first) and
     /ready would stay failing long after the network is back; the check's own
     connection gives up after SILENCE_TIMEOUT_MS, connects afresh, and /ready passes
     within seconds of the partition's end. /alive stays 200 all along."""
-    proxy = TcpProxy(5432)
-    try:
-        server = serve(
-            env=database_env(proxy.port, TEST_POSTGRES_CONN_MAX_AGE="600"), migrate=False
-        )
-        assert_recovered(server)
-        alive = ProbeWatcher(server.probe("/alive"))
-        with packets_dropped(proxy.port):
-            deadline = time.monotonic() + 28
-            response, seconds = timed_get(server.probe("/ready"))
-            assert response.status_code != 200 and seconds < CHECK_TIMEOUT + 1
-            while time.monotonic() < deadline:
-                assert requests.get(server.probe("/ready"), timeout=10).status_code != 200
-                time.sleep(1)
-        ended = time.monotonic()
-        wait_until(
-            lambda: requests.get(server.probe("/ready"), timeout=10).status_code == 200,
-            8,
-            "/ready to pass within seconds of the partition's end",
-            server,
-        )
-        assert time.monotonic() - ended < 8
-        answers = alive.stop()
-    finally:
-        proxy.close()
+    server, proxy = kept_connection
+    alive = ProbeWatcher(server.probe("/alive"))
+    with packets_dropped(proxy.port):
+        deadline = time.monotonic() + 28
+        response, seconds = timed_get(server.probe("/ready"))
+        assert response.status_code != 200 and seconds < CHECK_TIMEOUT + 1
+        while time.monotonic() < deadline:
+            assert requests.get(server.probe("/ready"), timeout=10).status_code != 200
+            time.sleep(1)
+    ended = time.monotonic()
+    wait_until(
+        lambda: requests.get(server.probe("/ready"), timeout=10).status_code == 200,
+        8,
+        "/ready to pass within seconds of the partition's end",
+        server,
+    )
+    assert time.monotonic() - ended < 8
+    answers = alive.stop()
     assert {code for code, _ in answers} == {200}, f"/alive did not stay 200: {answers}"
 
 
