@@ -275,7 +275,7 @@ def packets_dropped(port: int) -> Iterator[None]:
 
 def test_readiness_sees_the_database_again_as_soon_as_a_partition_ends(kept_connection):
     """A partition swallows the readiness check's kept connection mid-query. TCP
-    would retry that query ever more rarely (the next try 51 s after the first) and
+    would retry that query ever more rarely (exponential backoff) and
     /ready would stay failing long after the network is back; the check's own
     connection gives up after SILENCE_TIMEOUT_MS, connects afresh, and /ready passes
     within seconds of the partition's end. /alive stays 200 all along."""
@@ -316,6 +316,20 @@ def test_the_bounds_keep_what_the_project_set():
     sqlite = SimpleNamespace(vendor="sqlite", settings_dict={"OPTIONS": {}})
     bound_connection_waits(sqlite)
     assert sqlite.settings_dict["OPTIONS"] == {}
+
+
+def test_an_older_libpq_gets_no_tcp_user_timeout(monkeypatch):
+    """libpq before 12 refuses the option, and with it every connection."""
+    from types import SimpleNamespace
+
+    from hurricane.server import databases
+
+    monkeypatch.setattr(databases, "libpq_version", lambda: 110000)
+    connection = SimpleNamespace(vendor="postgresql", settings_dict={"OPTIONS": {}})
+    databases.bound_connection_waits(connection)
+    options = connection.settings_dict["OPTIONS"]
+    assert "tcp_user_timeout" not in options
+    assert options["keepalives"] == 1 and options["connect_timeout"] == 3
 
 
 def test_webhook_receiver_down_or_hanging_leaves_serving_and_probes_alone(serve):

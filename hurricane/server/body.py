@@ -8,6 +8,10 @@ the size above which Django itself writes uploaded files to disk, goes to an unn
 temporary file in ``FILE_UPLOAD_TEMP_DIR`` (or the system's, ``TMPDIR``/``/tmp``), which
 the kernel frees when it is closed. The application reads it as ``wsgi.input`` or as
 ASGI ``http.request`` messages, as it would read a body in memory.
+
+The file is written and read on the event loop, as Django's own ASGI handler
+writes its spooled bodies: writes of at most a socket read each land in the page
+cache, and a hop to a thread per chunk would cost more than they take.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ up by a connect that never ends.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 CONNECT_TIMEOUT = 3
@@ -31,8 +32,10 @@ SILENCE_OPTIONS = {
 TCP_USER_TIMEOUT_LIBPQ = 120000
 
 
+@functools.cache
 def libpq_version() -> int:
-    """The version of the libpq that Django's PostgreSQL backend uses (0 if unknown)."""
+    """The version of the libpq that Django's PostgreSQL backend uses (0 if unknown);
+    asked once, not on every readiness check."""
     try:
         import psycopg
 

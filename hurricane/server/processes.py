@@ -359,5 +359,5 @@ class Supervisor(Server):
                 child.kill()
                 child.wait()
 
-    def check_memory(self) -> None:
+    def watch_memory(self, loop: asyncio.AbstractEventLoop) -> None:
         """Each serving process watches its own memory (and restarts in place)."""

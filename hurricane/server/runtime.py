@@ -316,8 +316,8 @@ class Server:
                 probes,
                 " (after an in-place restart)" if restarted else "",
             )
-        if self.options.max_memory and self.memory_limit_can_be_met():
-            loop.call_later(MEMORY_CHECK_INTERVAL, self.check_memory)
+        if self.options.max_memory:
+            self.watch_memory(loop)
         await self.stopping
         return self.exit_code
 
@@ -610,12 +610,14 @@ class Server:
 
     # -- in-place restart past --max-memory --------------------------------------------------
 
-    def memory_limit_can_be_met(self) -> bool:
-        """A fresh process that already takes more than --max-memory would restart
-        in place every MEMORY_CHECK_INTERVAL for ever: say so once and leave it."""
+    def watch_memory(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Check the memory every MEMORY_CHECK_INTERVAL, unless a fresh process already
+        takes more than --max-memory: it would restart in place for ever, so say so
+        once and leave it."""
         used = resident_memory_mb()
         if used <= self.options.max_memory:
-            return True
+            loop.call_later(MEMORY_CHECK_INTERVAL, self.check_memory)
+            return
         logger.error(
             "--max-memory %d MB is below the %.0f MB this process takes as soon as it "
             "serves: a restart could not bring it under, so it does not restart for "
@@ -624,7 +626,6 @@ class Server:
             used,
             used,
         )
-        return False
 
     def check_memory(self) -> None:
         if self.state.draining:

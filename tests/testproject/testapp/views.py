@@ -59,14 +59,19 @@ def echo(request):
     )
 
 
-@csrf_exempt
-def upload(request):
-    """Reads the body a piece at a time, as an upload handler does: it holds no copy."""
+def digest_of_body(request) -> JsonResponse:
+    """The body's length and hash, read a piece at a time as an upload handler reads
+    it: the view holds no copy."""
     digest, length = hashlib.sha256(), 0
     while piece := request.read(65536):
         digest.update(piece)
         length += len(piece)
     return JsonResponse({"length": length, "sha256": digest.hexdigest()})
+
+
+@csrf_exempt
+def upload(request):
+    return digest_of_body(request)
 
 
 _held: list[bytearray] = []
