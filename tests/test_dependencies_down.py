@@ -11,6 +11,8 @@ The database here is a private PostgreSQL cluster the test stops and starts
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import signal
 import socket
 import statistics
@@ -261,11 +263,26 @@ def test_a_kept_connection_that_hangs_mid_query_fails_readiness_not_liveness(kep
     assert max(took for _, took in answers) < PROBE_BOUND, answers
 
 
+def install_iptables() -> None:
+    """A fresh machine of this kind has no iptables: install it from Debian's
+    packages, as the image test does podman (root is needed either way)."""
+    if shutil.which("iptables"):
+        return
+    quiet = {
+        "check": True,
+        "capture_output": True,
+        "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    }
+    subprocess.run(["apt-get", "update", "-q"], **quiet)
+    subprocess.run(["apt-get", "install", "-y", "-q", "iptables"], **quiet)
+
+
 @contextlib.contextmanager
 def packets_dropped(port: int) -> Iterator[None]:
     """A network partition in front of ``port``: every packet to it vanishes (no
     reset, no acknowledgement), as when a route or a node goes away."""
     rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+    install_iptables()
     subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True)
     try:
         yield
