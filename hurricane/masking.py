@@ -2,10 +2,11 @@
 
 A value is a secret when the name of its option or variable contains PASSWORD,
 SECRET, TOKEN or KEY, or when the image's entrypoint read it from a ``<NAME>_FILE``
-(it lists those names in ``HURRICANE_FROM_FILES``). In any other value, a URL's user
-part and its query (where a receiver's or a database's credentials ride) are
-masked: ``https://*****@hooks.example/x?*****``. The entrypoint masks its summary
-line by the same rule with a copy of its own, for it cannot import Hurricane
+(it lists those names in ``HURRICANE_FROM_FILES``). In any other value, a URL shows
+as its origin (scheme, host and port) only: Slack, Discord and Teams webhooks carry
+their credential in the path, others in the user part or the query
+(``https://hooks.example/*****``). The entrypoint masks its summary line by the same
+rule with a copy of its own, for it cannot import Hurricane
 (tests/test_security_defaults.py holds both copies to the same cases).
 """
 
@@ -38,28 +39,38 @@ def is_secret(name: str, from_files: Iterable[str] | None = None) -> bool:
     return is_secret_name(name) or name in from_files
 
 
-# A URL: scheme, authority (maybe with user:password@), path, then query or fragment.
+# A URL: scheme, authority (maybe with user:password@), then what follows (path,
+# query, fragment) up to a blank or a quote.
 URL = re.compile(
-    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#\s]*)"
-    r"(?P<path>[^?#\s]*)(?P<rest>[?#]\S*)?"
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#\s'\"<>]*)(?P<rest>[^\s'\"<>]*)"
 )
 
 
+def url_origin(url: str) -> str:
+    """``url`` reduced to its scheme, host and port (``https://hooks.example:8443``):
+    what a log may show of where something goes."""
+    match = URL.match(url.strip())
+    if not match:
+        return MASK
+    return match["scheme"] + match["authority"].rpartition("@")[2]
+
+
 def masked_urls(text: str) -> str:
-    """``text`` with the user part and the query of every URL in it masked."""
+    """``text`` with every URL in it reduced to its origin, followed by ``/*****``
+    where more was hidden (a path, a query, a user part)."""
 
     def mask(url: re.Match) -> str:
-        authority = url["authority"]
-        if "@" in authority:
-            authority = MASK + "@" + authority.rpartition("@")[2]
-        return url["scheme"] + authority + url["path"] + ("?" + MASK if url["rest"] else "")
+        origin = url_origin(url[0])
+        if "@" in url["authority"] or url["rest"] not in ("", "/"):
+            return origin + "/" + MASK
+        return url[0]
 
     return URL.sub(mask, text)
 
 
 def shown_value(name: str, value: Any, from_files: Iterable[str] | None = None) -> Any:
     """``value`` as a log may show it: the mask for a secret that is set, else itself
-    with the credentials of any URL in it masked."""
+    with every URL in it reduced to its origin."""
     if value not in (None, "") and is_secret(name, from_files):
         return MASK
     if isinstance(value, str):

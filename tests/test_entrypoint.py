@@ -305,6 +305,8 @@ def test_the_summary_line_lists_the_settings_on_one_line_with_secrets_masked(tmp
         tmp_path,
         HURRICANE_COMMANDS="migrate\ncollectstatic --noinput",
         HURRICANE_WEBHOOK_SECRET="hunter2",
+        # Slack's credential is the URL's path: the line shows the origin only.
+        HURRICANE_WEBHOOK_URL="https://hooks.slack.com/services/T0/B0/hunter7",
         AMQP_HOST="rabbitmq",
         AMQP_PASSWORD="hunter3",
         DJANGO_SETTINGS_MODULE="demo.settings",
@@ -322,7 +324,8 @@ def test_the_summary_line_lists_the_settings_on_one_line_with_secrets_masked(tmp
     assert line.endswith(
         f" --amqp-password ***** --webhook-secret=***** in {DEMO_PROJECT} ("
         f"HURRICANE_APP_DIR={DEMO_PROJECT}; HURRICANE_COMMANDS=migrate\\ncollectstatic --noinput; "
-        "HURRICANE_WEBHOOK_SECRET=*****; AMQP_HOST=rabbitmq; AMQP_PASSWORD=*****; "
+        "HURRICANE_WEBHOOK_SECRET=*****; HURRICANE_WEBHOOK_URL=https://hooks.slack.com/*****; "
+        "AMQP_HOST=rabbitmq; AMQP_PASSWORD=*****; "
         "DJANGO_SETTINGS_MODULE=demo.settings)"
     )
     assert "hunter" not in stderr and "UNRELATED" not in stderr

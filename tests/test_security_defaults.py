@@ -263,20 +263,35 @@ MASKING_CASES = [
     ("GITHUB_TOKEN", "hunter2", set(), "*****"),
     ("db_password", "hunter2", set(), "*****"),
     ("HURRICANE_PORT", "8000", set(), "8000"),
-    ("HURRICANE_WEBHOOK_URL", "https://hooks/abc", set(), "https://hooks/abc"),
     ("HURRICANE_WEBHOOK_URL", "https://hooks/abc", {"HURRICANE_WEBHOOK_URL"}, "*****"),
     ("HURRICANE_PORT", "8000", {"HURRICANE_WEBHOOK_URL"}, "8000"),
     ("AMQP_PASSWORD", "", set(), ""),
-    # A URL's user part and query hold credentials, whatever the variable's name.
+    # A URL shows as its origin: Slack, Discord and Teams webhooks carry their
+    # credential in the path, others in the user part or the query.
+    (
+        "HURRICANE_WEBHOOK_URL",
+        "https://hooks.slack.com/services/T0/B0/xoxsecret",
+        set(),
+        "https://hooks.slack.com/*****",
+    ),
+    (
+        "HURRICANE_WEBHOOK_URL",
+        "https://discord.com/api/webhooks/123/tok",
+        set(),
+        "https://discord.com/*****",
+    ),
     (
         "HURRICANE_WEBHOOK_URL",
         "https://hook-user:pw@hooks.example:8443/abc?token=t#x",
         set(),
-        "https://*****@hooks.example:8443/abc?*****",
+        "https://hooks.example:8443/*****",
     ),
-    ("DATABASE_URL", "postgres://app:pw@db/app", set(), "postgres://*****@db/app"),
-    ("HURRICANE_COMMANDS", "notify --to http://u:pw@h/x", set(), "notify --to http://*****@h/x"),
-    ("HURRICANE_WEBHOOK_URL", "http://[::1]:99999/x", set(), "http://[::1]:99999/x"),
+    ("HURRICANE_WEBHOOK_URL", "https://u:pw@hooks.example", set(), "https://hooks.example/*****"),
+    ("HURRICANE_WEBHOOK_URL", "https://hooks.example/", set(), "https://hooks.example/"),
+    ("HURRICANE_WEBHOOK_URL", "http://127.0.0.1:8080", set(), "http://127.0.0.1:8080"),
+    ("DATABASE_URL", "postgres://app:pw@db/app", set(), "postgres://db/*****"),
+    ("HURRICANE_COMMANDS", "notify --to 'http://u:pw@h/x'", set(), "notify --to 'http://h/*****'"),
+    ("HURRICANE_WEBHOOK_URL", "http://[::1]:99999/x", set(), "http://[::1]:99999/*****"),
 ]
 
 
@@ -288,6 +303,22 @@ def test_the_entrypoint_and_the_runtime_mask_by_the_same_rule(name, value, from_
     assert entrypoint.SECRET_WORDS == masking.SECRET_WORDS
     assert entrypoint.MASK == masking.MASK
     assert entrypoint.FROM_FILES_VARIABLE == masking.FROM_FILES_VARIABLE
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://hooks.slack.com/services/T0/B0/xoxsecret", "https://hooks.slack.com"),
+        ("https://user:pw@outlook.office.com:443/webhook/x?y=z", "https://outlook.office.com:443"),
+        ("http://[::1]:8080", "http://[::1]:8080"),
+        (" https://hooks.example/x ", "https://hooks.example"),
+        ("not a url", "*****"),
+    ],
+)
+def test_url_origin_is_the_scheme_host_and_port(url, origin):
+    """What a log line may say of where a webhook goes (the same in both copies)."""
+    assert masking.url_origin(url) == origin
+    assert load_entrypoint().url_origin(url) == origin
 
 
 def test_no_secret_reaches_the_summary_or_the_option_dump(start, tmp_path):
@@ -511,13 +542,14 @@ def test_the_dockerfile_installs_only_what_the_locks_pin():
 
 
 def test_webhook_url_credentials_stay_out_of_the_log(serve, webhook_receiver):
-    """A receiver's token in the URL's query or user part is never logged."""
-    host_and_path = webhook_receiver.url.removeprefix("http://")
-    url = f"http://hook-user:pw-s3cr3t@{host_and_path}?token=tok-s3cr3t"
+    """A receiver's token in the URL's path (Slack, Discord, Teams), query or user part
+    is never logged: the option dump shows the URL's origin."""
+    origin = webhook_receiver.url.removesuffix("/hook")
+    host = origin.removeprefix("http://")
+    url = f"http://hook-user:pw-s3cr3t@{host}/services/T0-s3cr3t/B0-s3cr3t?token=tok-s3cr3t"
     # At DEBUG, the option dump shows the URL too.
     server = serve("--webhook-url", url, "--log-level", "DEBUG")
     webhook_receiver.wait_for(lambda hook: hook.get("type") == "startup")
     wait_until(lambda: "Webhook startup sent to" in server.output, what="the webhook log line")
-    assert f"Webhook startup sent to http://*****@{host_and_path}?*****" in server.output
-    assert f"Option webhook_url = 'http://*****@{host_and_path}?*****'" in server.output
+    assert f"Option webhook_url = '{origin}/*****'" in server.output
     assert "s3cr3t" not in server.output
