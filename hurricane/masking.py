@@ -1,8 +1,8 @@
 """What Hurricane shows of a secret in its logs: ``*****``.
 
-A value is a secret when the name of its option or variable contains PASSWORD,
-SECRET, TOKEN or KEY, or when the image's entrypoint read it from a ``<NAME>_FILE``
-(it lists those names in ``HURRICANE_FROM_FILES``). In any other value, a URL shows
+A value is a secret when the name of its option or variable says so (see
+SECRET_WORDS), or when the image's entrypoint read it from a ``<NAME>_FILE`` (it
+lists those names in ``HURRICANE_FROM_FILES``). In any other value, a URL shows
 as its origin (scheme, host and port) only: Slack, Discord and Teams webhooks carry
 their credential in the path, others in the user part or the query
 (``https://hooks.example/*****``). The entrypoint masks its summary line by the same
@@ -17,14 +17,22 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+# A name says its value is a secret when it contains one of these (DJANGO_SECRET_KEY,
+# DB_PASSWD, SMTP_CREDENTIALS) ...
+SECRET_WORDS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL")
+# ... or has one of these as a word of its own: too short to look for inside other
+# words (AMQP_PASS and DB_PWD are secrets, BYPASS_CACHE is not).
+SECRET_NAME_WORDS = ("PASS", "PWD")
 MASK = "*****"
 # Written by the entrypoint: the variables it set from <NAME>_FILE, comma-separated.
 FROM_FILES_VARIABLE = "HURRICANE_FROM_FILES"
 
 
 def is_secret_name(name: str) -> bool:
-    return any(word in name.upper() for word in SECRET_WORDS)
+    upper = name.upper()
+    return any(word in upper for word in SECRET_WORDS) or any(
+        word in SECRET_NAME_WORDS for word in re.split(r"[^A-Z0-9]+", upper)
+    )
 
 
 def variables_from_files(environ: Mapping[str, str] | None = None) -> frozenset[str]:

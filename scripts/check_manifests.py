@@ -452,8 +452,7 @@ def security_problems(objects: list[dict]) -> list[str]:
     for obj in objects:
         if obj.get("kind") == "ConfigMap":
             for key in obj.get("data", {}) or {}:
-                secret_looking = any(word in key.upper() for word in ENTRYPOINT.SECRET_WORDS)
-                if secret_looking and not key.endswith("_FILE"):
+                if ENTRYPOINT.is_secret_name(key) and not key.endswith("_FILE"):
                     problems.append(f"{describe(obj)}: {key} looks like a secret: use a Secret")
         if obj.get("metadata", {}).get("namespace"):
             problems.append(f"{describe(obj)}: sets a namespace; leave that to the user")

@@ -309,6 +309,8 @@ def test_the_summary_line_lists_the_settings_on_one_line_with_secrets_masked(tmp
         HURRICANE_WEBHOOK_URL="https://hooks.slack.com/services/T0/B0/hunter7",
         AMQP_HOST="rabbitmq",
         AMQP_PASSWORD="hunter3",
+        AMQP_PASS="hunter8",
+        AMQP_PWD="hunter9",
         DJANGO_SETTINGS_MODULE="demo.settings",
         MY_API_KEY="hunter4",
         UNRELATED="shown nowhere",
@@ -325,7 +327,7 @@ def test_the_summary_line_lists_the_settings_on_one_line_with_secrets_masked(tmp
         f" --amqp-password ***** --webhook-secret=***** in {DEMO_PROJECT} ("
         f"HURRICANE_APP_DIR={DEMO_PROJECT}; HURRICANE_COMMANDS=migrate\\ncollectstatic --noinput; "
         "HURRICANE_WEBHOOK_SECRET=*****; HURRICANE_WEBHOOK_URL=https://hooks.slack.com/*****; "
-        "AMQP_HOST=rabbitmq; AMQP_PASSWORD=*****; "
+        "AMQP_HOST=rabbitmq; AMQP_PASS=*****; AMQP_PASSWORD=*****; AMQP_PWD=*****; "
         "DJANGO_SETTINGS_MODULE=demo.settings)"
     )
     assert "hunter" not in stderr and "UNRELATED" not in stderr

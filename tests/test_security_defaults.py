@@ -262,6 +262,15 @@ MASKING_CASES = [
     ("DJANGO_SECRET_KEY", "hunter2", set(), "*****"),
     ("GITHUB_TOKEN", "hunter2", set(), "*****"),
     ("db_password", "hunter2", set(), "*****"),
+    # Secrets that do not say PASSWORD, SECRET, TOKEN or KEY.
+    ("AMQP_PASS", "hunter2", set(), "*****"),
+    ("AMQP_PWD", "hunter2", set(), "*****"),
+    ("DB_PASSWD", "hunter2", set(), "*****"),
+    ("SMTP_CREDENTIALS", "user:hunter2", set(), "*****"),
+    ("amqp-pass", "hunter2", set(), "*****"),
+    # PASS and PWD only as words of their own.
+    ("BYPASS_CACHE", "true", set(), "true"),
+    ("PASSTHROUGH_HOSTS", "a,b", set(), "a,b"),
     ("HURRICANE_PORT", "8000", set(), "8000"),
     ("HURRICANE_WEBHOOK_URL", "https://hooks/abc", {"HURRICANE_WEBHOOK_URL"}, "*****"),
     ("HURRICANE_PORT", "8000", {"HURRICANE_WEBHOOK_URL"}, "8000"),
@@ -300,7 +309,12 @@ def test_the_entrypoint_and_the_runtime_mask_by_the_same_rule(name, value, from_
     entrypoint = load_entrypoint()
     assert entrypoint.shown_value(name, value, from_files) == shown
     assert masking.shown_value(name, value, from_files) == shown
+
+
+def test_the_entrypoint_and_the_runtime_share_the_rule_s_words():
+    entrypoint = load_entrypoint()
     assert entrypoint.SECRET_WORDS == masking.SECRET_WORDS
+    assert entrypoint.SECRET_NAME_WORDS == masking.SECRET_NAME_WORDS
     assert entrypoint.MASK == masking.MASK
     assert entrypoint.FROM_FILES_VARIABLE == masking.FROM_FILES_VARIABLE
 
