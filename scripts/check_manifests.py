@@ -342,9 +342,22 @@ def hurricane_problems(objects: list[dict]) -> list[str]:
         images[container.name] = container.spec.get("image")
         options = MODE_OPTIONS[mode]
         known = ENTRYPOINT_VARIABLES | {option.variable for option in options}
+        try:
+            from_files = ENTRYPOINT.file_variables(container.environment)
+        except ENTRYPOINT.EntrypointError as error:
+            problems.append(f"{container.name}: {error}")
+            from_files = {}
         for variable in container.environment:
-            if variable.startswith("HURRICANE_") and variable not in known:
+            name = from_files.get(variable, variable)
+            if name.startswith("HURRICANE_") and name not in known:
                 problems.append(f"{container.name}: `{mode}` does not understand {variable}")
+            unread = variable not in from_files and variable.endswith("_FILE")
+            if unread and ENTRYPOINT.is_secret_name(variable):
+                problems.append(
+                    f"{container.name}: the entrypoint does not read {variable} (only "
+                    "HURRICANE_*, AMQP_*, DJANGO_* and what HURRICANE_FILE_VARS lists): "
+                    f"add {variable.removesuffix('_FILE')} to HURRICANE_FILE_VARS"
+                )
         try:
             resolved = container.options()
         except OptionError as error:
