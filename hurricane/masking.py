@@ -12,6 +12,7 @@ rule with a copy of its own, for it cannot import Hurricane
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -88,7 +89,19 @@ def shown_value(name: str, value: Any, from_files: Iterable[str] | None = None) 
     return value
 
 
+def redacted(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` masked, and each word of them (split at
+    blanks, commas and semicolons), also where a ``repr`` or JSON escaped it, as a
+    parser's or a command's complaint may quote a value."""
+    words = {word for secret in secrets for word in [secret, *re.split(r"[\s,;]+", secret)]}
+    forms = {
+        form for word in words if word for form in (word, repr(word)[1:-1], json.dumps(word)[1:-1])
+    }
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, MASK)
+    return text
+
+
 def mentions(text: str, value: str) -> bool:
-    """Whether ``text`` repeats ``value`` or a part of it (split at commas and spaces),
-    as a parser's complaint about a value may."""
-    return any(part in text for part in [value, *re.split(r"[\s,;]+", value)] if part)
+    """Whether ``text`` repeats ``value`` or a word of it (see :func:`redacted`)."""
+    return redacted(text, [value]) != text

@@ -742,6 +742,15 @@ CONSUME_OPTIONS: tuple[Option, ...] = (
 )
 
 
+def variable_of(name: str) -> str:
+    """The setting and environment variable of option ``name`` (``command``:
+    HURRICANE_COMMANDS), by whose name and source hurricane.masking tells a secret."""
+    for option in (*SERVE_OPTIONS, *CONSUME_OPTIONS):
+        if option.name == name:
+            return option.variable
+    return name
+
+
 class Options:
     """Resolved option values, as attributes (``options.probe_port``)."""
 
@@ -749,8 +758,12 @@ class Options:
         self.__dict__.update(values)
         self.sources = sources
 
+    def shown(self, name: str) -> Any:
+        """The value of option ``name`` as a log may show it (hurricane.masking)."""
+        return shown_value(variable_of(name), getattr(self, name))
+
     def __repr__(self) -> str:
-        values = {k: shown_value(k, v) for k, v in self.__dict__.items() if k != "sources"}
+        values = {name: self.shown(name) for name in self.__dict__ if name != "sources"}
         return f"Options({values})"
 
 

@@ -384,6 +384,44 @@ def test_no_secret_reaches_the_summary_or_the_option_dump(start, tmp_path):
         assert secret not in output, f"the {what} is in the output"
 
 
+def test_commands_read_from_a_file_are_not_shown(tmp_path, webhook_receiver):
+    """HURRICANE_COMMANDS_FILE: the log names each command by its place in the file,
+    and a failing one's error and traceback, in the log and in the failure webhook,
+    show neither the command nor a word of it."""
+    commands = tmp_path / "commands"
+    commands.write_text(
+        "shell --command 'greeting = \"s3cr3t-first\"'\ns3cr3t-pw --password=s3cr3t-arg\n"
+    )
+    port = free_port()
+    env = entrypoint_env(
+        tmp_path,
+        HURRICANE_COMMANDS_FILE=str(commands),
+        HURRICANE_PORT=str(port),
+        HURRICANE_WEBHOOK_URL=webhook_receiver.url,
+        HURRICANE_LOG_LEVEL="DEBUG",
+    )
+    result = run_entrypoint(["serve"], env, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    first, second = (f"(command {n} of HURRICANE_COMMANDS_FILE)" for n in (1, 2))
+    assert f"Running management command: ***** {first}" in output
+    assert f"Management command done: ***** {first}" in output
+    assert f"Running management command: ***** {second}" in output
+    assert (
+        f"Start-up failed: management command ***** {second} failed: "
+        "CommandError(\"Unknown command: '*****'\")"
+    ) in output
+    # Where it failed is still there: the traceback's frames, down to Django's.
+    assert "Traceback (most recent call last)" in output
+    assert "django/core/management/__init__.py" in output
+    assert "Option command = '*****' (from environment HURRICANE_COMMANDS)" in output
+    assert "s3cr3t" not in output
+    failure = webhook_receiver.wait_for(lambda hook: hook.get("type") == "startup")
+    assert failure["status"] == "failed", failure
+    assert "Unknown command: '*****'" in json.dumps(failure)
+    assert "s3cr3t" not in json.dumps(webhook_receiver.received)
+
+
 def test_the_summary_masks_shortened_secret_flags_which_serve_then_refuses(tmp_path):
     """Django's parser would take --amqp-pass for --amqp-password; Hurricane's commands
     refuse shortened flags, and the entrypoint's summary, printed before they can,
