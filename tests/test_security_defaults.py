@@ -17,6 +17,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -37,7 +38,13 @@ from conftest import (
     wait_until,
 )
 from hurricane import masking
-from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS, probe_port_of, resolve
+from hurricane.options import (
+    CONSUME_OPTIONS,
+    SERVE_OPTIONS,
+    OptionError,
+    probe_port_of,
+    resolve,
+)
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import check_manifests  # noqa: E402
@@ -172,6 +179,50 @@ def test_forbid_debugger_refuses_to_serve_with_one(tmp_path, args, env, flag, so
     assert result.stderr == REFUSAL.format(flag=flag, source=source), result.stderr
     assert result.stdout == ""
     assert not port_open(port) and not port_open(port + 1) and not port_open(debugger_port)
+
+
+@pytest.mark.parametrize(
+    ("setting", "environment", "source"),
+    [
+        (False, "true", "environment HURRICANE_FORBID_DEBUGGER"),
+        (True, "false", "setting HURRICANE_FORBID_DEBUGGER"),
+    ],
+)
+def test_forbid_debugger_wins_from_any_source(tmp_path, setting, environment, source):
+    """A project's setting HURRICANE_FORBID_DEBUGGER = False does not undo the
+    container's HURRICANE_FORBID_DEBUGGER=true (nor the reverse): any source that
+    forbids the debugger forbids it."""
+    (tmp_path / "forbid_settings.py").write_text(
+        f"from testproject.settings import *  # noqa\nHURRICANE_FORBID_DEBUGGER = {setting}\n"
+    )
+    debugger_port = free_port()
+    port, result = run_serve(
+        tmp_path,
+        "--debugger",
+        "--debugger-port",
+        str(debugger_port),
+        DJANGO_SETTINGS_MODULE="forbid_settings",
+        PYTHONPATH=f"{tmp_path}:{ROOT}",
+        HURRICANE_FORBID_DEBUGGER=environment,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr == REFUSAL.replace("environment HURRICANE_FORBID_DEBUGGER", source).format(
+        flag="--debugger", source="command line --debugger"
+    )
+    assert not port_open(port) and not port_open(port + 1) and not port_open(debugger_port)
+
+
+def test_a_bad_forbid_debugger_value_is_an_error_whichever_source_wins():
+    """Every source of the switch is read, so a bad one is reported, not skipped."""
+    settings = SimpleNamespace(HURRICANE_FORBID_DEBUGGER=False)
+    environ = {"HURRICANE_FORBID_DEBUGGER": "ture"}
+    with pytest.raises(OptionError) as raised:
+        resolve(SERVE_OPTIONS, {}, settings, environ)
+    assert str(raised.value) == (
+        "invalid value 'ture' for --forbid-debugger (from environment "
+        "HURRICANE_FORBID_DEBUGGER): expected a boolean (true/false, 1/0, yes/no)"
+    )
+    assert resolve(SERVE_OPTIONS, {}, settings, {}).forbid_debugger is False
 
 
 def test_forbid_debugger_refuses_to_consume_with_one(tmp_path):
