@@ -436,6 +436,12 @@ def security_problems(objects: list[dict]) -> list[str]:
     """The restricted Pod Security profile, resources, and secrets kept out of ConfigMaps."""
     problems = []
     for container in containers(objects):
+        if container.mode and container.pod.get("enableServiceLinks") is not False:
+            problems.append(
+                f"{container.name}: the pod must set enableServiceLinks: false (service links "
+                "set <SVC>_PORT=tcp://... for every Service in the namespace: HURRICANE_PORT "
+                "for a Service named hurricane)"
+            )
         context = container.spec.get("securityContext", {})
         # The container's settings override the pod's.
         effective = {**container.pod.get("securityContext", {}), **context}
@@ -472,6 +478,50 @@ def security_problems(objects: list[dict]) -> list[str]:
     return problems
 
 
+def admits_everyone(rule: dict) -> bool:
+    """Whether an ingress rule admits every pod of every namespace (and more)."""
+    peers = rule.get("from") or [{}]
+    return any(
+        peer == {}
+        or peer == {"namespaceSelector": {}}
+        or peer.get("ipBlock", {}).get("cidr") in ("0.0.0.0/0", "::/0")
+        for peer in peers
+    )
+
+
+def admitted_ports(rule: dict, container: Container) -> dict[str, int]:
+    """The named ports of ``container`` that an ingress rule admits."""
+    ports = container.ports()
+    if not rule.get("ports"):
+        return ports
+    listed = {entry.get("port") for entry in rule["ports"]}
+    return {name: number for name, number in ports.items() if {name, number} & listed}
+
+
+def network_policy_problems(objects: list[dict]) -> list[str]:
+    """No NetworkPolicy admits Hurricane's probe port (probes, /metrics) from every
+    pod, nor debugpy's port from anywhere: it runs any code sent to it, and
+    ``kubectl port-forward`` reaches it without a rule."""
+    problems = []
+    hurricane_containers = [c for c in containers(objects) if c.mode]
+    for policy in (obj for obj in objects if obj.get("kind") == "NetworkPolicy"):
+        selector = policy["spec"].get("podSelector", {})
+        chosen = [c for c in hurricane_containers if selects(selector, pod_labels(c.workload))]
+        for rule, container in ((r, c) for r in policy["spec"].get("ingress", []) for c in chosen):
+            admitted = admitted_ports(rule, container)
+            if "debugger" in admitted:
+                problems.append(
+                    f"{describe(policy)}: admits the debugger port of {container.name} "
+                    "(use kubectl port-forward, which needs no rule)"
+                )
+            if "probes" in admitted and admits_everyone(rule):
+                problems.append(
+                    f"{describe(policy)}: admits the probe port of {container.name} from every "
+                    "pod (admit your Prometheus's namespace only)"
+                )
+    return problems
+
+
 def production_problems(objects: list[dict]) -> list[str]:
     """A production render never attaches a debugger (bad values are reported by
     hurricane_problems)."""
@@ -498,6 +548,7 @@ def check_rendered(rendered: str, production: bool = False) -> list[str]:
     problems += reference_problems(objects)
     problems += hurricane_problems(objects)
     problems += security_problems(objects)
+    problems += network_policy_problems(objects)
     if production:
         problems += production_problems(objects)
     return problems

@@ -65,6 +65,10 @@ BROKEN_FIXTURES = {
     "bad-option-value": "invalid value 'soon' for --graceful-timeout",
     "runs-as-root": "must run as a numeric non-root user",
     "file-variable-not-read": "the entrypoint does not read SENTRY_AUTH_TOKEN_FILE",
+    "service-links": "container web: the pod must set enableServiceLinks: false",
+    "probe-port-open-to-all": "admits the probe port of Deployment/hurricane-web container web "
+    "from every pod",
+    "debugger-port-admitted": "admits the debugger port of Deployment/hurricane-web container web",
 }
 
 

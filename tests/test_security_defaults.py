@@ -11,11 +11,13 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import importlib.util
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -85,6 +87,7 @@ def test_metrics_and_probes_are_not_on_the_app_port_by_default(serve):
     assert requests.get(server.url("/hello/"), timeout=5).status_code == 200
 
 
+@functools.cache  # kubectl kustomize takes a while; several tests read the same
 def rendered_kustomizations() -> dict[str, str]:
     rendered = {
         name: check_manifests.render(path)
@@ -117,10 +120,69 @@ def test_no_service_publishes_the_probe_port():
     assert checked >= len(check_manifests.kustomizations())
 
 
+SCRAPE_LABEL = "hurricane.blueshoe.io/scrape-metrics"
+ONLY_MONITORING = [{"namespaceSelector": {"matchLabels": {SCRAPE_LABEL: "true"}}}]
+
+
+def pod_ports(objects: list[dict], policy: dict) -> dict[str, int]:
+    """The named container ports of the pods a NetworkPolicy selects."""
+    selector = policy["spec"]["podSelector"]
+    return {
+        name: number
+        for container in check_manifests.containers(objects)
+        if check_manifests.selects(selector, check_manifests.pod_labels(container.workload))
+        for name, number in container.ports().items()
+    }
+
+
+def policy_rules(port: str) -> Iterator[tuple[str, dict]]:
+    """(kustomization, ingress rule) for each rule of every rendered NetworkPolicy
+    that admits the named container port of a pod it selects."""
+    for name, text in rendered_kustomizations().items():
+        objects = check_manifests.parse(text)
+        for policy in (obj for obj in objects if obj["kind"] == "NetworkPolicy"):
+            ports = pod_ports(objects, policy)
+            for rule in policy["spec"].get("ingress", []):
+                if {port, ports.get(port)} & {entry["port"] for entry in rule["ports"]}:
+                    yield name, rule
+
+
+def test_network_policies_admit_the_probe_port_from_monitoring_namespaces_only():
+    """/metrics and the probes: from the namespaces labelled for scraping (the node's
+    kubelet needs no rule), never from every pod."""
+    rules = list(policy_rules("probes"))
+    assert len(rules) >= 5  # web in every kustomization, the consumer
+    for name, rule in rules:
+        assert rule.get("from") == ONLY_MONITORING, f"{name}: {rule}"
+
+
+def test_no_network_policy_admits_the_debugger_port():
+    """debugpy runs any code sent to it: the development overlay declares its port,
+    and no rule admits it (kubectl port-forward needs none)."""
+    development = check_manifests.parse(rendered_kustomizations()["overlays/development"])
+    assert any(c.has_port("debugger") for c in check_manifests.containers(development))
+    assert list(policy_rules("debugger")) == []
+
+
+def test_every_pod_is_spared_service_links():
+    """Service links would put <SVC>_PORT=tcp://... (HURRICANE_PORT for a Service
+    named hurricane) and <SVC>_SERVICE_PORT_FILE into Hurricane's environment."""
+    pods = 0
+    for name, text in rendered_kustomizations().items():
+        for obj in check_manifests.parse(text):
+            if obj["kind"] in check_manifests.WORKLOAD_KINDS:
+                spec = obj["spec"]["template"]["spec"]
+                assert spec.get("enableServiceLinks") is False, f"{name}: {obj['metadata']}"
+                pods += 1
+    assert pods >= 10
+
+
 def test_readme_warns_not_to_expose_the_probe_port():
     section = readme_section("Security defaults")
     assert "Never expose the probe port" in section
     assert "/metrics" in section and "PodMonitor" in section
+    kubernetes = readme_section("Kubernetes: `k8s-manifests/`")
+    assert f"kubectl label namespace monitoring {SCRAPE_LABEL}=true" in kubernetes
 
 
 # -- the debugger ---------------------------------------------------------------------------
