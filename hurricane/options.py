@@ -818,11 +818,12 @@ def given_values(
     raw = command_line.get(option.name)
     if raw is not None:
         yield (list(raw) if option.repeatable else raw), f"command line {option.flag}"
-    setting = getattr(settings, option.variable, _MISSING)
+    variable = option.variable
+    setting = getattr(settings, variable, _MISSING)
     if setting is not _MISSING:
-        yield setting, f"setting {option.variable}"
-    if option.variable in environ:
-        yield environ[option.variable], f"environment {option.variable}"
+        yield setting, f"setting {variable}"
+    if variable in environ:
+        yield environ[variable], f"environment {variable}"
 
 
 def parse_given(option: Option, raw: Any, source: str) -> Any:
