@@ -717,4 +717,6 @@ def test_webhook_url_credentials_stay_out_of_the_log(serve, webhook_receiver):
     webhook_receiver.wait_for(lambda hook: hook.get("type") == "startup")
     wait_until(lambda: "Webhook startup sent to" in server.output, what="the webhook log line")
     assert f"Option webhook_url = '{origin}/*****'" in server.output
+    # Of the receiver, the webhook's own lines show the scheme and host alone.
+    assert re.search(rf"Webhook startup sent to {re.escape(origin)}$", server.output, re.M)
     assert "s3cr3t" not in server.output
