@@ -14,7 +14,7 @@ import argparse
 import os
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -292,6 +292,9 @@ class Option:
     repeatable: bool = False
     env_name: str | None = None  # defaults to HURRICANE_<NAME>
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    # A safety switch: on when any source turns it on, whatever the others say, so
+    # that a project's setting cannot undo what the container's environment demands.
+    on_from_any_source: bool = False
 
     @property
     def flag(self) -> str:
@@ -391,10 +394,15 @@ DEBUGGER_OPTIONS: tuple[Option, ...] = (
         metavar="HOST",
     ),
     Option("pycharm_port", parse_port, None, "Port of the PyCharm debug server.", metavar="PORT"),
-    flag_option(
+    Option(
         "forbid_debugger",
+        parse_bool,
+        False,
         "Refuse to start when --debugger or --pycharm-host asks for a debugger (the "
-        "production overlay of k8s-manifests sets it).",
+        "production overlay of k8s-manifests sets it). On when any source turns it on: "
+        "the command line, the setting or the environment variable.",
+        flag_takes_value=False,
+        on_from_any_source=True,
     ),
 )
 
@@ -742,6 +750,15 @@ CONSUME_OPTIONS: tuple[Option, ...] = (
 )
 
 
+def variable_of(name: str) -> str:
+    """The setting and environment variable of option ``name`` (``command``:
+    HURRICANE_COMMANDS), by whose name and source hurricane.masking tells a secret."""
+    for option in (*SERVE_OPTIONS, *CONSUME_OPTIONS):
+        if option.name == name:
+            return option.variable
+    return name
+
+
 class Options:
     """Resolved option values, as attributes (``options.probe_port``)."""
 
@@ -749,8 +766,12 @@ class Options:
         self.__dict__.update(values)
         self.sources = sources
 
+    def shown(self, name: str) -> Any:
+        """The value of option ``name`` as a log may show it (hurricane.masking)."""
+        return shown_value(variable_of(name), getattr(self, name))
+
     def __repr__(self) -> str:
-        values = {k: shown_value(k, v) for k, v in self.__dict__.items() if k != "sources"}
+        values = {name: self.shown(name) for name in self.__dict__ if name != "sources"}
         return f"Options({values})"
 
 
@@ -790,44 +811,57 @@ def add_arguments(parser: argparse.ArgumentParser, options: Sequence[Option]) ->
 _MISSING = object()
 
 
+def given_values(
+    option: Option, command_line: Mapping[str, Any], settings: Any, environ: Mapping[str, str]
+) -> Iterator[tuple[Any, str]]:
+    """Each value given for ``option``, with its source, the one that wins first."""
+    raw = command_line.get(option.name)
+    if raw is not None:
+        yield (list(raw) if option.repeatable else raw), f"command line {option.flag}"
+    variable = option.variable
+    setting = getattr(settings, variable, _MISSING)
+    if setting is not _MISSING:
+        yield setting, f"setting {variable}"
+    if variable in environ:
+        yield environ[variable], f"environment {variable}"
+
+
+def parse_given(option: Option, raw: Any, source: str) -> Any:
+    """``raw`` parsed for ``option`` (None: the default); OptionError if it is bad."""
+    if raw is None:
+        return option.default
+    try:
+        return option.parse(raw)
+    except ValueError as error:
+        expected = str(error) or "a valid value"
+        text = raw if isinstance(raw, str) else repr(raw)
+        shown = shown_value(option.variable, text)
+        if shown != text and mentions(expected, text):
+            expected = "a valid value (the complaint would show the secret)"
+        raise OptionError(
+            f"invalid value {shown!r} for {option.flag} (from {source}): expected {expected}"
+        ) from None
+
+
 def resolve(
     options: Sequence[Option],
     command_line: Mapping[str, Any],
     settings: Any,
     environ: Mapping[str, str] | None = None,
 ) -> Options:
-    """Resolve every option: command line, then Django settings, then environment."""
+    """Resolve every option: command line, then Django settings, then environment
+    (a safety switch: on from any of them)."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for option in options:
-        raw = command_line.get(option.name)
-        if raw is not None:
-            source = f"command line {option.flag}"
-            if option.repeatable:
-                raw = list(raw)
-        elif (setting := getattr(settings, option.variable, _MISSING)) is not _MISSING:
-            raw, source = setting, f"setting {option.variable}"
-        elif option.variable in environ:
-            raw, source = environ[option.variable], f"environment {option.variable}"
-        else:
-            values[option.name] = option.default
-            sources[option.name] = "default"
-            continue
-        if raw is None:
-            values[option.name] = option.default
-            sources[option.name] = source
-            continue
-        try:
-            values[option.name] = option.parse(raw)
-        except ValueError as error:
-            expected = str(error) or "a valid value"
-            text = raw if isinstance(raw, str) else repr(raw)
-            shown = shown_value(option.variable, text)
-            if shown != text and mentions(expected, text):
-                expected = "a valid value (the complaint would show the secret)"
-            raise OptionError(
-                f"invalid value {shown!r} for {option.flag} (from {source}): expected {expected}"
-            ) from None
-        sources[option.name] = source
+        given = list(given_values(option, command_line, settings, environ))
+        if not option.on_from_any_source:
+            given = given[:1]
+        parsed = [(parse_given(option, raw, source), source) for raw, source in given]
+        if not parsed:
+            parsed = [(option.default, "default")]
+        values[option.name], sources[option.name] = next(
+            (found for found in parsed if found[0] is True), parsed[0]
+        )
     return Options(values, sources)

@@ -342,9 +342,22 @@ def hurricane_problems(objects: list[dict]) -> list[str]:
         images[container.name] = container.spec.get("image")
         options = MODE_OPTIONS[mode]
         known = ENTRYPOINT_VARIABLES | {option.variable for option in options}
+        try:
+            from_files = ENTRYPOINT.file_variables(container.environment)
+        except ENTRYPOINT.EntrypointError as error:
+            problems.append(f"{container.name}: {error}")
+            from_files = {}
         for variable in container.environment:
-            if variable.startswith("HURRICANE_") and variable not in known:
+            name = from_files.get(variable, variable)
+            if name.startswith("HURRICANE_") and name not in known:
                 problems.append(f"{container.name}: `{mode}` does not understand {variable}")
+            unread = variable not in from_files and variable.endswith("_FILE")
+            if unread and ENTRYPOINT.is_secret_name(variable):
+                problems.append(
+                    f"{container.name}: the entrypoint does not read {variable} (only "
+                    "HURRICANE_*, AMQP_*, DJANGO_* and what HURRICANE_FILE_VARS lists): "
+                    f"add {variable.removesuffix('_FILE')} to HURRICANE_FILE_VARS"
+                )
         try:
             resolved = container.options()
         except OptionError as error:
@@ -423,6 +436,12 @@ def security_problems(objects: list[dict]) -> list[str]:
     """The restricted Pod Security profile, resources, and secrets kept out of ConfigMaps."""
     problems = []
     for container in containers(objects):
+        if container.mode and container.pod.get("enableServiceLinks") is not False:
+            problems.append(
+                f"{container.name}: the pod must set enableServiceLinks: false (service links "
+                "set <SVC>_PORT=tcp://... for every Service in the namespace: HURRICANE_PORT "
+                "for a Service named hurricane)"
+            )
         context = container.spec.get("securityContext", {})
         # The container's settings override the pod's.
         effective = {**container.pod.get("securityContext", {}), **context}
@@ -452,11 +471,54 @@ def security_problems(objects: list[dict]) -> list[str]:
     for obj in objects:
         if obj.get("kind") == "ConfigMap":
             for key in obj.get("data", {}) or {}:
-                secret_looking = any(word in key.upper() for word in ENTRYPOINT.SECRET_WORDS)
-                if secret_looking and not key.endswith("_FILE"):
+                if ENTRYPOINT.is_secret_name(key) and not key.endswith("_FILE"):
                     problems.append(f"{describe(obj)}: {key} looks like a secret: use a Secret")
         if obj.get("metadata", {}).get("namespace"):
             problems.append(f"{describe(obj)}: sets a namespace; leave that to the user")
+    return problems
+
+
+def admits_everyone(rule: dict) -> bool:
+    """Whether an ingress rule admits every pod of every namespace (and more)."""
+    peers = rule.get("from") or [{}]
+    return any(
+        peer == {}
+        or peer == {"namespaceSelector": {}}
+        or peer.get("ipBlock", {}).get("cidr") in ("0.0.0.0/0", "::/0")
+        for peer in peers
+    )
+
+
+def admitted_ports(rule: dict, container: Container) -> dict[str, int]:
+    """The named ports of ``container`` that an ingress rule admits."""
+    ports = container.ports()
+    if not rule.get("ports"):
+        return ports
+    listed = {entry.get("port") for entry in rule["ports"]}
+    return {name: number for name, number in ports.items() if {name, number} & listed}
+
+
+def network_policy_problems(objects: list[dict]) -> list[str]:
+    """No NetworkPolicy admits Hurricane's probe port (probes, /metrics) from every
+    pod, nor debugpy's port from anywhere: it runs any code sent to it, and
+    ``kubectl port-forward`` reaches it without a rule."""
+    problems = []
+    hurricane_containers = [c for c in containers(objects) if c.mode]
+    for policy in (obj for obj in objects if obj.get("kind") == "NetworkPolicy"):
+        selector = policy["spec"].get("podSelector", {})
+        chosen = [c for c in hurricane_containers if selects(selector, pod_labels(c.workload))]
+        for rule, container in ((r, c) for r in policy["spec"].get("ingress", []) for c in chosen):
+            admitted = admitted_ports(rule, container)
+            if "debugger" in admitted:
+                problems.append(
+                    f"{describe(policy)}: admits the debugger port of {container.name} "
+                    "(use kubectl port-forward, which needs no rule)"
+                )
+            if "probes" in admitted and admits_everyone(rule):
+                problems.append(
+                    f"{describe(policy)}: admits the probe port of {container.name} from every "
+                    "pod (admit your Prometheus's namespace only)"
+                )
     return problems
 
 
@@ -486,6 +548,7 @@ def check_rendered(rendered: str, production: bool = False) -> list[str]:
     problems += reference_problems(objects)
     problems += hurricane_problems(objects)
     problems += security_problems(objects)
+    problems += network_policy_problems(objects)
     if production:
         problems += production_problems(objects)
     return problems

@@ -274,30 +274,53 @@ def test_the_program_gets_default_signal_dispositions(tmp_path):
 def test_file_secrets_are_resolved_and_masked(tmp_path):
     env = entrypoint_env(
         tmp_path,
-        MY_TOKEN_FILE=secret_file(tmp_path, "token", "tok en\n\n"),
-        PLAIN_FILE=secret_file(tmp_path, "plain", "no newline"),
-        WINDOWS_FILE=secret_file(tmp_path, "windows", "crlf\r\n"),
-        SSL_CERT_FILE=str(tmp_path / "bundle.pem"),  # a path a library reads: left alone
-        AWS_WEB_IDENTITY_TOKEN_FILE=str(tmp_path / "aws-token"),
+        HURRICANE_WEBHOOK_SECRET_FILE=secret_file(tmp_path, "webhook", "tok en\n\n"),
+        AMQP_PASSWORD_FILE=secret_file(tmp_path, "amqp", "no newline"),
+        DJANGO_SECRET_KEY_FILE=secret_file(tmp_path, "django", "crlf\r\n"),
+        # Any other variable only when listed.
+        HURRICANE_FILE_VARS="SENTRY_DSN, DATABASE_PASSWORD",
+        DATABASE_PASSWORD_FILE=secret_file(tmp_path, "database", "listed"),
     )
     result, seen = run_python(tmp_path, env)
     environ, stderr = seen["environ"], result.stderr
-    assert environ["MY_TOKEN"] == "tok en\n"  # one trailing newline stripped, no more
-    assert environ["PLAIN"] == "no newline"
-    assert environ["WINDOWS"] == "crlf"
-    for resolved in ("MY_TOKEN_FILE", "PLAIN_FILE", "WINDOWS_FILE"):
-        assert resolved not in environ
-    assert environ["SSL_CERT_FILE"] == str(tmp_path / "bundle.pem")
-    assert environ["AWS_WEB_IDENTITY_TOKEN_FILE"] == str(tmp_path / "aws-token")
-    assert "SSL_CERT" not in environ and "AWS_WEB_IDENTITY_TOKEN" not in environ
+    assert environ["HURRICANE_WEBHOOK_SECRET"] == "tok en\n"  # one trailing newline stripped
+    assert environ["AMQP_PASSWORD"] == "no newline"
+    assert environ["DJANGO_SECRET_KEY"] == "crlf"
+    assert environ["DATABASE_PASSWORD"] == "listed"
+    assert not [name for name in environ if name.endswith("_FILE")]
     # Handed on, so that Hurricane's own logs mask these values too.
-    assert environ["HURRICANE_FROM_FILES"] == "MY_TOKEN,PLAIN,WINDOWS"
+    assert environ["HURRICANE_FROM_FILES"] == (
+        "AMQP_PASSWORD,DATABASE_PASSWORD,DJANGO_SECRET_KEY,HURRICANE_WEBHOOK_SECRET"
+    )
 
     line = summary(stderr)
     assert stderr.count("\n") == 1
-    assert "MY_TOKEN=*****" in line and "PLAIN=*****" in line and "WINDOWS=*****" in line
-    for secret in ("tok en", "no newline", "crlf"):
+    for name in ("AMQP_PASSWORD", "DATABASE_PASSWORD", "DJANGO_SECRET_KEY"):
+        assert f"{name}=*****" in line
+    for secret in ("tok en", "no newline", "crlf", "listed"):
         assert secret not in stderr
+
+
+def test_other_variables_ending_in_file_are_left_as_they_are(tmp_path):
+    """Programs and platforms set variables ending in _FILE that are no secret to
+    read: a config another program reads, a token file the platform rotates in
+    place, a log path that does not exist yet, a service link's port."""
+    new_relic = secret_file(tmp_path, "newrelic.ini", "[newrelic]\nlicense_key = x\n")
+    eks_token = secret_file(tmp_path, "eks-pod-identity-token", "rotated-token")
+    others = {
+        "NEW_RELIC_CONFIG_FILE": new_relic,
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": eks_token,
+        "LOG_FILE": str(tmp_path / "logs" / "app.log"),
+        "BILLING_SERVICE_PORT_FILE": "8080",
+        "SSL_CERT_FILE": str(tmp_path / "bundle.pem"),
+    }
+    result, seen = run_python(tmp_path, entrypoint_env(tmp_path, **others))
+    environ = seen["environ"]
+    for name, value in others.items():
+        assert environ[name] == value
+        assert name.removesuffix("_FILE") not in environ
+    assert "HURRICANE_FROM_FILES" not in environ
+    assert "rotated-token" not in result.stderr and "_FILE" not in summary(result.stderr)
 
 
 def test_the_summary_line_lists_the_settings_on_one_line_with_secrets_masked(tmp_path):
@@ -305,8 +328,12 @@ def test_the_summary_line_lists_the_settings_on_one_line_with_secrets_masked(tmp
         tmp_path,
         HURRICANE_COMMANDS="migrate\ncollectstatic --noinput",
         HURRICANE_WEBHOOK_SECRET="hunter2",
+        # Slack's credential is the URL's path: the line shows the origin only.
+        HURRICANE_WEBHOOK_URL="https://hooks.slack.com/services/T0/B0/hunter7",
         AMQP_HOST="rabbitmq",
         AMQP_PASSWORD="hunter3",
+        AMQP_PASS="hunter8",
+        AMQP_PWD="hunter9",
         DJANGO_SETTINGS_MODULE="demo.settings",
         MY_API_KEY="hunter4",
         UNRELATED="shown nowhere",
@@ -322,7 +349,8 @@ def test_the_summary_line_lists_the_settings_on_one_line_with_secrets_masked(tmp
     assert line.endswith(
         f" --amqp-password ***** --webhook-secret=***** in {DEMO_PROJECT} ("
         f"HURRICANE_APP_DIR={DEMO_PROJECT}; HURRICANE_COMMANDS=migrate\\ncollectstatic --noinput; "
-        "HURRICANE_WEBHOOK_SECRET=*****; AMQP_HOST=rabbitmq; AMQP_PASSWORD=*****; "
+        "HURRICANE_WEBHOOK_SECRET=*****; HURRICANE_WEBHOOK_URL=https://hooks.slack.com/*****; "
+        "AMQP_HOST=rabbitmq; AMQP_PASS=*****; AMQP_PASSWORD=*****; AMQP_PWD=*****; "
         "DJANGO_SETTINGS_MODULE=demo.settings)"
     )
     assert "hunter" not in stderr and "UNRELATED" not in stderr
@@ -398,23 +426,35 @@ BAD_INPUTS = {
     ),
     "_FILE is a folder": (
         ["serve"],
-        {"MY_TOKEN_FILE": "{tmp}/empty"},
-        "cannot read MY_TOKEN_FILE={tmp}/empty: Is a directory",
+        {"DJANGO_SECRET_KEY_FILE": "{tmp}/empty"},
+        "cannot read DJANGO_SECRET_KEY_FILE={tmp}/empty: Is a directory",
     ),
     "empty _FILE": (
         ["serve"],
-        {"MY_TOKEN_FILE": ""},
-        "MY_TOKEN_FILE is empty (set it to the file that holds the value)",
+        {"HURRICANE_WEBHOOK_SECRET_FILE": ""},
+        "HURRICANE_WEBHOOK_SECRET_FILE is empty (set it to the file that holds the value)",
     ),
     "_FILE too large": (
         ["serve"],
-        {"MY_TOKEN_FILE": "{tmp}/big"},
+        {"MY_TOKEN_FILE": "{tmp}/big", "HURRICANE_FILE_VARS": "MY_TOKEN"},
         "MY_TOKEN_FILE={tmp}/big is larger than 64 KiB; an environment variable cannot hold it",
     ),
     "both NAME and NAME_FILE": (
         ["serve"],
-        {"MY_TOKEN": "t", "MY_TOKEN_FILE": "{tmp}/token"},
-        "both MY_TOKEN and MY_TOKEN_FILE are set; set only one of them",
+        {"AMQP_PASSWORD": "t", "AMQP_PASSWORD_FILE": "{tmp}/token"},
+        "both AMQP_PASSWORD and AMQP_PASSWORD_FILE are set; set only one of them",
+    ),
+    "a _FILE in HURRICANE_FILE_VARS": (
+        ["serve"],
+        {"HURRICANE_FILE_VARS": "SENTRY_DSN,DATABASE_PASSWORD_FILE"},
+        "HURRICANE_FILE_VARS lists DATABASE_PASSWORD_FILE: list the variable it sets, "
+        "DATABASE_PASSWORD, without _FILE",
+    ),
+    "no name in HURRICANE_FILE_VARS": (
+        ["serve"],
+        {"HURRICANE_FILE_VARS": "SENTRY_DSN;DB-PASSWORD"},
+        "HURRICANE_FILE_VARS lists 'SENTRY_DSN;DB-PASSWORD', which is no variable name "
+        "(expected names such as DATABASE_PASSWORD, separated by commas)",
     ),
 }
 

@@ -64,6 +64,11 @@ BROKEN_FIXTURES = {
     "secret-in-configmap": "DJANGO_SECRET_KEY looks like a secret: use a Secret",
     "bad-option-value": "invalid value 'soon' for --graceful-timeout",
     "runs-as-root": "must run as a numeric non-root user",
+    "file-variable-not-read": "the entrypoint does not read SENTRY_AUTH_TOKEN_FILE",
+    "service-links": "container web: the pod must set enableServiceLinks: false",
+    "probe-port-open-to-all": "admits the probe port of Deployment/hurricane-web container web "
+    "from every pod",
+    "debugger-port-admitted": "admits the debugger port of Deployment/hurricane-web container web",
 }
 
 
@@ -163,6 +168,8 @@ def test_rendered_demo_waits_for_the_migration_job_then_serves_and_consumes(
         server = start(web.spec["args"], web_env)
         probe = f"http://127.0.0.1:{probe_port}"
         server.wait_for(lambda: status(probe + "/alive") == 200, "the probe server")
+        # The database password came from its file (HURRICANE_FILE_VARS lists it).
+        assert "DEMO_DB_PASSWORD=*****" in server.stderr.splitlines()[0]
         # No migration has run: the pod waits (startup 400, not ready), never crashes.
         time.sleep(2)
         assert status(probe + "/startup") == 400

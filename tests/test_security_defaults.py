@@ -11,12 +11,15 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import importlib.util
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -37,7 +40,13 @@ from conftest import (
     wait_until,
 )
 from hurricane import masking
-from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS, probe_port_of, resolve
+from hurricane.options import (
+    CONSUME_OPTIONS,
+    SERVE_OPTIONS,
+    OptionError,
+    probe_port_of,
+    resolve,
+)
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import check_manifests  # noqa: E402
@@ -78,6 +87,7 @@ def test_metrics_and_probes_are_not_on_the_app_port_by_default(serve):
     assert requests.get(server.url("/hello/"), timeout=5).status_code == 200
 
 
+@functools.cache  # kubectl kustomize takes a while; several tests read the same
 def rendered_kustomizations() -> dict[str, str]:
     rendered = {
         name: check_manifests.render(path)
@@ -110,10 +120,69 @@ def test_no_service_publishes_the_probe_port():
     assert checked >= len(check_manifests.kustomizations())
 
 
+SCRAPE_LABEL = "hurricane.blueshoe.io/scrape-metrics"
+ONLY_MONITORING = [{"namespaceSelector": {"matchLabels": {SCRAPE_LABEL: "true"}}}]
+
+
+def pod_ports(objects: list[dict], policy: dict) -> dict[str, int]:
+    """The named container ports of the pods a NetworkPolicy selects."""
+    selector = policy["spec"]["podSelector"]
+    return {
+        name: number
+        for container in check_manifests.containers(objects)
+        if check_manifests.selects(selector, check_manifests.pod_labels(container.workload))
+        for name, number in container.ports().items()
+    }
+
+
+def policy_rules(port: str) -> Iterator[tuple[str, dict]]:
+    """(kustomization, ingress rule) for each rule of every rendered NetworkPolicy
+    that admits the named container port of a pod it selects."""
+    for name, text in rendered_kustomizations().items():
+        objects = check_manifests.parse(text)
+        for policy in (obj for obj in objects if obj["kind"] == "NetworkPolicy"):
+            ports = pod_ports(objects, policy)
+            for rule in policy["spec"].get("ingress", []):
+                if {port, ports.get(port)} & {entry["port"] for entry in rule["ports"]}:
+                    yield name, rule
+
+
+def test_network_policies_admit_the_probe_port_from_monitoring_namespaces_only():
+    """/metrics and the probes: from the namespaces labelled for scraping (the node's
+    kubelet needs no rule), never from every pod."""
+    rules = list(policy_rules("probes"))
+    assert len(rules) >= 5  # web in every kustomization, the consumer
+    for name, rule in rules:
+        assert rule.get("from") == ONLY_MONITORING, f"{name}: {rule}"
+
+
+def test_no_network_policy_admits_the_debugger_port():
+    """debugpy runs any code sent to it: the development overlay declares its port,
+    and no rule admits it (kubectl port-forward needs none)."""
+    development = check_manifests.parse(rendered_kustomizations()["overlays/development"])
+    assert any(c.has_port("debugger") for c in check_manifests.containers(development))
+    assert list(policy_rules("debugger")) == []
+
+
+def test_every_pod_is_spared_service_links():
+    """Service links would put <SVC>_PORT=tcp://... (HURRICANE_PORT for a Service
+    named hurricane) and <SVC>_SERVICE_PORT_FILE into Hurricane's environment."""
+    pods = 0
+    for name, text in rendered_kustomizations().items():
+        for obj in check_manifests.parse(text):
+            if obj["kind"] in check_manifests.WORKLOAD_KINDS:
+                spec = obj["spec"]["template"]["spec"]
+                assert spec.get("enableServiceLinks") is False, f"{name}: {obj['metadata']}"
+                pods += 1
+    assert pods >= 10
+
+
 def test_readme_warns_not_to_expose_the_probe_port():
     section = readme_section("Security defaults")
     assert "Never expose the probe port" in section
     assert "/metrics" in section and "PodMonitor" in section
+    kubernetes = readme_section("Kubernetes: `k8s-manifests/`")
+    assert f"kubectl label namespace monitoring {SCRAPE_LABEL}=true" in kubernetes
 
 
 # -- the debugger ---------------------------------------------------------------------------
@@ -172,6 +241,50 @@ def test_forbid_debugger_refuses_to_serve_with_one(tmp_path, args, env, flag, so
     assert result.stderr == REFUSAL.format(flag=flag, source=source), result.stderr
     assert result.stdout == ""
     assert not port_open(port) and not port_open(port + 1) and not port_open(debugger_port)
+
+
+@pytest.mark.parametrize(
+    ("setting", "environment", "source"),
+    [
+        (False, "true", "environment HURRICANE_FORBID_DEBUGGER"),
+        (True, "false", "setting HURRICANE_FORBID_DEBUGGER"),
+    ],
+)
+def test_forbid_debugger_wins_from_any_source(tmp_path, setting, environment, source):
+    """A project's setting HURRICANE_FORBID_DEBUGGER = False does not undo the
+    container's HURRICANE_FORBID_DEBUGGER=true (nor the reverse): any source that
+    forbids the debugger forbids it."""
+    (tmp_path / "forbid_settings.py").write_text(
+        f"from testproject.settings import *  # noqa\nHURRICANE_FORBID_DEBUGGER = {setting}\n"
+    )
+    debugger_port = free_port()
+    port, result = run_serve(
+        tmp_path,
+        "--debugger",
+        "--debugger-port",
+        str(debugger_port),
+        DJANGO_SETTINGS_MODULE="forbid_settings",
+        PYTHONPATH=f"{tmp_path}:{ROOT}",
+        HURRICANE_FORBID_DEBUGGER=environment,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr == REFUSAL.replace("environment HURRICANE_FORBID_DEBUGGER", source).format(
+        flag="--debugger", source="command line --debugger"
+    )
+    assert not port_open(port) and not port_open(port + 1) and not port_open(debugger_port)
+
+
+def test_a_bad_forbid_debugger_value_is_an_error_whichever_source_wins():
+    """Every source of the switch is read, so a bad one is reported, not skipped."""
+    settings = SimpleNamespace(HURRICANE_FORBID_DEBUGGER=False)
+    environ = {"HURRICANE_FORBID_DEBUGGER": "ture"}
+    with pytest.raises(OptionError) as raised:
+        resolve(SERVE_OPTIONS, {}, settings, environ)
+    assert str(raised.value) == (
+        "invalid value 'ture' for --forbid-debugger (from environment "
+        "HURRICANE_FORBID_DEBUGGER): expected a boolean (true/false, 1/0, yes/no)"
+    )
+    assert resolve(SERVE_OPTIONS, {}, settings, {}).forbid_debugger is False
 
 
 def test_forbid_debugger_refuses_to_consume_with_one(tmp_path):
@@ -262,21 +375,45 @@ MASKING_CASES = [
     ("DJANGO_SECRET_KEY", "hunter2", set(), "*****"),
     ("GITHUB_TOKEN", "hunter2", set(), "*****"),
     ("db_password", "hunter2", set(), "*****"),
+    # Secrets that do not say PASSWORD, SECRET, TOKEN or KEY.
+    ("AMQP_PASS", "hunter2", set(), "*****"),
+    ("AMQP_PWD", "hunter2", set(), "*****"),
+    ("DB_PASSWD", "hunter2", set(), "*****"),
+    ("SMTP_CREDENTIALS", "user:hunter2", set(), "*****"),
+    ("amqp-pass", "hunter2", set(), "*****"),
+    # PASS and PWD only as words of their own.
+    ("BYPASS_CACHE", "true", set(), "true"),
+    ("PASSTHROUGH_HOSTS", "a,b", set(), "a,b"),
     ("HURRICANE_PORT", "8000", set(), "8000"),
-    ("HURRICANE_WEBHOOK_URL", "https://hooks/abc", set(), "https://hooks/abc"),
     ("HURRICANE_WEBHOOK_URL", "https://hooks/abc", {"HURRICANE_WEBHOOK_URL"}, "*****"),
     ("HURRICANE_PORT", "8000", {"HURRICANE_WEBHOOK_URL"}, "8000"),
     ("AMQP_PASSWORD", "", set(), ""),
-    # A URL's user part and query hold credentials, whatever the variable's name.
+    # A URL shows as its origin: Slack, Discord and Teams webhooks carry their
+    # credential in the path, others in the user part or the query.
+    (
+        "HURRICANE_WEBHOOK_URL",
+        "https://hooks.slack.com/services/T0/B0/xoxsecret",
+        set(),
+        "https://hooks.slack.com/*****",
+    ),
+    (
+        "HURRICANE_WEBHOOK_URL",
+        "https://discord.com/api/webhooks/123/tok",
+        set(),
+        "https://discord.com/*****",
+    ),
     (
         "HURRICANE_WEBHOOK_URL",
         "https://hook-user:pw@hooks.example:8443/abc?token=t#x",
         set(),
-        "https://*****@hooks.example:8443/abc?*****",
+        "https://hooks.example:8443/*****",
     ),
-    ("DATABASE_URL", "postgres://app:pw@db/app", set(), "postgres://*****@db/app"),
-    ("HURRICANE_COMMANDS", "notify --to http://u:pw@h/x", set(), "notify --to http://*****@h/x"),
-    ("HURRICANE_WEBHOOK_URL", "http://[::1]:99999/x", set(), "http://[::1]:99999/x"),
+    ("HURRICANE_WEBHOOK_URL", "https://u:pw@hooks.example", set(), "https://hooks.example/*****"),
+    ("HURRICANE_WEBHOOK_URL", "https://hooks.example/", set(), "https://hooks.example/"),
+    ("HURRICANE_WEBHOOK_URL", "http://127.0.0.1:8080", set(), "http://127.0.0.1:8080"),
+    ("DATABASE_URL", "postgres://app:pw@db/app", set(), "postgres://db/*****"),
+    ("HURRICANE_COMMANDS", "notify --to 'http://u:pw@h/x'", set(), "notify --to 'http://h/*****'"),
+    ("HURRICANE_WEBHOOK_URL", "http://[::1]:99999/x", set(), "http://[::1]:99999/*****"),
 ]
 
 
@@ -285,9 +422,30 @@ def test_the_entrypoint_and_the_runtime_mask_by_the_same_rule(name, value, from_
     entrypoint = load_entrypoint()
     assert entrypoint.shown_value(name, value, from_files) == shown
     assert masking.shown_value(name, value, from_files) == shown
+
+
+def test_the_entrypoint_and_the_runtime_share_the_rule_s_words():
+    entrypoint = load_entrypoint()
     assert entrypoint.SECRET_WORDS == masking.SECRET_WORDS
+    assert entrypoint.SECRET_NAME_WORDS == masking.SECRET_NAME_WORDS
     assert entrypoint.MASK == masking.MASK
     assert entrypoint.FROM_FILES_VARIABLE == masking.FROM_FILES_VARIABLE
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://hooks.slack.com/services/T0/B0/xoxsecret", "https://hooks.slack.com"),
+        ("https://user:pw@outlook.office.com:443/webhook/x?y=z", "https://outlook.office.com:443"),
+        ("http://[::1]:8080", "http://[::1]:8080"),
+        (" https://hooks.example/x ", "https://hooks.example"),
+        ("not a url", "*****"),
+    ],
+)
+def test_url_origin_is_the_scheme_host_and_port(url, origin):
+    """What a log line may say of where a webhook goes (the same in both copies)."""
+    assert masking.url_origin(url) == origin
+    assert load_entrypoint().url_origin(url) == origin
 
 
 def test_no_secret_reaches_the_summary_or_the_option_dump(start, tmp_path):
@@ -337,6 +495,44 @@ def test_no_secret_reaches_the_summary_or_the_option_dump(start, tmp_path):
     ), dump
     for what, secret in secrets.items():
         assert secret not in output, f"the {what} is in the output"
+
+
+def test_commands_read_from_a_file_are_not_shown(tmp_path, webhook_receiver):
+    """HURRICANE_COMMANDS_FILE: the log names each command by its place in the file,
+    and a failing one's error and traceback, in the log and in the failure webhook,
+    show neither the command nor a word of it."""
+    commands = tmp_path / "commands"
+    commands.write_text(
+        "shell --command 'greeting = \"s3cr3t-first\"'\ns3cr3t-pw --password=s3cr3t-arg\n"
+    )
+    port = free_port()
+    env = entrypoint_env(
+        tmp_path,
+        HURRICANE_COMMANDS_FILE=str(commands),
+        HURRICANE_PORT=str(port),
+        HURRICANE_WEBHOOK_URL=webhook_receiver.url,
+        HURRICANE_LOG_LEVEL="DEBUG",
+    )
+    result = run_entrypoint(["serve"], env, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    first, second = (f"(command {n} of HURRICANE_COMMANDS_FILE)" for n in (1, 2))
+    assert f"Running management command: ***** {first}" in output
+    assert f"Management command done: ***** {first}" in output
+    assert f"Running management command: ***** {second}" in output
+    assert (
+        f"Start-up failed: management command ***** {second} failed: "
+        "CommandError(\"Unknown command: '*****'\")"
+    ) in output
+    # Where it failed is still there: the traceback's frames, down to Django's.
+    assert "Traceback (most recent call last)" in output
+    assert "django/core/management/__init__.py" in output
+    assert "Option command = '*****' (from environment HURRICANE_COMMANDS)" in output
+    assert "s3cr3t" not in output
+    failure = webhook_receiver.wait_for(lambda hook: hook.get("type") == "startup")
+    assert failure["status"] == "failed", failure
+    assert "Unknown command: '*****'" in json.dumps(failure)
+    assert "s3cr3t" not in json.dumps(webhook_receiver.received)
 
 
 def test_the_summary_masks_shortened_secret_flags_which_serve_then_refuses(tmp_path):
@@ -511,13 +707,16 @@ def test_the_dockerfile_installs_only_what_the_locks_pin():
 
 
 def test_webhook_url_credentials_stay_out_of_the_log(serve, webhook_receiver):
-    """A receiver's token in the URL's query or user part is never logged."""
-    host_and_path = webhook_receiver.url.removeprefix("http://")
-    url = f"http://hook-user:pw-s3cr3t@{host_and_path}?token=tok-s3cr3t"
+    """A receiver's token in the URL's path (Slack, Discord, Teams), query or user part
+    is never logged: the option dump shows the URL's origin."""
+    origin = webhook_receiver.url.removesuffix("/hook")
+    host = origin.removeprefix("http://")
+    url = f"http://hook-user:pw-s3cr3t@{host}/services/T0-s3cr3t/B0-s3cr3t?token=tok-s3cr3t"
     # At DEBUG, the option dump shows the URL too.
     server = serve("--webhook-url", url, "--log-level", "DEBUG")
     webhook_receiver.wait_for(lambda hook: hook.get("type") == "startup")
     wait_until(lambda: "Webhook startup sent to" in server.output, what="the webhook log line")
-    assert f"Webhook startup sent to http://*****@{host_and_path}?*****" in server.output
-    assert f"Option webhook_url = 'http://*****@{host_and_path}?*****'" in server.output
+    assert f"Option webhook_url = '{origin}/*****'" in server.output
+    # Of the receiver, the webhook's own lines show the scheme and host alone.
+    assert re.search(rf"Webhook startup sent to {re.escape(origin)}$", server.output, re.M)
     assert "s3cr3t" not in server.output

@@ -85,14 +85,9 @@ def run_process(
 def log_options(options: Options) -> None:
     """At debug level, each option not left at its default, and where it came from;
     the value of a secret (hurricane.masking) as ``*****``."""
-    from hurricane.masking import shown_value
-    from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS
-
-    variables = {option.name: option.variable for option in (*SERVE_OPTIONS, *CONSUME_OPTIONS)}
     for name, source in options.sources.items():
         if source != "default":
-            value = shown_value(variables.get(name, name), getattr(options, name))
-            logger.debug("Option %s = %r (from %s)", name, value, source)
+            logger.debug("Option %s = %r (from %s)", name, options.shown(name), source)
 
 
 def attach_debuggers(options: Options) -> None:

@@ -3,7 +3,8 @@
 Either one lets whoever reaches it run any code in the process, so it is never on
 unless asked for, it logs a warning when it is, and ``--forbid-debugger`` (which the
 production overlay of k8s-manifests sets) turns asking for one into a refusal to
-start."""
+start. The forbid switch is on when any source turns it on (hurricane.options), so
+that a project's setting cannot undo what the container's environment demands."""
 
 from __future__ import annotations
 

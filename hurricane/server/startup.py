@@ -11,6 +11,8 @@ import shlex
 import threading
 from typing import Any
 
+from hurricane.masking import MASK, is_secret, redacted
+from hurricane.options import variable_of
 from hurricane.server.databases import bound_connection_waits
 from hurricane.server.logs import LoggedLines
 
@@ -62,14 +64,27 @@ def call_command_logged(json_output: bool, name: str, *args: Any, **options: Any
 
 
 def run_management_commands(commands: list[list[str]], json_output: bool = False) -> None:
-    for words in commands:
+    """Run each command in turn. Commands read from a file (HURRICANE_COMMANDS_FILE)
+    are a secret, as every value so read: the log names them by their place in the
+    file, and a failure's message masks every word of the command."""
+    variable = variable_of("command")
+    secret = is_secret(variable)
+    for number, words in enumerate(commands, 1):
         line = shlex.join(words)
-        logger.info("Running management command: %s", line)
+        shown = f"{MASK} (command {number} of {variable}_FILE)" if secret else line
+        logger.info("Running management command: %s", shown)
         try:
             call_command_logged(json_output, *words)
         except BaseException as error:  # SystemExit from a command is a failure too
-            raise StartupFailed(f"management command {line!r} failed: {error!r}") from error
-        logger.info("Management command done: %s", line)
+            if not secret:
+                raise StartupFailed(f"management command {line!r} failed: {error!r}") from error
+            # Its frames say where it failed; its message and those of the exceptions
+            # before it may quote the command, so they stay behind.
+            failure = StartupFailed(
+                f"management command {shown} failed: {redacted(repr(error), words)}"
+            )
+            raise failure.with_traceback(error.__traceback__) from None
+        logger.info("Management command done: %s", shown)
 
 
 def pending_migrations(alias: str) -> list[str]:

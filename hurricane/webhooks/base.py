@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from hurricane.masking import masked_urls
+from hurricane.masking import url_origin
 
 logger = logging.getLogger("hurricane.webhooks")
 
@@ -145,7 +145,7 @@ def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
         try:
             response = requests.post(url, data=body, headers=headers, timeout=TIMEOUT_SECONDS)
             if 200 <= response.status_code < 300:
-                logger.info("Webhook %s sent to %s", code, masked_urls(url))
+                logger.info("Webhook %s sent to %s", code, url_origin(url))
                 return True
             problem = f"answered {response.status_code}"
         except requests.RequestException as error:
@@ -153,7 +153,7 @@ def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
         if attempt + 1 < ATTEMPTS:
             time.sleep(BACKOFF_SECONDS * 2**attempt)
     logger.warning(
-        "Webhook %s to %s %s after %d attempts", code, masked_urls(url), problem, ATTEMPTS
+        "Webhook %s to %s %s after %d attempts", code, url_origin(url), problem, ATTEMPTS
     )
     return False
 

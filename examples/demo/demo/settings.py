@@ -3,7 +3,8 @@
 The database is SQLite (``DEMO_DATABASE``, a file) unless ``DEMO_DB_HOST`` names a
 PostgreSQL server, as in the Kubernetes manifests, where every replica and the
 migration Job must share one database. The password comes from ``DEMO_DB_PASSWORD``,
-which the image's entrypoint reads from the file ``DEMO_DB_PASSWORD_FILE`` names.
+which the image's entrypoint reads from the file ``DEMO_DB_PASSWORD_FILE`` names (the
+manifests list it in ``HURRICANE_FILE_VARS``).
 """
 
 import os
