@@ -350,7 +350,7 @@ def test_webhook_receiver_down_or_hanging_leaves_serving_and_probes_alone(serve)
         assert "Webhook startup" not in hung.output, "the hanging webhook was not in flight"
 
         # The refused webhook gives up after its retries, with one clear line.
-        failure = f"Webhook startup to http://127.0.0.1:{refused_port}/hook failed"
+        failure = f"Webhook startup to http://127.0.0.1:{refused_port} failed"
         refused.wait_for(lambda: failure in refused.output, what="the webhook failure log")
         baseline = alive_seconds(refused)
         assert requests.get(refused.url("/hello/"), timeout=10).status_code == 200
@@ -363,7 +363,7 @@ def test_webhook_receiver_down_or_hanging_leaves_serving_and_probes_alone(serve)
 
         # The receiver finally drops the connection: that failure is logged too.
         hanging.close()
-        hung_failure = f"Webhook startup to http://127.0.0.1:{hanging.port}/hook"
+        hung_failure = f"Webhook startup to http://127.0.0.1:{hanging.port}"
         hung.wait_for(
             lambda: f"{hung_failure} failed" in hung.output, what="the hung webhook's failure"
         )
