@@ -363,8 +363,9 @@ PROBE_OPTIONS: tuple[Option, ...] = (
         "webhook_secret",
         parse_secret,
         None,
-        "Sign each webhook with HMAC-SHA256 of its body under this secret (better given "
-        "as the setting or environment variable than on the command line).",
+        "Sign each webhook with HMAC-SHA256 under this secret, with the time of sending "
+        "and without (better given as the setting or environment variable than on the "
+        "command line).",
         metavar="SECRET",
     ),
     Option(

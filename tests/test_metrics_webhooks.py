@@ -109,9 +109,12 @@ class Delivery:
 
 class RawReceiver:
     """A real HTTP server recording each POST's raw body and headers (the raw body is
-    what a signature covers). It answers ``status``, after ``delay`` seconds."""
+    what a signature covers). It answers ``status``, after ``delay`` seconds, and not
+    before ``hold`` is set, if given."""
 
-    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
+    def __init__(
+        self, status: int = 200, delay: float = 0.0, hold: threading.Event | None = None
+    ) -> None:
         self.deliveries: list[Delivery] = []
         receiver = self
 
@@ -122,6 +125,8 @@ class RawReceiver:
                 receiver.deliveries.append(Delivery(body, headers))
                 if delay:
                     time.sleep(delay)
+                if hold is not None:
+                    hold.wait(60)
                 with contextlib.suppress(OSError):  # the sender may have given up
                     self.send_response(status)
                     self.send_header("Content-Length", "0")
@@ -155,11 +160,15 @@ class RawReceiver:
 
 
 @contextlib.contextmanager
-def receiver(status: int = 200, delay: float = 0.0) -> Iterator[RawReceiver]:
-    running = RawReceiver(status, delay)
+def receiver(
+    status: int = 200, delay: float = 0.0, hold: threading.Event | None = None
+) -> Iterator[RawReceiver]:
+    running = RawReceiver(status, delay, hold)
     try:
         yield running
     finally:
+        if hold is not None:
+            hold.set()  # let held requests end, or the server's shutdown waits for them
         running.close()
 
 

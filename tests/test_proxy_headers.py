@@ -21,6 +21,8 @@ from conftest import port_open, run_serve
 from hurricane.server.forwarded import TrustedProxies, parse_address
 
 ASGI_ENV = {"TEST_SETTINGS": json.dumps({"ASGI_APPLICATION": "testproject.asgi.application"})}
+# The X-Forwarded-For entries looked at, from the right, as the README states.
+HOPS_WALKED = 16
 
 
 def seen(server, path: str = "/meta/", **headers: str) -> tuple[str, bool]:
@@ -99,6 +101,39 @@ def test_networks_walk_past_trusted_hops(serve):
     assert seen(server, **{"X-Forwarded-For": chain}) == ("203.0.113.7", False)
     # Every hop trusted: the leftmost is the client.
     assert seen(server, **{"X-Forwarded-For": "10.9.9.9, 10.1.2.3"})[0] == "10.9.9.9"
+
+
+def test_zone_id_of_unsafe_characters_is_no_address(serve):
+    server = serve("--forwarded-allow-ips", "127.0.0.1,fe80::/10", migrate=False)
+    xff = "X-Forwarded-For"
+    assert seen(server, **{xff: "fe80::1%eth0"})[0] == "fe80::1%eth0"
+    assert seen(server, **{xff: "[fe80::1%2]:4711"})[0] == "fe80::1%2"
+    # A trusted hop with a zone is walked past like any other.
+    assert seen(server, **{xff: "203.0.113.7, fe80::1%eth0"})[0] == "203.0.113.7"
+    # Not an address: the walk ends, the peer stands.
+    for bad in ("fe80::1%a b c", "fe80::1%<script>", "fe80::1%" + "a" * 16, "fe80::1%\xe9"):
+        assert seen(server, **{xff: f"203.0.113.7, {bad}"})[0] == "127.0.0.1", bad
+    # Behind a trusted hop, the hop stands.
+    assert seen(server, **{xff: "fe80::1%a b c, fe80::2"})[0] == "fe80::2"
+
+
+def test_walk_ends_after_a_bounded_number_of_hops(serve):
+    server = serve("--forwarded-allow-ips", "10.0.0.0/8,127.0.0.1", migrate=False)
+    hops = [f"10.{i // 100}.{i % 100}.1" for i in range(6000)]  # 60 KB, every one trusted
+
+    def client(*chain: str) -> str:
+        return seen(server, **{"X-Forwarded-For": ",".join(chain)})[0]
+
+    # Behind 6,000 trusted hops, the last one looked at stands.
+    assert client("203.0.113.7", *hops) == hops[-HOPS_WALKED]
+    # The client right at the bound is found; one trusted hop more and it is past it.
+    assert client("203.0.113.7", *hops[-(HOPS_WALKED - 1) :]) == "203.0.113.7"
+    assert client("203.0.113.7", *hops[-HOPS_WALKED:]) == hops[-HOPS_WALKED]
+    # One header line per hop counts the same.
+    lines = [("X-Forwarded-For", hop) for hop in ["203.0.113.7", *hops[-HOPS_WALKED:]]]
+    assert seen_with_header_lines(server, lines)[0] == hops[-HOPS_WALKED]
+    lines = [("X-Forwarded-For", hop) for hop in ["203.0.113.7", *hops[-(HOPS_WALKED - 1) :]]]
+    assert seen_with_header_lines(server, lines)[0] == "203.0.113.7"
 
 
 def test_star_trusts_any_peer(serve):
@@ -285,9 +320,26 @@ def test_rule_untrusted_peer_changes_nothing():
     assert proxies.client_and_scheme("192.0.2.1", "http", headers) == ("192.0.2.1", "http")
 
 
+def test_rule_walks_a_bounded_number_of_entries():
+    hops = [f"10.0.{i // 250}.{i % 250 + 1}" for i in range(100)]
+    chain = ",".join(["192.0.2.7", *hops])
+    assert client_and_scheme("10.0.0.0/8", "10.0.0.1", x_forwarded_for=[chain])[0] == hops[-16]
+    assert client_and_scheme("*", "10.0.0.1", x_forwarded_for=[chain])[0] == hops[-16]
+    lines = ["192.0.2.7", *hops]
+    assert client_and_scheme("10.0.0.0/8", "10.0.0.1", x_forwarded_for=lines)[0] == hops[-16]
+    # Lines of several entries each: entries are counted, not lines.
+    lines = ["192.0.2.7", ",".join(hops[-20:-8]), ",".join(hops[-8:])]
+    assert client_and_scheme("10.0.0.0/8", "10.0.0.1", x_forwarded_for=lines)[0] == hops[-16]
+    lines = ["192.0.2.7", ",".join(hops[-15:-8]), ",".join(hops[-8:])]
+    assert client_and_scheme("10.0.0.0/8", "10.0.0.1", x_forwarded_for=lines)[0] == "192.0.2.7"
+
+
 def test_parse_address_rejects_what_is_not_an_address():
     bad = ["", "unknown", "1.2.3", "1.2.3.4:", "1.2.3.4:http", "[::1", "[::1]:", "[::1]80"]
+    bad += ["fe80::1%", "fe80::1%a b", "fe80::1%a/b", "fe80::1%" + "x" * 16, "fe80::1%\u00e9"]
     for entry in [*bad, "example.com:80"]:
         assert parse_address(entry) is None, entry
     assert parse_address(" 1.2.3.4 ") == ipaddress.ip_address("1.2.3.4")
     assert parse_address("[::1]") == ipaddress.ip_address("::1")
+    for zone in ("eth0", "2", "br-1a2b.100", "x" * 15):
+        assert str(parse_address(f"fe80::1%{zone}")) == f"fe80::1%{zone}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +30,14 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SCHEMES = frozenset({"http", "https"})
 # Distinct peers whose trust is remembered: the ingress pods of a cluster are few.
 TRUST_CACHE_SIZE = 1024
+# The X-Forwarded-For entries looked at, from the right. Real chains are a CDN, a
+# load balancer, an ingress and maybe a sidecar; far more trusted hops than this are
+# a client's invention, and each one looked at costs microseconds of the event loop.
+MAX_FORWARDED_HOPS = 16
+# An IPv6 zone id (the interface after "%" in fe80::1%eth0) as REMOTE_ADDR may carry
+# it: an interface name or number, at most as long as Linux allows one (15). Python
+# accepts any text there, which a log or a database would then receive as an address.
+ZONE_ID = re.compile(r"[A-Za-z0-9_.~-]{1,15}")
 
 
 class TrustedProxies:
@@ -86,7 +95,8 @@ class TrustedProxies:
             return peer, scheme
         forwarded_for = headers.get_list("X-Forwarded-For")
         if forwarded_for:
-            peer = self.client_of(",".join(forwarded_for), peer)
+            # Each line holds one entry or more: the last lines hold all that is looked at.
+            peer = self.client_of(",".join(forwarded_for[-MAX_FORWARDED_HOPS:]), peer)
         forwarded_proto = headers.get_list("X-Forwarded-Proto")
         if forwarded_proto:
             # The nearest proxy appended the last value; it is the one that saw the
@@ -100,9 +110,13 @@ class TrustedProxies:
         """Walk the comma-separated chain from the right past trusted proxies. The first
         untrusted address is the client; when every address is trusted, the leftmost.
         An entry that is no address ends the walk: nothing to its left can be vouched
-        for, so the last address believed so far stands."""
+        for, so the last address believed so far stands. So does the
+        :data:`MAX_FORWARDED_HOPS`-th entry when it is trusted: the walk ends there, and
+        the header is split no further than that."""
         client = peer
-        for entry in reversed(forwarded_for.split(",")):
+        # Split off only what is looked at; the rest of a long header stays one piece.
+        entries = forwarded_for.rsplit(",", MAX_FORWARDED_HOPS)[-MAX_FORWARDED_HOPS:]
+        for entry in reversed(entries):
             ip = parse_address(entry)
             if ip is None:
                 break
@@ -117,7 +131,8 @@ EXPECTED = "IP addresses or networks (e.g. 10.0.0.0/8, fd00::/8), comma-separate
 
 def parse_address(entry: str) -> IPAddress | None:
     """An address as proxies write it in ``X-Forwarded-For``: ``192.0.2.1``,
-    ``2001:db8::1``, or with a port: ``192.0.2.1:4711``, ``[2001:db8::1]:4711``.
+    ``2001:db8::1``, or with a port: ``192.0.2.1:4711``, ``[2001:db8::1]:4711``; an
+    IPv6 address may name its zone (``fe80::1%eth0``, see :data:`ZONE_ID`).
     IPv4-mapped IPv6 addresses count as the IPv4 address. ``None`` if not an address."""
     entry = entry.strip()
     port = None
@@ -134,6 +149,9 @@ def parse_address(entry: str) -> IPAddress | None:
         ip = ipaddress.ip_address(entry)
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id is not None and not ZONE_ID.fullmatch(ip.scope_id):
+            return None
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
     return ip

@@ -2,10 +2,16 @@
 
 Sending happens on a background thread with a timeout and a few retries, so a
 receiver that is down or slow never blocks the event loop or a request.
+
+With a secret, each attempt is signed twice: :data:`TIMED_SIGNATURE_HEADER` covers
+the time of sending with the body, so a receiver can refuse a replayed webhook;
+:data:`SIGNATURE_HEADER` covers the body alone, for receivers written before the
+timed one existed.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import datetime
 import enum
@@ -24,6 +30,7 @@ from hurricane.masking import url_origin
 logger = logging.getLogger("hurricane.webhooks")
 
 SIGNATURE_HEADER = "X-Hurricane-Signature"
+TIMED_SIGNATURE_HEADER = "X-Hurricane-Timed-Signature"
 TIMEOUT_SECONDS = 5.0
 ATTEMPTS = 3
 BACKOFF_SECONDS = 0.5
@@ -86,7 +93,8 @@ class Webhook:
         The returned future becomes True once a receiver accepted it (2xx), False
         after the last failed attempt. ``close_loop`` and ``loop`` are accepted for
         compatibility with the original library: sending never touches an event loop.
-        With ``secret``, the body is signed (:data:`SIGNATURE_HEADER`).
+        With ``secret``, each attempt is signed (:data:`TIMED_SIGNATURE_HEADER`,
+        :data:`SIGNATURE_HEADER`).
         """
         body = json.dumps(self.build_payload(status, error_trace, info)).encode()
         return sender.send(url, body, self.code, secret)
@@ -95,12 +103,17 @@ class Webhook:
 class WebhookSender:
     """One daemon thread sends every webhook in order, so a receiver sees state
     changes in the order they happened; a receiver that is down or slow delays only
-    other webhooks, never serving."""
+    other webhooks, never serving.
+
+    When ``max_queued`` webhooks wait, more are dropped. A flapping probe can drop
+    hundreds in a row, so drops are counted, and the count is logged in one line once
+    the queue has room again (the burst is over)."""
 
     def __init__(self, max_queued: int = 100) -> None:
         self.queue: queue.Queue = queue.Queue(max_queued)
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
+        self.dropped: collections.Counter[str] = collections.Counter()  # per code
 
     def send(
         self, url: str, body: bytes, code: str, secret: str | None
@@ -115,13 +128,27 @@ class WebhookSender:
         try:
             self.queue.put_nowait((url, body, code, secret, future))
         except queue.Full:
-            logger.warning("Webhook %s dropped: %d webhooks wait already", code, self.queue.maxsize)
+            with self.lock:
+                self.dropped[code] += 1
             future.set_result(False)
         return future
+
+    def _report_drops(self) -> None:
+        """Log the drops of the burst that just ended, if any: one line, with counts."""
+        with self.lock:
+            dropped, self.dropped = self.dropped, collections.Counter()
+        if dropped:
+            logger.warning(
+                "Dropped %d webhooks (%s) while %d waited for the receiver",
+                dropped.total(),
+                ", ".join(f"{code}: {count}" for code, count in sorted(dropped.items())),
+                self.queue.maxsize,
+            )
 
     def _work(self) -> None:
         while True:
             url, body, code, secret, future = self.queue.get()
+            self._report_drops()  # the queue has room again: a burst of drops ended
             try:
                 future.set_result(deliver(url, body, code, secret))
             except Exception as error:  # never let the sender thread die
@@ -129,9 +156,19 @@ class WebhookSender:
                 future.set_exception(error)
 
 
+def hmac_sha256(secret: str, message: bytes) -> str:
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
 def signature(secret: str, body: bytes) -> str:
     """The value of :data:`SIGNATURE_HEADER`: ``sha256=`` and the hex HMAC of the body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac_sha256(secret, body)
+
+
+def timed_signature(secret: str, body: bytes, timestamp: int) -> str:
+    """The value of :data:`TIMED_SIGNATURE_HEADER`: ``t=<unix seconds>,v1=<hex HMAC of
+    "<unix seconds>." and the body>``."""
+    return f"t={timestamp},v1=" + hmac_sha256(secret, f"{timestamp}.".encode() + body)
 
 
 def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
@@ -142,6 +179,10 @@ def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
         headers[SIGNATURE_HEADER] = signature(secret, body)
     problem = ""
     for attempt in range(ATTEMPTS):
+        if secret:
+            # The time of this attempt, not of the state change: a webhook that waited
+            # behind a slow receiver still falls within the receiver's tolerance.
+            headers[TIMED_SIGNATURE_HEADER] = timed_signature(secret, body, int(time.time()))
         try:
             response = requests.post(url, data=body, headers=headers, timeout=TIMEOUT_SECONDS)
             if 200 <= response.status_code < 300:

@@ -1,0 +1,124 @@
+"""Webhooks as a receiver and an operator see them: the timed signature verified by
+the README's own code, what the log shows of the receiver's URL, and drops logged
+once per burst. Real ``manage.py serve`` processes, a real HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+
+import requests
+from test_metrics_webhooks import SECRET, expected_signature, receiver
+
+from conftest import ROOT, wait_until
+
+TIMED_SIGNATURE_HEADER = "x-hurricane-timed-signature"
+# The queue of webhooks waiting for the receiver holds this many, as the README says.
+QUEUED = 100
+
+
+def readme_verify() -> Callable[..., bool]:
+    """The ``verify`` function of the README's Webhooks section, run as a receiver
+    would paste it."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Webhooks") :]
+    section = section[: section.index("\n## ")]
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "def verify(" in b]
+    assert len(blocks) == 1, "one verify example in the README's Webhooks section"
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    return namespace["verify"]
+
+
+def test_timed_signature_verifies_with_the_readme_code_and_goes_stale(serve):
+    verify = readme_verify()
+    with receiver() as hooks:
+        # Where chat services keep their credential: the path; others: user part, query.
+        host = hooks.url.removesuffix("/hook").removeprefix("http://")
+        url = f"http://hookuser:hookpassword@{host}/services/T0/B0/PATHCREDENTIAL?token=QUERYTOKEN"
+        server = serve("--webhook-url", url, env={"HURRICANE_WEBHOOK_SECRET": SECRET})
+        hooks.wait_for_count(("startup", "succeeded"), 1, server)
+        delivery = hooks.deliveries[0]
+        header = delivery.headers[TIMED_SIGNATURE_HEADER]
+        assert re.fullmatch(r"t=\d+,v1=[0-9a-f]{64}", header), header
+        sent = int(header[2:].split(",")[0])
+        assert abs(time.time() - sent) < 60
+
+        assert verify(SECRET.encode(), delivery.body, header) is True
+        # What a receiver written for the body-only signature checks is still there.
+        assert delivery.headers["x-hurricane-signature"] == expected_signature(delivery.body)
+        # Anything changed does not verify: the body, the time, the secret; no header.
+        assert verify(SECRET.encode(), delivery.body + b" ", header) is False
+        later = header.replace(f"t={sent}", f"t={sent + 1}")
+        assert verify(SECRET.encode(), delivery.body, later) is False
+        assert verify(b"another secret", delivery.body, header) is False
+        assert verify(SECRET.encode(), delivery.body, "") is False
+        assert verify(SECRET.encode(), delivery.body, "t=soon,v1=00") is False
+
+        # The same delivery replayed later: refused once older than the tolerance.
+        time.sleep(2.1)
+        assert verify(SECRET.encode(), delivery.body, header, tolerance_seconds=1) is False
+        assert verify(SECRET.encode(), delivery.body, header, tolerance_seconds=60) is True
+
+        wait_until(lambda: "Webhook startup sent to" in server.output, 10, "the log line", server)
+    line = next(line for line in server.output.splitlines() if "Webhook startup sent to" in line)
+    assert line.endswith(f"Webhook startup sent to http://{host}"), line
+    for secret in ("PATHCREDENTIAL", "QUERYTOKEN", "hookpassword", "hookuser", "/services"):
+        assert secret not in server.output, secret
+
+
+def test_drops_are_logged_once_per_burst_with_their_count(serve, tmp_path):
+    """The receiver holds the startup webhook while the readiness probe flaps: the
+    queue fills, the rest is dropped; one line counts them once the queue has room."""
+    flag = tmp_path / "readiness-fails"
+    hold = threading.Event()
+    changes = QUEUED + 50
+    with receiver(hold=hold) as hooks:
+        server = serve("--webhook-url", hooks.url, env={"TEST_READINESS_FAIL_FLAG": str(flag)})
+        wait_until(lambda: hooks.deliveries, 20, "the startup webhook to arrive", server)
+        # Readiness starts failing: each answer below is a change, and a webhook.
+        for change in range(changes):
+            ready = change % 2 == 0
+            if ready:
+                flag.unlink(missing_ok=True)
+            else:
+                flag.touch()
+            status = requests.get(server.probe("/ready"), timeout=10).status_code
+            assert status == (200 if ready else 400), (change, status)
+        assert "Dropped" not in server.output  # not before the burst is over
+        hold.set()
+        hooks.wait_for_count(("readiness", "succeeded"), QUEUED // 2, server)
+        hooks.wait_for_count(("readiness", "failed"), QUEUED // 2, server)
+        wait_until(lambda: "Dropped" in server.output, 10, "the drops to be logged", server)
+        time.sleep(1.0)  # a line per drop, if it came, would be here by now
+    readiness = [kind for kind in hooks.kinds() if kind[0] == "readiness"]
+    assert len(readiness) == QUEUED, hooks.kinds()
+    dropped = [line for line in server.output.splitlines() if "dropped" in line.lower()]
+    assert len(dropped) == 1, dropped
+    assert dropped[0].endswith(
+        f"WARNING hurricane.webhooks Dropped 50 webhooks (readiness: 50) while {QUEUED} "
+        "waited for the receiver"
+    ), dropped
+
+
+def test_verify_example_is_the_documented_procedure():
+    """The README's code, alone: a signature made as documented (with the secret,
+    "<t>." and the body) verifies while fresh, and not once stale."""
+    import hashlib
+    import hmac
+
+    verify = readme_verify()
+    body = json.dumps({"type": "startup"}).encode()
+
+    def header(sent: int) -> str:
+        signed = f"{sent}.".encode() + body
+        return f"t={sent},v1=" + hmac.new(b"k", signed, hashlib.sha256).hexdigest()
+
+    now = int(time.time())
+    assert verify(b"k", body, header(now)) is True
+    assert verify(b"k", body, header(now - 301)) is False
+    assert verify(b"k", body, header(now + 301)) is False
+    assert verify(b"k", body, header(now - 200)) is True
