@@ -7,7 +7,6 @@ This module speaks HTTP only; when to accept, drain or stop is decided in
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import re
@@ -24,6 +23,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
 from hurricane.server.body import Body, rewound, spool
+from hurricane.server.refusals import announced_length, refuse_and_close
 from hurricane.server.wsgi import ResponseSink
 
 if TYPE_CHECKING:
@@ -31,12 +31,6 @@ if TYPE_CHECKING:
 
 access_logger = logging.getLogger("hurricane.access")
 logger = logging.getLogger("hurricane.server")
-
-# A body announced larger than the limit is still read and thrown away, up to this
-# many bytes, before the connection closes: closing with unread data makes the
-# kernel reset the connection, and the client would never see the 413.
-DISCARD_LIMIT = 8 * 1024 * 1024
-DISCARD_TIMEOUT = 5.0
 
 
 def log_access(
@@ -127,7 +121,7 @@ IDLE, HEADERS, BODY = "idle", "headers", "body"
 SWEEP_INTERVAL = 1.0
 # Before the connection of a too large header block closes, up to this much of what the
 # client already sent is read and thrown away: closing with unread data makes the kernel
-# reset the connection, and the 431 could be lost (as with DISCARD_LIMIT).
+# reset the connection, and the 431 could be lost (as with refusals.DISCARD_LIMIT).
 HEADER_OVERFLOW_DISCARD = 256 * 1024
 HEADERS_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
@@ -539,6 +533,9 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             return None
         app = router.tornado_app_for(start_line.path)
         if app is not None:
+            refusal = app.refusal(start_line, headers)
+            if refusal is not None:  # a body sent to the probes or the files
+                return self._refuse(*refusal)
             self.inner = app.start_request(self.server_conn, self.conn)
             self._finish_tracking_on_response_end()
             return self.inner.headers_received(start_line, headers)
@@ -546,9 +543,9 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             # Only possible when the probes share the app port: the app is not up yet.
             self._reply_and_close(503, b"Service starting\n")
             return None
-        length = headers.get("Content-Length")
-        if length is not None and length.strip().isdigit() and int(length) > state.max_body_size:
-            return self._reject_oversized(int(length))
+        length = announced_length(headers)
+        if length is not None and length > state.max_body_size:
+            return self._refuse(413, "Request body too large")
         return None
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -843,24 +840,14 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         self.status = code
         self._end()
 
-    def _reject_oversized(self, length: int) -> None:
-        """Answer 413 to a body announced too large, without reading it into memory."""
+    def _refuse(
+        self, status: int, message: str, extra_headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        """Answer from the headers alone, without reading the body into memory."""
         self.done = True
-        self.status = 413
-        stream = self.conn.detach()
-        body = b"Request body too large\n"
-        response = (
-            b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain\r\n"
-            b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        )
-        discard = 0
-        if self.headers.get("Expect", "").lower() != "100-continue":
-            discard = length if length <= DISCARD_LIMIT else 0
+        self.status = status
+        refuse_and_close(self.conn, self.headers, status, message, extra_headers)
         self._end()
-        stream.io_loop.add_future(
-            asyncio.ensure_future(_answer_and_discard(stream, response, discard)),
-            lambda future: future.exception(),
-        )
 
     def _finish_tracking_on_response_end(self) -> None:
         # Requests answered by a Tornado application (probes, files) end when that
@@ -888,21 +875,3 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
                 self.route,
                 self.headers,
             )
-
-
-async def _answer_and_discard(stream: Any, response: bytes, discard: int) -> None:
-    try:
-        await stream.write(response)
-        if discard:
-            await asyncio.wait_for(_read_up_to(stream, discard), DISCARD_TIMEOUT)
-    except (StreamClosedError, asyncio.TimeoutError):
-        pass
-    finally:
-        stream.close()
-
-
-async def _read_up_to(stream: Any, size: int) -> None:
-    remaining = size
-    while remaining > 0:
-        data = await stream.read_bytes(min(remaining, 65536), partial=True)
-        remaining -= len(data)

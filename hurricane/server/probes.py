@@ -21,6 +21,7 @@ from django.conf import settings
 
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer, log_tornado_request
 from hurricane.server.databases import bound_connection_waits
+from hurricane.server.handlers import BodilessApplication, HurricaneHandler, bodiless_application
 from hurricane.server.pool import WorkerPool
 
 if TYPE_CHECKING:
@@ -31,6 +32,13 @@ logger = logging.getLogger("hurricane.probes")
 # A check that has not answered within this many seconds counts as failed (the
 # kubelet's own default timeout is 1 s; a hung database must not hang the probe).
 CHECK_TIMEOUT = 5.0
+# The probes take GET (the kubelet), HEAD and POST (django-hurricane 1.6 answered
+# it), never with a body: see hurricane.server.handlers.
+PROBE_METHODS = frozenset({"GET", "HEAD", "POST"})
+# Backstops below the body policy: Tornado itself reads no body on the probe port
+# and buffers little per connection.
+PROBE_MAX_BODY_SIZE = 0
+PROBE_MAX_BUFFER_SIZE = 1024 * 1024
 
 
 def liveness_errors() -> list[str]:
@@ -71,6 +79,20 @@ def _run_into(check: Callable[[], list[str]], future: concurrent.futures.Future)
         future.set_exception(error)
 
 
+def probe_http_server(
+    application: BodilessApplication, limits: ConnectionLimits
+) -> GuardedHTTPServer:
+    """The probe port's HTTP server (``serve``'s and ``consume``'s): the app's header
+    size limit and timeouts, so that a slow or oversized client cannot hold it
+    either, and no request body."""
+    return GuardedHTTPServer(
+        application,
+        limits=limits,
+        max_body_size=PROBE_MAX_BODY_SIZE,
+        max_buffer_size=PROBE_MAX_BUFFER_SIZE,
+    )
+
+
 class ProbeServerThread:
     """The probe server, on an event loop of its own thread.
 
@@ -82,7 +104,7 @@ class ProbeServerThread:
 
     def __init__(
         self,
-        application: tornado.web.Application,
+        application: BodilessApplication,
         sockets: list[socket.socket],
         limits: ConnectionLimits,
     ):
@@ -90,9 +112,7 @@ class ProbeServerThread:
         started = threading.Event()
 
         async def serve() -> None:
-            # The app's header size limit and timeouts: a slow or oversized client
-            # must not hold the probe port either.
-            server = GuardedHTTPServer(application, limits=limits)
+            server = probe_http_server(application, limits)
             server.add_sockets(sockets)
             started.set()
             await asyncio.Event().wait()  # until the process exits
@@ -138,7 +158,7 @@ class ProbeChecks:
             return [f"{kind} checks raised {error.__class__.__name__}: {error}"]
 
 
-class ProbeHandler(tornado.web.RequestHandler):
+class ProbeHandler(HurricaneHandler):
     """Common ground of the three probes: GET, HEAD and POST; never cached."""
 
     state: ProbeState
@@ -223,7 +243,7 @@ class DjangoReadinessHandler(ProbeHandler):
 DjangoProbeHandler = ProbeHandler
 
 
-class MetricsHandler(tornado.web.RequestHandler):
+class MetricsHandler(HurricaneHandler):
     def initialize(self, metrics: Any) -> None:
         self.metrics = metrics
 
@@ -247,7 +267,7 @@ def log_probe_request(handler: tornado.web.RequestHandler) -> None:
         log_tornado_request(handler)
 
 
-def make_probe_application(state: ProbeState, options: Any) -> tornado.web.Application:
+def make_probe_application(state: ProbeState, options: Any) -> BodilessApplication:
     handlers: list[Any] = [
         (_path_pattern(options.startup_probe), DjangoStartupHandler, {"state": state}),
         (_path_pattern(options.readiness_probe), DjangoReadinessHandler, {"state": state}),
@@ -257,9 +277,7 @@ def make_probe_application(state: ProbeState, options: Any) -> tornado.web.Appli
         handlers.append(
             (_path_pattern(options.metrics), MetricsHandler, {"metrics": state.metrics})
         )
-    return tornado.web.Application(
-        handlers, debug=options.debug, autoreload=False, log_function=log_probe_request
-    )
+    return bodiless_application(handlers, PROBE_METHODS, options.debug, log_probe_request)
 
 
 def probe_paths(options: Any, with_metrics: bool) -> frozenset[str]:
