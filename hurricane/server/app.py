@@ -11,8 +11,10 @@ import errno
 import logging
 import re
 import socket
+import sys
 import tempfile
 import time
+from asyncio import Future
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -114,8 +116,33 @@ def without_body(status: int) -> bool:
     return status in (204, 304) or 100 <= status < 200
 
 
+try:  # the ioctl that tells the bytes a TCP socket has not had acknowledged yet
+    import fcntl
+    import termios
+
+    SIOCOUTQ: int | None = termios.TIOCOUTQ  # Linux's SIOCOUTQ has the terminal's number
+except (ImportError, AttributeError):  # Windows
+    SIOCOUTQ = None
+
+
+def unacknowledged_bytes(sock: socket.socket) -> int:
+    """Bytes written to a TCP socket that its peer has not acknowledged yet (0 where
+    the system cannot tell)."""
+    if SIOCOUTQ is None:
+        return 0
+    try:
+        queued = fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):  # not a TCP socket, or already closed
+        return 0
+    return int.from_bytes(queued, sys.byteorder, signed=True)
+
+
+# A whole response's head and body go out in one write below this size; a larger
+# body is written as it is, after its head, rather than copied.
+JOIN_BELOW = 64 * 1024
+
 # Phases of a connection that the sweep times (GuardedHTTPServer.sweep).
-IDLE, HEADERS, BODY = "idle", "headers", "body"
+IDLE, HEADERS, BODY, WRITE = "idle", "headers", "body", "write"
 # How often, at most, the sweep looks at the open connections; a connection is cut off
 # between its timeout and its timeout plus two sweep intervals.
 SWEEP_INTERVAL = 1.0
@@ -231,6 +258,7 @@ class ConnectionLimits:
     keep_alive_timeout: float
     header_timeout: float
     body_timeout: float
+    write_timeout: float
 
     @classmethod
     def from_options(cls, options: Any) -> ConnectionLimits:
@@ -239,6 +267,7 @@ class ConnectionLimits:
             keep_alive_timeout=options.keep_alive_timeout,
             header_timeout=options.header_timeout,
             body_timeout=options.body_timeout,
+            write_timeout=options.write_timeout,
         )
 
     @classmethod
@@ -252,7 +281,9 @@ class ConnectionLimits:
 
     @property
     def sweep_interval(self) -> float:
-        shortest = min(self.keep_alive_timeout, self.header_timeout, self.body_timeout)
+        shortest = min(
+            self.keep_alive_timeout, self.header_timeout, self.body_timeout, self.write_timeout
+        )
         return max(0.05, min(SWEEP_INTERVAL, shortest / 4))
 
 
@@ -263,9 +294,25 @@ class GuardedIOStream(IOStream):
     accepted_at = 0.0
     requests_started = 0
     current_request: Any = None  # the HTTP1Connection reading or answering a request
-    # (request, phase, since): the phase the sweep last saw the connection in.
+    # (request, phase, progress, since): what the sweep last saw the connection at.
     watched: tuple | None = None
     nodelay = False
+    # Bytes handed to the kernel; see bytes_taken.
+    bytes_written = 0
+
+    def write_to_fd(self, data: memoryview) -> int:
+        written = super().write_to_fd(data)
+        self.bytes_written += written
+        return written
+
+    def bytes_taken(self) -> int:
+        """Bytes the client has taken: the progress the sweep looks for while a
+        response waits to be written (--write-timeout). The kernel's send buffer holds
+        up to 4 MB, and tells the loop it may write again only once a third of it is
+        free: counted at the loop, a client reading a steady 500 KB/s showed no
+        progress for seconds. So what the client acknowledged counts (on Linux: the
+        bytes written less those still queued, unsent or unacknowledged)."""
+        return self.bytes_written - unacknowledged_bytes(self.socket)
 
     def set_nodelay(self, value: bool) -> None:
         # Tornado turns Nagle's algorithm off as each response ends and back on after
@@ -360,9 +407,10 @@ class GuardedHTTPServer(HTTPServer):
             IDLE: limits.keep_alive_timeout,
             HEADERS: limits.header_timeout,
             BODY: limits.body_timeout,
+            WRITE: limits.write_timeout,
         }
         now = self.io_loop.time()
-        closed = {IDLE: 0, HEADERS: 0, BODY: 0}
+        closed = {IDLE: 0, HEADERS: 0, BODY: 0, WRITE: 0}
         for conn in list(self._connections):
             stream = conn.stream
             if stream.closed() or not isinstance(stream, GuardedIOStream):
@@ -372,11 +420,18 @@ class GuardedHTTPServer(HTTPServer):
             if phase is None:
                 stream.watched = None
                 continue
+            # Writing, the clock restarts whenever the client takes a byte.
+            progress = stream.bytes_taken() if phase == WRITE else 0
             watched = stream.watched
-            if watched is None or watched[0] is not request or watched[1] != phase:
+            if (
+                watched is None
+                or watched[0] is not request
+                or watched[1] != phase
+                or watched[2] != progress
+            ):
                 fresh = phase == HEADERS and stream.requests_started <= 1
-                stream.watched = (request, phase, stream.accepted_at if fresh else now)
-            elif now - watched[2] > timeouts[phase]:
+                stream.watched = (request, phase, progress, stream.accepted_at if fresh else now)
+            elif now - watched[3] > timeouts[phase]:
                 stream.close()
                 closed[phase] += 1
         if closed[HEADERS]:
@@ -393,11 +448,20 @@ class GuardedHTTPServer(HTTPServer):
                 closed[BODY],
                 limits.body_timeout,
             )
+        if closed[WRITE]:
+            logger.info(
+                "Closed %d connection(s) whose client took none of its response for %g s "
+                "(--write-timeout)",
+                closed[WRITE],
+                limits.write_timeout,
+            )
 
 
 def connection_phase(stream: GuardedIOStream, request: Any) -> str | None:
     """What an open connection waits for from its client: None while the request is
     the server's to answer (or no longer Tornado's to read, once detached)."""
+    if stream.writing():  # a response the client has yet to take
+        return WRITE
     if request is None or request._request_start_line is None:
         # Bytes in the buffer without a complete header block: headers arrive. A
         # connection that never sent a request is timed as sending headers too.
@@ -650,10 +714,10 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
     def _whole_response(
         self, status: str, header_list: list[tuple[str, str]], body: bytes
     ) -> bytes | None:
-        """The response as the bytes to write, for the usual case: an HTTP/1.1 request,
-        a status with a body, valid headers, no framing headers but a Content-Length
-        that matches. None for anything else: Tornado's write_headers frames that,
-        after _response_head has checked it line by line.
+        """The status line and headers to write before the body, for the usual case:
+        an HTTP/1.1 request, a status with a body, valid headers, no framing headers
+        but a Content-Length that matches. None for anything else: Tornado's
+        write_headers frames that, after _response_head has checked it line by line.
 
         About half of the event loop's time per request went to writing the response
         (py-spy): building Tornado's HTTPHeaders, then its lines, checking them again.
@@ -704,11 +768,8 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             self._close_after_response()
         if self.conn._disconnect_on_finish:  # type: ignore[attr-defined]
             text += "Connection: close\r\n"
-        head = text.encode("latin-1")
         self.status = code
-        if request.method == "HEAD":
-            return head + b"\r\n"
-        return head + b"\r\n" + body
+        return (text + "\r\n").encode("latin-1")
 
     def _start_line(self, status: str) -> httputil.ResponseStartLine:
         try:
@@ -758,33 +819,49 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         if self.closed:
             return
         conn = self.conn
-        response = self._whole_response(status, header_list, body)
-        if response is None:
-            head = self._response_head(status, header_list, body)
-            if head is None:
+        head = self._whole_response(status, header_list, body)
+        if head is None:
+            checked = self._response_head(status, header_list, body)
+            if checked is None:
                 return
-            start_line, headers = head
+            start_line, headers = checked
             if without_body(self.status):
                 body = b""
             elif "Content-Length" not in headers and "Transfer-Encoding" not in headers:
                 headers["Content-Length"] = str(len(body))
-            if self.start_line.method == "HEAD":
-                body = b""
+        if self.start_line.method == "HEAD":
+            body = b""
         try:
-            if response is None:
-                conn.write_headers(start_line, headers, body)
+            if head is None:
+                written = conn.write_headers(start_line, headers, body)
             else:
-                # What write_headers records for a response of known length, whose
-                # HTTPHeaders were not built: finish() then ends the request once the
-                # bytes are written, and keeps the connection or closes it.
-                conn._chunking_output = False  # type: ignore[attr-defined]
-                conn._expected_content_remaining = 0  # type: ignore[attr-defined]
-                conn._pending_write = conn.stream.write(response)  # type: ignore[attr-defined]
+                written = self._write_whole(head, body)
             conn.finish()
         except Exception:
             logger.exception("Error writing the response")
             conn.close()
-        self._end()
+            written = None
+        self._end_once_written(written)
+
+    def _write_whole(self, head: bytes, body: bytes) -> Future:
+        """Write a response whose head _whole_response built; returns the future of
+        its last byte."""
+        stream = self.conn.stream  # type: ignore[attr-defined]
+        if len(body) < JOIN_BELOW:
+            written = stream.write(head + body)  # one write, one system call
+        else:
+            # Not joined: a copy of a large body would double what the response
+            # holds in memory while the client reads it.
+            stream.write(head)
+            written = stream.write(body)
+        # What write_headers records for a response of known length, whose
+        # HTTPHeaders were not built: finish() then ends the request once the bytes
+        # are written, and keeps the connection or closes it.
+        conn = self.conn
+        conn._chunking_output = False  # type: ignore[attr-defined]
+        conn._expected_content_remaining = 0  # type: ignore[attr-defined]
+        conn._pending_write = written  # type: ignore[attr-defined]
+        return written
 
     def start_stream(self, status: str, header_list: list[tuple[str, str]]) -> None:
         if self.closed:
@@ -808,7 +885,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
                 self.conn.finish()
             except Exception:  # e.g. fewer bytes than Content-Length: the connection closes
                 logger.exception("Error finishing the streamed response")
-        self._end()
+        self._end_once_written()
 
     def fail(self) -> None:
         if self.streaming:
@@ -856,9 +933,25 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
 
         def finish() -> None:
             original_finish()
-            self._end()
+            self._end_once_written()
 
         self.conn.finish = finish  # type: ignore[method-assign]
+
+    def _end_once_written(self, written: Future | None = None) -> None:
+        """End the request once its last byte is written (``written`` resolves then), not
+        once it is queued: a drain and an in-place restart wait for the requests in
+        flight, and a response ended early had its connection closed under a client
+        still reading it (4 of 8 MB arrived)."""
+        if written is None:
+            stream = self.conn.stream  # type: ignore[attr-defined]
+            if stream is None or stream.closed():
+                self._end()
+                return
+            written = stream.write(b"")  # resolves once all queued before it is written
+        if written.done():
+            self._end()
+        else:
+            written.add_done_callback(lambda _: self._end())
 
     def _end(self) -> None:
         state = self.router.state
