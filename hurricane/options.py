@@ -592,6 +592,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     Option(
+        "write_timeout",
+        positive_seconds,
+        60.0,
+        "Close a connection whose client has taken none of its response for this long.",
+        metavar="SECONDS",
+    ),
+    Option(
         "forwarded_allow_ips",
         parse_forwarded_allow_ips,
         None,

@@ -526,6 +526,63 @@ def test_static_and_media_are_not_served_without_the_flags(serve, tmp_path):
     assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
 
 
+def raw_get(port: int, target: str) -> tuple[str, str]:
+    """GET ``target`` as written (no client normalises it); the status line and head."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = read_until(sock, b"", b"\r\n\r\n", 10).decode("latin-1")
+    status_line, _, rest = answer.partition("\r\n")
+    return status_line, rest.partition("\r\n\r\n")[0]
+
+
+def test_files_are_served_with_the_protections_of_djangos_own_responses(serve, tmp_path):
+    """nosniff on every file; user uploads that a browser would run (HTML, SVG, XML)
+    sandboxed, others not; hidden files, folders, paths outside the root and paths
+    with a NUL all answer the same 404, with no traceback."""
+    media = tmp_path / "media"
+    (media / ".git").mkdir(parents=True)
+    (media / ".git" / "config").write_text("[core]\n")
+    (media / ".env").write_text("SECRET=1\n")
+    (media / "photos").mkdir()
+    (tmp_path / "outside.txt").write_text("not served\n")
+    uploads = {
+        "page.html": "<script>alert(1)</script>",
+        "image.svg": "<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>",
+        "feed.xml": "<x/>",
+        "notes.txt": "text\n",
+        "photo.png": "\x89PNG",
+    }
+    for name, content in uploads.items():
+        (media / name).write_text(content)
+    server = serve("--static", "--media", "--command", "collectstatic --noinput")
+
+    for name in uploads:
+        response = requests.get(server.url(f"/media/{name}"), timeout=10)
+        assert response.status_code == 200, name
+        assert response.headers["X-Content-Type-Options"] == "nosniff", name
+        sandboxed = response.headers.get("Content-Security-Policy") == "sandbox"
+        assert sandboxed == name.endswith((".html", ".svg", ".xml")), (name, response.headers)
+    static = requests.get(server.url("/static/testapp/app.css"), timeout=10)
+    assert static.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Content-Security-Policy" not in static.headers  # the project's own files
+
+    for target in (
+        "/media/.env",
+        "/media/.git/config",
+        "/media/photos",
+        "/media/photos/",
+        "/media/missing.txt",
+        "/media/../outside.txt",
+        "/media/%2e%2e/outside.txt",
+        "/media/notes.txt%00.png",
+        "/static/%00",
+    ):
+        status_line, head = raw_get(server.port, target)
+        assert status_line == "HTTP/1.1 404 Not Found", (target, status_line)
+        assert "Server:" not in head, head
+    assert "Traceback" not in server.output, server.output
+
+
 # -- 5. probes --------
 
 

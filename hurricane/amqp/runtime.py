@@ -21,7 +21,7 @@ from hurricane.metrics.requests import RequestQueueLengthMetric
 from hurricane.options import OptionError, Options
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer
 from hurricane.server.listening import urls_of
-from hurricane.server.probes import make_probe_application
+from hurricane.server.probes import make_probe_application, probe_http_server
 from hurricane.server.runtime import bind_probe_port, exit_on_second_signal, wait_for_delivery
 from hurricane.server.state import ProbeState
 
@@ -160,8 +160,8 @@ class Consumer:
                 loop.add_signal_handler(signum, self.on_signal, signum)
         if not options.no_probe:
             # Slow or oversized clients get the same limits as on serve's probe port.
-            self.probe_server = GuardedHTTPServer(
-                make_probe_application(state, options), limits=ConnectionLimits.defaults()
+            self.probe_server = probe_http_server(
+                make_probe_application(state, options), ConnectionLimits.defaults()
             )
             sockets = bind_probe_port(options, options.probe_port, {})
             self.probe_server.add_sockets(sockets)

@@ -7,13 +7,14 @@ This module speaks HTTP only; when to accept, drain or stop is decided in
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import re
 import socket
+import sys
 import tempfile
 import time
+from asyncio import Future
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -24,6 +25,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
 from hurricane.server.body import Body, rewound, spool
+from hurricane.server.refusals import announced_length, refuse_and_close
 from hurricane.server.wsgi import ResponseSink
 
 if TYPE_CHECKING:
@@ -31,12 +33,6 @@ if TYPE_CHECKING:
 
 access_logger = logging.getLogger("hurricane.access")
 logger = logging.getLogger("hurricane.server")
-
-# A body announced larger than the limit is still read and thrown away, up to this
-# many bytes, before the connection closes: closing with unread data makes the
-# kernel reset the connection, and the client would never see the 413.
-DISCARD_LIMIT = 8 * 1024 * 1024
-DISCARD_TIMEOUT = 5.0
 
 
 def log_access(
@@ -120,14 +116,39 @@ def without_body(status: int) -> bool:
     return status in (204, 304) or 100 <= status < 200
 
 
+try:  # the ioctl that tells the bytes a TCP socket has not had acknowledged yet
+    import fcntl
+    import termios
+
+    SIOCOUTQ: int | None = termios.TIOCOUTQ  # Linux's SIOCOUTQ has the terminal's number
+except (ImportError, AttributeError):  # Windows
+    SIOCOUTQ = None
+
+
+def unacknowledged_bytes(sock: socket.socket) -> int:
+    """Bytes written to a TCP socket that its peer has not acknowledged yet (0 where
+    the system cannot tell)."""
+    if SIOCOUTQ is None:
+        return 0
+    try:
+        queued = fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):  # not a TCP socket, or already closed
+        return 0
+    return int.from_bytes(queued, sys.byteorder, signed=True)
+
+
+# A whole response's head and body go out in one write below this size; a larger
+# body is written as it is, after its head, rather than copied.
+JOIN_BELOW = 64 * 1024
+
 # Phases of a connection that the sweep times (GuardedHTTPServer.sweep).
-IDLE, HEADERS, BODY = "idle", "headers", "body"
+IDLE, HEADERS, BODY, WRITE = "idle", "headers", "body", "write"
 # How often, at most, the sweep looks at the open connections; a connection is cut off
 # between its timeout and its timeout plus two sweep intervals.
 SWEEP_INTERVAL = 1.0
 # Before the connection of a too large header block closes, up to this much of what the
 # client already sent is read and thrown away: closing with unread data makes the kernel
-# reset the connection, and the 431 could be lost (as with DISCARD_LIMIT).
+# reset the connection, and the 431 could be lost (as with refusals.DISCARD_LIMIT).
 HEADER_OVERFLOW_DISCARD = 256 * 1024
 HEADERS_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
@@ -237,6 +258,7 @@ class ConnectionLimits:
     keep_alive_timeout: float
     header_timeout: float
     body_timeout: float
+    write_timeout: float
 
     @classmethod
     def from_options(cls, options: Any) -> ConnectionLimits:
@@ -245,6 +267,7 @@ class ConnectionLimits:
             keep_alive_timeout=options.keep_alive_timeout,
             header_timeout=options.header_timeout,
             body_timeout=options.body_timeout,
+            write_timeout=options.write_timeout,
         )
 
     @classmethod
@@ -258,7 +281,9 @@ class ConnectionLimits:
 
     @property
     def sweep_interval(self) -> float:
-        shortest = min(self.keep_alive_timeout, self.header_timeout, self.body_timeout)
+        shortest = min(
+            self.keep_alive_timeout, self.header_timeout, self.body_timeout, self.write_timeout
+        )
         return max(0.05, min(SWEEP_INTERVAL, shortest / 4))
 
 
@@ -269,9 +294,25 @@ class GuardedIOStream(IOStream):
     accepted_at = 0.0
     requests_started = 0
     current_request: Any = None  # the HTTP1Connection reading or answering a request
-    # (request, phase, since): the phase the sweep last saw the connection in.
+    # (request, phase, progress, since): what the sweep last saw the connection at.
     watched: tuple | None = None
     nodelay = False
+    # Bytes handed to the kernel; see bytes_taken.
+    bytes_written = 0
+
+    def write_to_fd(self, data: memoryview) -> int:
+        written = super().write_to_fd(data)
+        self.bytes_written += written
+        return written
+
+    def bytes_taken(self) -> int:
+        """Bytes the client has taken: the progress the sweep looks for while a
+        response waits to be written (--write-timeout). The kernel's send buffer holds
+        up to 4 MB, and tells the loop it may write again only once a third of it is
+        free: counted at the loop, a client reading a steady 500 KB/s showed no
+        progress for seconds. So what the client acknowledged counts (on Linux: the
+        bytes written less those still queued, unsent or unacknowledged)."""
+        return self.bytes_written - unacknowledged_bytes(self.socket)
 
     def set_nodelay(self, value: bool) -> None:
         # Tornado turns Nagle's algorithm off as each response ends and back on after
@@ -366,9 +407,10 @@ class GuardedHTTPServer(HTTPServer):
             IDLE: limits.keep_alive_timeout,
             HEADERS: limits.header_timeout,
             BODY: limits.body_timeout,
+            WRITE: limits.write_timeout,
         }
         now = self.io_loop.time()
-        closed = {IDLE: 0, HEADERS: 0, BODY: 0}
+        closed = {IDLE: 0, HEADERS: 0, BODY: 0, WRITE: 0}
         for conn in list(self._connections):
             stream = conn.stream
             if stream.closed() or not isinstance(stream, GuardedIOStream):
@@ -378,11 +420,18 @@ class GuardedHTTPServer(HTTPServer):
             if phase is None:
                 stream.watched = None
                 continue
+            # Writing, the clock restarts whenever the client takes a byte.
+            progress = stream.bytes_taken() if phase == WRITE else 0
             watched = stream.watched
-            if watched is None or watched[0] is not request or watched[1] != phase:
+            if (
+                watched is None
+                or watched[0] is not request
+                or watched[1] != phase
+                or watched[2] != progress
+            ):
                 fresh = phase == HEADERS and stream.requests_started <= 1
-                stream.watched = (request, phase, stream.accepted_at if fresh else now)
-            elif now - watched[2] > timeouts[phase]:
+                stream.watched = (request, phase, progress, stream.accepted_at if fresh else now)
+            elif now - watched[3] > timeouts[phase]:
                 stream.close()
                 closed[phase] += 1
         if closed[HEADERS]:
@@ -399,11 +448,20 @@ class GuardedHTTPServer(HTTPServer):
                 closed[BODY],
                 limits.body_timeout,
             )
+        if closed[WRITE]:
+            logger.info(
+                "Closed %d connection(s) whose client took none of its response for %g s "
+                "(--write-timeout)",
+                closed[WRITE],
+                limits.write_timeout,
+            )
 
 
 def connection_phase(stream: GuardedIOStream, request: Any) -> str | None:
     """What an open connection waits for from its client: None while the request is
     the server's to answer (or no longer Tornado's to read, once detached)."""
+    if stream.writing():  # a response the client has yet to take
+        return WRITE
     if request is None or request._request_start_line is None:
         # Bytes in the buffer without a complete header block: headers arrive. A
         # connection that never sent a request is timed as sending headers too.
@@ -539,6 +597,9 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             return None
         app = router.tornado_app_for(start_line.path)
         if app is not None:
+            refusal = app.refusal(start_line, headers)
+            if refusal is not None:  # a body sent to the probes or the files
+                return self._refuse(*refusal)
             self.inner = app.start_request(self.server_conn, self.conn)
             self._finish_tracking_on_response_end()
             return self.inner.headers_received(start_line, headers)
@@ -546,9 +607,9 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             # Only possible when the probes share the app port: the app is not up yet.
             self._reply_and_close(503, b"Service starting\n")
             return None
-        length = headers.get("Content-Length")
-        if length is not None and length.strip().isdigit() and int(length) > state.max_body_size:
-            return self._reject_oversized(int(length))
+        length = announced_length(headers)
+        if length is not None and length > state.max_body_size:
+            return self._refuse(413, "Request body too large")
         return None
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -653,10 +714,10 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
     def _whole_response(
         self, status: str, header_list: list[tuple[str, str]], body: bytes
     ) -> bytes | None:
-        """The response as the bytes to write, for the usual case: an HTTP/1.1 request,
-        a status with a body, valid headers, no framing headers but a Content-Length
-        that matches. None for anything else: Tornado's write_headers frames that,
-        after _response_head has checked it line by line.
+        """The status line and headers to write before the body, for the usual case:
+        an HTTP/1.1 request, a status with a body, valid headers, no framing headers
+        but a Content-Length that matches. None for anything else: Tornado's
+        write_headers frames that, after _response_head has checked it line by line.
 
         About half of the event loop's time per request went to writing the response
         (py-spy): building Tornado's HTTPHeaders, then its lines, checking them again.
@@ -707,11 +768,8 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             self._close_after_response()
         if self.conn._disconnect_on_finish:  # type: ignore[attr-defined]
             text += "Connection: close\r\n"
-        head = text.encode("latin-1")
         self.status = code
-        if request.method == "HEAD":
-            return head + b"\r\n"
-        return head + b"\r\n" + body
+        return (text + "\r\n").encode("latin-1")
 
     def _start_line(self, status: str) -> httputil.ResponseStartLine:
         try:
@@ -761,33 +819,49 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         if self.closed:
             return
         conn = self.conn
-        response = self._whole_response(status, header_list, body)
-        if response is None:
-            head = self._response_head(status, header_list, body)
-            if head is None:
+        head = self._whole_response(status, header_list, body)
+        if head is None:
+            checked = self._response_head(status, header_list, body)
+            if checked is None:
                 return
-            start_line, headers = head
+            start_line, headers = checked
             if without_body(self.status):
                 body = b""
             elif "Content-Length" not in headers and "Transfer-Encoding" not in headers:
                 headers["Content-Length"] = str(len(body))
-            if self.start_line.method == "HEAD":
-                body = b""
+        if self.start_line.method == "HEAD":
+            body = b""
         try:
-            if response is None:
-                conn.write_headers(start_line, headers, body)
+            if head is None:
+                written = conn.write_headers(start_line, headers, body)
             else:
-                # What write_headers records for a response of known length, whose
-                # HTTPHeaders were not built: finish() then ends the request once the
-                # bytes are written, and keeps the connection or closes it.
-                conn._chunking_output = False  # type: ignore[attr-defined]
-                conn._expected_content_remaining = 0  # type: ignore[attr-defined]
-                conn._pending_write = conn.stream.write(response)  # type: ignore[attr-defined]
+                written = self._write_whole(head, body)
             conn.finish()
         except Exception:
             logger.exception("Error writing the response")
             conn.close()
-        self._end()
+            written = None
+        self._end_once_written(written)
+
+    def _write_whole(self, head: bytes, body: bytes) -> Future:
+        """Write a response whose head _whole_response built; returns the future of
+        its last byte."""
+        stream = self.conn.stream  # type: ignore[attr-defined]
+        if len(body) < JOIN_BELOW:
+            written = stream.write(head + body)  # one write, one system call
+        else:
+            # Not joined: a copy of a large body would double what the response
+            # holds in memory while the client reads it.
+            stream.write(head)
+            written = stream.write(body)
+        # What write_headers records for a response of known length, whose
+        # HTTPHeaders were not built: finish() then ends the request once the bytes
+        # are written, and keeps the connection or closes it.
+        conn = self.conn
+        conn._chunking_output = False  # type: ignore[attr-defined]
+        conn._expected_content_remaining = 0  # type: ignore[attr-defined]
+        conn._pending_write = written  # type: ignore[attr-defined]
+        return written
 
     def start_stream(self, status: str, header_list: list[tuple[str, str]]) -> None:
         if self.closed:
@@ -811,7 +885,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
                 self.conn.finish()
             except Exception:  # e.g. fewer bytes than Content-Length: the connection closes
                 logger.exception("Error finishing the streamed response")
-        self._end()
+        self._end_once_written()
 
     def fail(self) -> None:
         if self.streaming:
@@ -843,24 +917,14 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         self.status = code
         self._end()
 
-    def _reject_oversized(self, length: int) -> None:
-        """Answer 413 to a body announced too large, without reading it into memory."""
+    def _refuse(
+        self, status: int, message: str, extra_headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        """Answer from the headers alone, without reading the body into memory."""
         self.done = True
-        self.status = 413
-        stream = self.conn.detach()
-        body = b"Request body too large\n"
-        response = (
-            b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain\r\n"
-            b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        )
-        discard = 0
-        if self.headers.get("Expect", "").lower() != "100-continue":
-            discard = length if length <= DISCARD_LIMIT else 0
+        self.status = status
+        refuse_and_close(self.conn, self.headers, status, message, extra_headers)
         self._end()
-        stream.io_loop.add_future(
-            asyncio.ensure_future(_answer_and_discard(stream, response, discard)),
-            lambda future: future.exception(),
-        )
 
     def _finish_tracking_on_response_end(self) -> None:
         # Requests answered by a Tornado application (probes, files) end when that
@@ -869,9 +933,25 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
 
         def finish() -> None:
             original_finish()
-            self._end()
+            self._end_once_written()
 
         self.conn.finish = finish  # type: ignore[method-assign]
+
+    def _end_once_written(self, written: Future | None = None) -> None:
+        """End the request once its last byte is written (``written`` resolves then), not
+        once it is queued: a drain and an in-place restart wait for the requests in
+        flight, and a response ended early had its connection closed under a client
+        still reading it (4 of 8 MB arrived)."""
+        if written is None:
+            stream = self.conn.stream  # type: ignore[attr-defined]
+            if stream is None or stream.closed():
+                self._end()
+                return
+            written = stream.write(b"")  # resolves once all queued before it is written
+        if written.done():
+            self._end()
+        else:
+            written.add_done_callback(lambda _: self._end())
 
     def _end(self) -> None:
         state = self.router.state
@@ -888,21 +968,3 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
                 self.route,
                 self.headers,
             )
-
-
-async def _answer_and_discard(stream: Any, response: bytes, discard: int) -> None:
-    try:
-        await stream.write(response)
-        if discard:
-            await asyncio.wait_for(_read_up_to(stream, discard), DISCARD_TIMEOUT)
-    except (StreamClosedError, asyncio.TimeoutError):
-        pass
-    finally:
-        stream.close()
-
-
-async def _read_up_to(stream: Any, size: int) -> None:
-    remaining = size
-    while remaining > 0:
-        data = await stream.read_bytes(min(remaining, 65536), partial=True)
-        remaining -= len(data)

@@ -14,6 +14,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
@@ -21,6 +22,7 @@ from django.conf import settings
 
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer, log_tornado_request
 from hurricane.server.databases import bound_connection_waits
+from hurricane.server.handlers import BodilessApplication, HurricaneHandler, bodiless_application
 from hurricane.server.pool import WorkerPool
 
 if TYPE_CHECKING:
@@ -31,44 +33,110 @@ logger = logging.getLogger("hurricane.probes")
 # A check that has not answered within this many seconds counts as failed (the
 # kubelet's own default timeout is 1 s; a hung database must not hang the probe).
 CHECK_TIMEOUT = 5.0
+# The probes take GET (the kubelet), HEAD and POST (django-hurricane 1.6 answered
+# it), never with a body: see hurricane.server.handlers.
+PROBE_METHODS = frozenset({"GET", "HEAD", "POST"})
+# Backstops below the body policy: Tornado itself reads no body on the probe port
+# and buffers little per connection.
+PROBE_MAX_BODY_SIZE = 0
+PROBE_MAX_BUFFER_SIZE = 1024 * 1024
 
 
-def liveness_errors() -> list[str]:
-    """Serious messages of the checks tagged ``hurricane`` or ``liveness``."""
+@dataclass(frozen=True)
+class Problem:
+    """Why a probe fails. ``reason`` is what the probe answers: anyone who reaches the
+    probe port reads it. ``detail`` is added only in the log and the webhooks: a
+    database's own error names its users, hosts and databases."""
+
+    reason: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+
+def check_problems(tags: list[str]) -> list[Problem]:
+    """Serious messages of the Django system checks with these tags: the project's
+    own words, answered as they are."""
     from django.core.checks import run_checks
 
-    messages = run_checks(tags=["hurricane", "liveness"], include_deployment_checks=True)
-    return [str(m) for m in messages if m.is_serious() and not m.is_silenced()]
+    messages = run_checks(tags=tags, include_deployment_checks=True)
+    return [Problem(str(m)) for m in messages if m.is_serious() and not m.is_silenced()]
 
 
-def readiness_errors() -> list[str]:
-    """Serious messages of the checks tagged ``readiness``, and each database's answer."""
-    from django.core.checks import run_checks
+def liveness_errors() -> list[Problem]:
+    """The problems of the checks tagged ``hurricane`` or ``liveness``."""
+    return check_problems(["hurricane", "liveness"])
+
+
+def readiness_errors() -> list[Problem]:
+    """The problems of the checks tagged ``readiness``, and of each database."""
     from django.db import connections
 
-    messages = run_checks(tags=["readiness"], include_deployment_checks=True)
-    errors = [str(m) for m in messages if m.is_serious() and not m.is_silenced()]
+    problems = check_problems(["readiness"])
     for alias in connections:
-        connection = connections[alias]
-        bound_connection_waits(connection)
-        try:
-            connection.close_if_unusable_or_obsolete()
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-        except Exception as error:
-            errors.append(f"database {alias!r} does not answer: {error}".strip())
-            try:
-                connection.close()
-            except Exception:
-                pass
-    return errors
+        error = database_error(connections[alias])
+        if error is not None:
+            problems.append(Problem(f"database {alias!r} does not answer", str(error).strip()))
+    return problems
 
 
-def _run_into(check: Callable[[], list[str]], future: concurrent.futures.Future) -> None:
+def database_error(connection: Any) -> Exception | None:
+    """None if the database answers ``SELECT 1`` on this thread's connection.
+
+    The connection is kept from one check to the next (the probes' thread is the only
+    one that uses it): opened per check, as Django does per request without
+    CONN_MAX_AGE, 5,000 probes made 1,251 sessions, each a process forked by
+    PostgreSQL. A kept connection that fails (the server restarted, or dropped it
+    while idle) is tried once more afresh before the database counts as away."""
+    bound_connection_waits(connection)
+    kept = connection.connection is not None
+    try:
+        select_one(connection)
+        return None
+    except Exception as error:
+        close_quietly(connection)
+        if not kept:
+            return error
+    try:
+        select_one(connection)
+        return None
+    except Exception as error:
+        close_quietly(connection)
+        return error
+
+
+def select_one(connection: Any) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def close_quietly(connection: Any) -> None:
+    try:
+        connection.close()
+    except Exception:
+        pass
+
+
+def _run_into(check: Callable[[], list[Problem]], future: concurrent.futures.Future) -> None:
     try:
         future.set_result(check())
     except BaseException as error:
         future.set_exception(error)
+
+
+def probe_http_server(
+    application: BodilessApplication, limits: ConnectionLimits
+) -> GuardedHTTPServer:
+    """The probe port's HTTP server (``serve``'s and ``consume``'s): the app's header
+    size limit and timeouts, so that a slow or oversized client cannot hold it
+    either, and no request body."""
+    return GuardedHTTPServer(
+        application,
+        limits=limits,
+        max_body_size=PROBE_MAX_BODY_SIZE,
+        max_buffer_size=PROBE_MAX_BUFFER_SIZE,
+    )
 
 
 class ProbeServerThread:
@@ -82,7 +150,7 @@ class ProbeServerThread:
 
     def __init__(
         self,
-        application: tornado.web.Application,
+        application: BodilessApplication,
         sockets: list[socket.socket],
         limits: ConnectionLimits,
     ):
@@ -90,9 +158,7 @@ class ProbeServerThread:
         started = threading.Event()
 
         async def serve() -> None:
-            # The app's header size limit and timeouts: a slow or oversized client
-            # must not hold the probe port either.
-            server = GuardedHTTPServer(application, limits=limits)
+            server = probe_http_server(application, limits)
             server.add_sockets(sockets)
             started.set()
             await asyncio.Event().wait()  # until the process exits
@@ -119,7 +185,7 @@ class ProbeChecks:
         self.threads: dict[str, WorkerPool] = {}
         self.running: dict[str, asyncio.Future] = {}
 
-    async def run(self, kind: str, check: Callable[[], list[str]]) -> list[str]:
+    async def run(self, kind: str, check: Callable[[], list[Problem]]) -> list[Problem]:
         future = self.running.get(kind)
         if future is None or future.done():
             thread = self.threads.get(kind)
@@ -132,13 +198,13 @@ class ProbeChecks:
         try:
             return await asyncio.wait_for(asyncio.shield(future), CHECK_TIMEOUT)
         except asyncio.TimeoutError:
-            return [f"{kind} checks did not answer within {CHECK_TIMEOUT:g} s"]
+            return [Problem(f"{kind} checks did not answer within {CHECK_TIMEOUT:g} s")]
         except Exception as error:
             logger.exception("The %s checks raised", kind)
-            return [f"{kind} checks raised {error.__class__.__name__}: {error}"]
+            return [Problem(f"{kind} checks raised {error.__class__.__name__}", str(error))]
 
 
-class ProbeHandler(tornado.web.RequestHandler):
+class ProbeHandler(HurricaneHandler):
     """Common ground of the three probes: GET, HEAD and POST; never cached."""
 
     state: ProbeState
@@ -188,10 +254,10 @@ class DjangoLivenessHandler(ProbeHandler):
             state.report_liveness(False, ["max lifetime reached"])
             self.answer(400, f"max lifetime of {state.max_lifetime} {state.lifetime_unit} reached")
             return
-        errors = await state.checks.run("liveness", liveness_errors)
-        state.report_liveness(not errors, errors)
-        if errors:
-            self.answer(500, "\n".join(errors))
+        problems = await state.checks.run("liveness", liveness_errors)
+        state.report_liveness(not problems, [str(problem) for problem in problems])
+        if problems:
+            self.answer(500, "\n".join(problem.reason for problem in problems))
         else:
             self.answer(200, "alive")
 
@@ -211,10 +277,10 @@ class DjangoReadinessHandler(ProbeHandler):
             state.report_readiness(False, [reason])
             self.answer(400, reason)
             return
-        errors = await state.checks.run("readiness", readiness_errors)
-        state.report_readiness(not errors, errors)
-        if errors:
-            self.answer(400, "\n".join(errors))
+        problems = await state.checks.run("readiness", readiness_errors)
+        state.report_readiness(not problems, [str(problem) for problem in problems])
+        if problems:
+            self.answer(400, "\n".join(problem.reason for problem in problems))
         else:
             self.answer(200, "ready")
 
@@ -223,7 +289,7 @@ class DjangoReadinessHandler(ProbeHandler):
 DjangoProbeHandler = ProbeHandler
 
 
-class MetricsHandler(tornado.web.RequestHandler):
+class MetricsHandler(HurricaneHandler):
     def initialize(self, metrics: Any) -> None:
         self.metrics = metrics
 
@@ -247,7 +313,7 @@ def log_probe_request(handler: tornado.web.RequestHandler) -> None:
         log_tornado_request(handler)
 
 
-def make_probe_application(state: ProbeState, options: Any) -> tornado.web.Application:
+def make_probe_application(state: ProbeState, options: Any) -> BodilessApplication:
     handlers: list[Any] = [
         (_path_pattern(options.startup_probe), DjangoStartupHandler, {"state": state}),
         (_path_pattern(options.readiness_probe), DjangoReadinessHandler, {"state": state}),
@@ -257,9 +323,7 @@ def make_probe_application(state: ProbeState, options: Any) -> tornado.web.Appli
         handlers.append(
             (_path_pattern(options.metrics), MetricsHandler, {"metrics": state.metrics})
         )
-    return tornado.web.Application(
-        handlers, debug=options.debug, autoreload=False, log_function=log_probe_request
-    )
+    return bodiless_application(handlers, PROBE_METHODS, options.debug, log_probe_request)
 
 
 def probe_paths(options: Any, with_metrics: bool) -> frozenset[str]:

@@ -31,6 +31,7 @@ from hurricane.server.app import (
     log_tornado_request,
 )
 from hurricane.server.eventloop import install_tornado_ioloop, loop_factory, loop_kind
+from hurricane.server.files import make_file_application, staticfiles_installed
 from hurricane.server.listening import ListenError, bind_listeners, check_port_free, urls_of
 from hurricane.server.pool import WorkerPool
 from hurricane.server.probes import ProbeServerThread, make_probe_application, probe_paths
@@ -444,7 +445,7 @@ class Server:
     def serves_static_through_finders(self) -> bool:
         from django.conf import settings
 
-        return bool(self.options.static and settings.DEBUG and _staticfiles_installed())
+        return bool(self.options.static and settings.DEBUG and staticfiles_installed())
 
     def uses_asgi(self) -> bool:
         """``--asgi``, else whether the project names an ASGI_APPLICATION."""
@@ -460,7 +461,7 @@ class Server:
         self.pool = WorkerPool(options.workers, max_size=options.max_workers)
         self.state.backlog = lambda: self.pool.backlog
         RequestQueueLengthMetric.backlog_source = self.state.backlog
-        file_app, prefixes = make_file_application(options)
+        file_app, prefixes = make_file_application(options, log_tornado_request)
         self.router = RequestRouter(
             self.state,
             container=None,
@@ -654,40 +655,3 @@ class Server:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, sys.orig_argv)
-
-
-def make_file_application(options: Options) -> tuple[Any, tuple[str, ...]]:
-    """A Tornado application serving STATIC_ROOT and MEDIA_ROOT, when asked for."""
-    import re
-
-    import tornado.web
-    from django.conf import settings
-
-    handlers: list[Any] = []
-    prefixes: list[str] = []
-
-    def add(url: str | None, root: str | None, setting: str) -> None:
-        if not url or not root or "://" in url:
-            logger.warning("Not serving %s: its URL or root is not a local path", setting)
-            return
-        prefix = "/" + url.strip("/") + "/"
-        handlers.append(
-            (re.escape(prefix) + "(.*)", tornado.web.StaticFileHandler, {"path": str(root)})
-        )
-        prefixes.append(prefix)
-
-    if options.static and not (settings.DEBUG and _staticfiles_installed()):
-        add(settings.STATIC_URL, settings.STATIC_ROOT, "STATIC_ROOT")
-    if options.media:
-        add(settings.MEDIA_URL, settings.MEDIA_ROOT, "MEDIA_ROOT")
-    if not handlers:
-        return None, ()
-    return tornado.web.Application(
-        handlers, debug=options.debug, autoreload=False, log_function=log_tornado_request
-    ), tuple(prefixes)
-
-
-def _staticfiles_installed() -> bool:
-    from django.apps import apps
-
-    return apps.is_installed("django.contrib.staticfiles")

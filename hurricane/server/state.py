@@ -35,6 +35,9 @@ class ProbeState:
         # A process that runs is alive; it is not ready until a probe says so.
         # Webhooks go out on changes from these.
         self.probe_states = {"liveness": True, "readiness": False}
+        # Probes that answered since the start: a first answer that fails is logged even
+        # though it changes nothing (a pod that is never ready says why, once).
+        self.answered: set[str] = set()
         self.last_webhook: Any = None  # the delivery (a Future) of the last webhook sent
 
     def lifetime_used(self) -> int:
@@ -63,14 +66,17 @@ class ProbeState:
         """Record a probe's answer; log and send a webhook only when it changed."""
         if self.metrics_enabled:
             (HealthMetric if probe == "liveness" else ReadinessMetric).set(int(ok))
-        if self.probe_states[probe] == ok:
+        changed = self.probe_states[probe] != ok
+        if not changed and (ok or probe in self.answered):
             return
+        self.answered.add(probe)
         self.probe_states[probe] = ok
         if ok:
             logger.info("%s: passing", probe.capitalize())
         else:
             logger.warning("%s: failing: %s", probe.capitalize(), "; ".join(problems or []))
-        self.send_webhook(probe, ok, info={"problems": problems or []})
+        if changed:
+            self.send_webhook(probe, ok, info={"problems": problems or []})
 
     def send_webhook(
         self,

@@ -7,13 +7,13 @@ import hashlib
 import os
 import threading
 import time
-from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from testapp import views
+from testapp.views import write_marker
 
 GATE_TIMEOUT = 30.0
 
@@ -23,14 +23,6 @@ async def wait_for_file(path: str) -> None:
     deadline = time.monotonic() + GATE_TIMEOUT
     while path and not os.path.exists(path) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-
-
-def write_marker(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` at once: a reader never sees it half written."""
-    if path:
-        partial = Path(f"{path}.partial")
-        partial.write_text(text)
-        os.replace(partial, path)
 
 
 async def hello(request):

@@ -3,6 +3,7 @@ import os
 import threading
 import time
 import warnings
+from pathlib import Path
 
 from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -72,6 +73,40 @@ def digest_of_body(request) -> JsonResponse:
 @csrf_exempt
 def upload(request):
     return digest_of_body(request)
+
+
+def write_marker(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` at once: a reader never sees it half written."""
+    if path:
+        partial = Path(f"{path}.partial")
+        partial.write_text(text)
+        os.replace(partial, path)
+
+
+def big(request):
+    """A whole response of ``?mb=`` MiB (8 unless given)."""
+    return HttpResponse(b"x" * int(float(request.GET.get("mb", "8")) * 2**20))
+
+
+def big_stream(request):
+    """A streamed response of ``?chunks=`` chunks of 64 KiB; after each one is handed
+    on, the number handed on so far is written to the file ?progress=, and how the
+    generator ended ("exhausted" or "closed") to the file ?ended=."""
+    count = int(request.GET.get("chunks", "16"))
+    progress, ended = request.GET.get("progress", ""), request.GET.get("ended", "")
+    block = b"x" * 65536
+
+    def chunks():
+        how = "closed"
+        try:
+            for number in range(count):
+                yield block
+                write_marker(progress, str(number + 1))
+            how = "exhausted"
+        finally:
+            write_marker(ended, how)
+
+    return StreamingHttpResponse(chunks(), content_type="application/octet-stream")
 
 
 _held: list[bytearray] = []

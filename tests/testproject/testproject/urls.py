@@ -20,6 +20,8 @@ urlpatterns = [
     path("gate/", views.gate),
     path("stream-error/", views.stream_error),
     path("db/", views.db),
+    path("big/", views.big),
+    path("big-stream/", views.big_stream),
 ]
 
 # The ASGI path's tests (tests/test_asgi.py): async def views.
