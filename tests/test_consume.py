@@ -288,6 +288,23 @@ def test_a_quorum_queue_counts_deliveries_across_consumers(consume, broker, tmp_
     assert types[names.queue] == types[names.dead_letter_queue] == "quorum"
 
 
+def test_a_queue_declared_before_with_another_type_is_one_line_and_exit_1(
+    consume, broker, tmp_path
+):
+    """A queue's type is fixed when it is made: the broker refuses the consumer's
+    declaration, which is said once, not retried (even with --reconnect)."""
+    names = broker.names()
+    first = consume(*consumer_args(names, "--durable"))
+    first.signal(signal.SIGTERM)
+    assert first.wait_exit(30) == 0
+    process = consume(*consumer_args(names, "--queue-type", "quorum", "--reconnect"), wait=False)
+    assert process.wait_exit(30) == 1
+    assert process.output.count("PRECONDITION_FAILED") == 1, process.output
+    last_line = process.output.strip().splitlines()[-1]
+    assert " ERROR " in last_line
+    assert f"inequivalent arg 'x-queue-type' for queue {names.queue!r}" in last_line
+
+
 def test_failed_messages_come_back_later_and_failures_in_a_row_pause_the_handler(
     consume, broker, tmp_path
 ):

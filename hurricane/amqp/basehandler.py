@@ -792,7 +792,8 @@ class _AMQPConsumer:
         self._channel_lost()
         # A channel the broker closes while we set up is a topology it refuses (an
         # exchange or queue declared before with other arguments): not curable by
-        # reconnecting.
+        # reconnecting. The step that waited says so, in the one line of its failure.
+        setting_up = any(not waiter.done() for waiter in self._waiters)
         self._fail_waiters(
             BrokerError(
                 f"the broker at {self.broker} closed the channel: {describe_broker_error(reason)}",
@@ -800,7 +801,8 @@ class _AMQPConsumer:
             )
         )
         if not self._closing:
-            logger.warning("The broker closed the channel: %s", describe_broker_error(reason))
+            if not setting_up:
+                logger.warning("The broker closed the channel: %s", describe_broker_error(reason))
             self._close_connection()
 
     def _on_consumer_cancelled(self, _frame: Any) -> None:
