@@ -750,6 +750,14 @@ CONSUME_OPTIONS: tuple[Option, ...] = (
         "(dead-lettered, where set up, else dropped) with one ERROR line. 0: no limit.",
         metavar="N",
     ),
+    Option(
+        "max_message_size",
+        parse_size,
+        16 * 1024**2,
+        "Largest message body taken; a larger one is rejected unread as it arrives "
+        "(dead-lettered, where set up, else dropped) with one ERROR line.",
+        metavar="BYTES",
+    ),
     flag_option(
         "reconnect",
         "When the broker goes away, connect again with backoff instead of exiting.",

@@ -333,6 +333,74 @@ def test_failed_messages_come_back_later_and_failures_in_a_row_pause_the_handler
     assert metric(process, "hurricane_amqp_messages_rejected_total", {"requeued": "true"}) >= 2
 
 
+def test_an_oversized_message_is_rejected_unread(consume, broker, tmp_path):
+    names = broker.names()
+    process = consume(
+        *consumer_args(
+            names,
+            "--max-message-size",
+            "1M",
+            "--dead-letter-exchange",
+            names.dead_letter_exchange,
+        )
+    )
+    big = {"id": "big", "pad": "x" * 2 * 1024**2}
+    broker.publish(names.exchange, names.queue, [big], message_id="big-1")
+    broker.publish(names.exchange, names.queue, [{"id": "small"}])
+    wait_until(lambda: handled_ids(tmp_path) == ["small"], 20, "the small message")
+    wait_until(lambda: broker.count(names.dead_letter_queue) == 1, 10, "the dead letter")
+    assert broker.take_all(names.dead_letter_queue) == [big]
+    assert [r["id"] for r in read_records(tmp_path)] == ["small"]
+    [line] = error_lines(process)
+    assert (
+        f"Gave up on message 'big-1' (routing key {names.queue!r}): its body is 2 MiB, over "
+        "--max-message-size 1 MiB (not read); dead-lettered to exchange "
+        f"{names.dead_letter_exchange!r}" in line
+    )
+    assert (
+        metric(process, "hurricane_amqp_messages_given_up_total", {"reason": "max_message_size"})
+        == 1
+    )
+
+
+def memory_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_large_messages_do_not_grow_the_consumers_memory(consume, broker, tmp_path):
+    """Ten 30 MB messages, over the default --max-message-size (16 MiB), each rejected
+    as its header arrives: the consumer's peak memory grows by less than one of them
+    (read whole, ten of them took it past 300 MB)."""
+    names = broker.names()
+    process = consume(*consumer_args(names))
+    pid = process.process.pid
+    before = memory_mb(pid, "VmRSS")
+    pad = "x" * 30 * 1024**2
+    broker.publish(names.exchange, names.queue, [{"id": n, "pad": pad} for n in range(10)])
+    del pad
+    wait_until(
+        lambda: (
+            metric(process, "hurricane_amqp_messages_received_total") == 10
+            and metric(process, "hurricane_amqp_message_backlog") == 0
+        ),
+        60,
+        "ten messages received and none waiting",
+        process,
+    )
+    time.sleep(1)  # the last one settled
+    peak = memory_mb(pid, "VmHWM")
+    assert peak - before < 30, f"peak {peak:.0f} MB, {before:.0f} MB before"
+    assert read_records(tmp_path) == []
+    assert len(error_lines(process)) == 10
+    assert all(
+        "over --max-message-size 16 MiB (not read); dropped" in e for e in error_lines(process)
+    )
+    assert broker.count(names.queue) == 0
+
+
 def test_a_slow_handler_keeps_heartbeats_and_probes_going(consume, broker, tmp_path):
     names = broker.names()
     process = consume(*consumer_args(names, "--amqp-heartbeat", "1"))
@@ -448,6 +516,10 @@ def test_a_broker_restart_during_a_stream_loses_nothing(consume, broker, tmp_pat
           "--max-deliveries", "-1"], {},
          "invalid value '-1' for --max-deliveries (from command line --max-deliveries): "
          "expected a whole number (0 or more)"),
+        ([HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1"],
+         {"HURRICANE_MAX_MESSAGE_SIZE": "lots"},
+         "invalid value 'lots' for --max-message-size (from environment "
+         "HURRICANE_MAX_MESSAGE_SIZE): expected a size in bytes"),
         ([HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1",
           "--queue-type", "stream"], {},
          "invalid value 'stream' for --queue-type (from command line --queue-type): "

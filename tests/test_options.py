@@ -40,6 +40,7 @@ def test_consume_defaults():
     assert options.reconnect is False
     assert options.requeue_on_error is True  # up to --max-deliveries
     assert options.max_deliveries == 5
+    assert options.max_message_size == 16 * 1024**2
     assert options.queue_type == "classic"
 
 

@@ -34,6 +34,7 @@ import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from hurricane.amqp import logger
+from hurricane.amqp.bodies import body_size, limit_body_size
 from hurricane.amqp.deliveries import Delivery, DeliveryCounter
 
 # Seconds to wait for the broker to answer one step of opening or closing.
@@ -47,6 +48,7 @@ BROKER_CLOSE_WAIT = 2.0
 ERROR_PAUSE_BASE = 0.5
 ERROR_PAUSE_MAX = 10.0
 DEFAULT_MAX_DELIVERIES = 5
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024**2
 
 
 class BrokerError(Exception):
@@ -139,7 +141,7 @@ class ConsumerObserver:
 
     def message_given_up(self, reason: str) -> None:
         """A message was rejected for good, unhandled or failed: ``max_deliveries``,
-        or ``handler_error`` (with ``--requeue-on-error false``).
+        ``max_message_size`` or ``handler_error`` (with ``--requeue-on-error false``).
         Called on the loop or the handler thread."""
 
 
@@ -178,6 +180,7 @@ class _AMQPConsumer:
         self.heartbeat: int | None = None
         self.queue_type = "classic"
         self.max_deliveries = DEFAULT_MAX_DELIVERIES
+        self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE
         self.deliveries = DeliveryCounter(self.max_deliveries, from_header=False)
         self.observer = ConsumerObserver()
         # Kept from the original library: did the last connection consume, and
@@ -219,6 +222,7 @@ class _AMQPConsumer:
         heartbeat: int | None = None,
         queue_type: str = "classic",
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         """Settings beyond the original constructor's (the consume options)."""
         self.routing_key = routing_key
@@ -234,6 +238,7 @@ class _AMQPConsumer:
         self.requeue_on_error = requeue_on_error
         self.heartbeat = heartbeat
         self.max_deliveries = max_deliveries
+        self.max_message_size = max_message_size
         self.deliveries = DeliveryCounter(max_deliveries, from_header=queue_type == "quorum")
 
     # -- what users implement and call ------------------------------------------------------
@@ -393,6 +398,9 @@ class _AMQPConsumer:
             if item is None:
                 return
             self._handle(*item)
+            # Not held while waiting for the next message, so that the bodies in memory
+            # are those the broker has outstanding (see the bodies module).
+            item = None
 
     def _handle(
         self, generation: int, channel: Any, method: Any, properties: Any, body: bytes
@@ -537,8 +545,20 @@ class _AMQPConsumer:
 
     def _on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         self._unsettled.append(method.delivery_tag)
-        self._deliveries.put((self._generation, channel, method, properties, body))
         self.observer.message_received()
+        size = body_size(body)
+        if size > self.max_message_size:
+            # Rejected here, on the loop, so that what waits for the handler stays
+            # within --prefetch messages of at most --max-message-size each.
+            self._give_up(
+                self._generation,
+                Delivery(method, properties, body),
+                "max_message_size",
+                f"its body is {describe_size(size)}, over --max-message-size "
+                f"{describe_size(self.max_message_size)} (not read)",
+            )
+            return
+        self._deliveries.put((self._generation, channel, method, properties, body))
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -604,13 +624,14 @@ class _AMQPConsumer:
         self._start_handler_thread()
         logger.info(
             "Consuming %r (%s queue; exchange %r, routing keys %s; prefetch %d, "
-            "deliveries %s) from %s",
+            "deliveries %s, bodies up to %s) from %s",
             self._queue_name,
             self.queue_type,
             self._exchange_name,
             ", ".join(map(repr, self.get_routing_keys(self._queue_name))),
             self.prefetch,
             f"up to {self.max_deliveries}" if self.max_deliveries else "unlimited",
+            describe_size(self.max_message_size),
             self.broker,
         )
 
@@ -624,6 +645,7 @@ class _AMQPConsumer:
         self._channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_cancel_callback(self._on_consumer_cancelled)
+        limit_body_size(channel, self.max_message_size)
         arguments: dict[str, Any] = {}
         if self.queue_type != "classic":
             arguments["x-queue-type"] = self.queue_type
@@ -905,6 +927,13 @@ def describe_error(error: BaseException) -> str:
     lines = str(error).splitlines()
     text = lines[0] + (" ..." if len(lines) > 1 else "") if lines else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def describe_size(size: int) -> str:
+    """A size for a log line: in bytes below 1 MiB, else in MiB."""
+    if size < 1024**2:
+        return f"{size:,} bytes"
+    return f"{size / 1024**2:.1f} MiB".replace(".0 MiB", " MiB")
 
 
 def _resolve(future: asyncio.Future, result: Any) -> None:

@@ -158,6 +158,7 @@ class Consumer:
             heartbeat=options.amqp_heartbeat,
             queue_type=options.queue_type,
             max_deliveries=options.max_deliveries,
+            max_message_size=options.max_message_size,
         )
         state.backlog = lambda: client.consumer.backlog
         RequestQueueLengthMetric.backlog_source = state.backlog

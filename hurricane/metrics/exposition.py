@@ -219,7 +219,7 @@ class ConsumerMetrics(ProcessMetrics):
         self.given_up = counter(
             "hurricane_amqp_messages_given_up",
             "Messages rejected for good (dead-lettered or dropped) by the consumer: "
-            "reason=max_deliveries or handler_error.",
+            "reason=max_deliveries, max_message_size or handler_error.",
             ("reason",),
         )
         self.reconnects = counter(
