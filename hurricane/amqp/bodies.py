@@ -42,24 +42,23 @@ class SizeLimitedAssembler(ContentFrameAssembler):
     def __init__(self, limit: int) -> None:
         super().__init__()
         self._limit = limit
-        self._method: Any = None
         self._unread_header: Any = None
         self._unread_left = 0
 
     def process(self, frame_value: Any) -> Any:
-        if isinstance(frame_value, frame.Method):
-            self._method = frame_value
-        elif isinstance(frame_value, frame.Header) and frame_value.body_size > self._limit:
-            self._unread_header = frame_value
-            self._unread_left = frame_value.body_size
-            return None
-        elif isinstance(frame_value, frame.Body) and self._unread_header is not None:
+        if self._unread_header is not None:
+            # A body's frames follow its header with nothing between (AMQP 0-9-1).
             self._unread_left -= len(frame_value.fragment)
             if self._unread_left > 0:
                 return None
-            header, self._unread_header = self._unread_header, None
+            method, header = self._method_frame, self._unread_header
+            self._unread_header = None
             self._reset()
-            return self._method, header, UnreadBody(header.body_size)
+            return method, header, UnreadBody(header.body_size)
+        if isinstance(frame_value, frame.Header) and frame_value.body_size > self._limit:
+            self._unread_header = frame_value
+            self._unread_left = frame_value.body_size
+            return None
         return super().process(frame_value)
 
 
