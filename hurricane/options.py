@@ -222,6 +222,13 @@ def _one_of(value: Any, words: Sequence[str], expected: str) -> str:
     raise ValueError(expected)
 
 
+QUEUE_TYPES = ("classic", "quorum")
+
+
+def parse_queue_type(value: Any) -> str:
+    return _one_of(value, QUEUE_TYPES, "classic or quorum")
+
+
 def parse_log_format(value: Any) -> str:
     return _one_of(value, LOG_FORMATS, "text or json")
 
@@ -721,11 +728,19 @@ CONSUME_OPTIONS: tuple[Option, ...] = (
         "durable", "Declare the exchange and queues durable (they survive a broker restart)."
     ),
     Option(
+        "queue_type",
+        parse_queue_type,
+        "classic",
+        "classic or quorum. A quorum queue is replicated and durable (so is the exchange), "
+        "and counts each message's deliveries itself, across pods and restarts.",
+        metavar="TYPE",
+    ),
+    Option(
         "dead_letter_exchange",
         parse_text,
         None,
         "Declare this direct exchange and a dead-letter queue bound to it; rejected "
-        "messages go there.",
+        "messages and those given up go there.",
         metavar="EXCHANGE",
     ),
     Option(
@@ -738,11 +753,26 @@ CONSUME_OPTIONS: tuple[Option, ...] = (
     Option(
         "requeue_on_error",
         parse_bool,
-        None,
-        "When on_message raises: true puts the message back in the queue, false rejects "
-        "it (dead-letters it, where set up). Default: false with a dead-letter exchange, "
-        "true without.",
+        True,
+        "When on_message raises: true puts the message back in the queue (up to "
+        "--max-deliveries), false rejects it at once (dead-letters it, where set up).",
         metavar="BOOL",
+    ),
+    Option(
+        "max_deliveries",
+        non_negative_int,
+        5,
+        "Deliveries of a message before it is given up: rejected without requeue "
+        "(dead-lettered, where set up, else dropped) with one ERROR line. 0: no limit.",
+        metavar="N",
+    ),
+    Option(
+        "max_message_size",
+        parse_size,
+        16 * 1024**2,
+        "Largest message body taken; a larger one is rejected unread as it arrives "
+        "(dead-lettered, where set up, else dropped) with one ERROR line.",
+        metavar="BYTES",
     ),
     flag_option(
         "reconnect",

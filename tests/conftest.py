@@ -332,17 +332,25 @@ class Broker:
         return names
 
     def publish(
-        self, exchange: str, routing_key: str, messages: list[dict], persistent: bool = False
+        self,
+        exchange: str,
+        routing_key: str,
+        messages: list,
+        persistent: bool = False,
+        **properties,
     ) -> None:
-        properties = self.pika.BasicProperties(delivery_mode=2 if persistent else 1)
+        """Publish each message as JSON (bytes as they are), with confirms; ``properties``
+        are pika's BasicProperties (``message_id="..."``)."""
+        basic_properties = self.pika.BasicProperties(
+            delivery_mode=2 if persistent else 1, **properties
+        )
         connection = self.connection()
         try:
             channel = connection.channel()
             channel.confirm_delivery()
             for message in messages:
-                channel.basic_publish(
-                    exchange, routing_key, json.dumps(message).encode(), properties, mandatory=True
-                )
+                body = message if isinstance(message, bytes) else json.dumps(message).encode()
+                channel.basic_publish(exchange, routing_key, body, basic_properties, mandatory=True)
         finally:
             connection.close()
 

@@ -179,7 +179,59 @@ def test_sigterm_finishes_the_message_in_hand_and_loses_nothing(consume, broker,
     assert sorted(map(str, handled_ids(tmp_path))) == sorted(["slow", "0", "1", "2", "3", "4"])
 
 
-def test_a_handler_that_raises_is_dead_lettered_and_consuming_goes_on(consume, broker, tmp_path):
+def error_lines(process) -> list[str]:
+    return [line for line in process.output.splitlines() if " ERROR " in line]
+
+
+def outcomes(tmp_path: Path, message_id, outcome: str) -> int:
+    return sum(
+        1 for r in read_records(tmp_path) if r["id"] == message_id and r["outcome"] == outcome
+    )
+
+
+def test_a_poison_message_is_given_up_after_max_deliveries_while_the_others_flow(
+    consume, broker, tmp_path
+):
+    """Without a dead-letter exchange, a message that always fails (or that the handler
+    always puts back) is handled --max-deliveries times (5 by default), then dropped
+    with one ERROR line; the traceback is logged once, and the other messages all go
+    through."""
+    names = broker.names()
+    process = consume(*consumer_args(names))
+    goods = [{"id": n} for n in range(100)]
+    broker.publish(names.exchange, names.queue, goods[:50])
+    broker.publish(
+        names.exchange, names.queue, [{"id": "poison", "raise": True}], message_id="poison-1"
+    )
+    broker.publish(names.exchange, names.queue, [{"id": "boomerang", "requeue": True}])
+    broker.publish(names.exchange, names.queue, goods[50:])
+    wait_until(lambda: len(handled_ids(tmp_path)) == 100, 30, "the good messages")
+    wait_until(lambda: len(error_lines(process)) == 2, 30, "two messages given up", process)
+    time.sleep(1)  # a further delivery would show now
+    assert sorted(handled_ids(tmp_path)) == list(range(100))
+    assert outcomes(tmp_path, "poison", "raised") == 5
+    assert outcomes(tmp_path, "boomerang", "requeued") == 5
+    [poison] = [line for line in error_lines(process) if "'poison-1'" in line]
+    [boomerang] = [line for line in error_lines(process) if "without message_id" in line]
+    assert (
+        f"Gave up on message 'poison-1' (routing key {names.queue!r}): on_message raised on "
+        "delivery 5 of --max-deliveries 5 (RuntimeError: handler failed on message poison); "
+        "dropped, as no --dead-letter-exchange is set" in poison
+    )
+    assert (
+        f"Gave up on a message without message_id (routing key {names.queue!r}): delivered "
+        "6 times, over --max-deliveries 5; dropped" in boomerang
+    )
+    assert process.output.count("Traceback") == 1
+    assert process.output.count("on_message raised again for message 'poison-1'") == 3
+    assert (
+        metric(process, "hurricane_amqp_messages_given_up_total", {"reason": "max_deliveries"}) == 2
+    )
+    assert metric(process, "hurricane_amqp_handler_errors_total") == 5
+    assert broker.count(names.queue) == 0
+
+
+def test_given_up_messages_go_to_the_dead_letter_queue(consume, broker, tmp_path):
     names = broker.names()
     process = consume(*consumer_args(names, "--dead-letter-exchange", names.dead_letter_exchange))
     broker.publish(
@@ -187,33 +239,166 @@ def test_a_handler_that_raises_is_dead_lettered_and_consuming_goes_on(consume, b
         names.queue,
         [{"id": "bad", "raise": True}, {"id": "rejected", "reject": True}, {"id": "good"}],
     )
-    wait_until(lambda: handled_ids(tmp_path) == ["good"], 20, "the good message")
-    wait_until(lambda: broker.count(names.dead_letter_queue) == 2, 10, "two dead letters")
-    assert sorted(m["id"] for m in broker.take_all(names.dead_letter_queue)) == [
-        "bad",
-        "rejected",
-    ]
-    assert metric(process, "hurricane_amqp_handler_errors_total") == 1
+    wait_until(lambda: broker.count(names.dead_letter_queue) == 2, 30, "two dead letters", process)
+    assert sorted(m["id"] for m in broker.take_all(names.dead_letter_queue)) == ["bad", "rejected"]
+    assert handled_ids(tmp_path) == ["good"]
+    # Retried first: dead-lettering is for what retrying does not cure.
+    assert outcomes(tmp_path, "bad", "raised") == 5
+    [line] = error_lines(process)
+    assert "on delivery 5 of --max-deliveries 5" in line
+    assert f"dead-lettered to exchange {names.dead_letter_exchange!r}" in line
+    assert metric(process, "hurricane_amqp_handler_errors_total") == 5
     assert metric(process, "hurricane_amqp_messages_rejected_total", {"requeued": "false"}) == 2
-    assert "RuntimeError: handler failed on message bad" in process.output
-    assert "dead-lettering it" in process.output
     assert status(process.probe("/alive")) == 200
 
 
-def test_a_failed_message_is_requeued_after_a_pause_without_dead_letters(consume, broker, tmp_path):
+def test_a_quorum_queue_counts_deliveries_across_consumers(consume, broker, tmp_path):
+    """A quorum queue's x-delivery-count survives the consumer: a message already
+    returned four times by others gets one more try (delivery 5 of 5), not five."""
+    names = broker.names()
+    args = consumer_args(
+        names, "--queue-type", "quorum", "--dead-letter-exchange", names.dead_letter_exchange
+    )
+    first = consume(*args)
+    first.signal(signal.SIGTERM)
+    assert first.wait_exit(30) == 0
+    broker.publish(names.exchange, names.queue, [{"id": "poison", "raise": True}])
+    connection = broker.connection()
+    try:
+        channel = connection.channel()
+        for _ in range(4):  # four consumers that failed on it, elsewhere
+            method, _, _ = channel.basic_get(names.queue)
+            channel.basic_nack(method.delivery_tag, requeue=True)
+    finally:
+        connection.close()
+    broker.publish(names.exchange, names.queue, [{"id": "good"}])
+    process = consume(*args)
+    wait_until(lambda: broker.count(names.dead_letter_queue) == 1, 30, "the dead letter", process)
+    assert broker.take_all(names.dead_letter_queue) == [{"id": "poison", "raise": True}]
+    wait_until(lambda: handled_ids(tmp_path) == ["good"], 10, "the good message")
+    assert outcomes(tmp_path, "poison", "raised") == 1
+    [line] = error_lines(process)
+    assert "on_message raised on delivery 5 of --max-deliveries 5" in line
+    assert "(quorum queue;" in process.output
+    listed = subprocess.run(
+        ["rabbitmqctl", "list_queues", "-q", "name", "type"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    types = dict(line.split("\t") for line in listed.splitlines() if "\t" in line)
+    assert types[names.queue] == types[names.dead_letter_queue] == "quorum"
+
+
+def test_a_queue_declared_before_with_another_type_is_one_line_and_exit_1(
+    consume, broker, tmp_path
+):
+    """A queue's type is fixed when it is made: the broker refuses the consumer's
+    declaration, which is said once, not retried (even with --reconnect)."""
+    names = broker.names()
+    first = consume(*consumer_args(names, "--durable"))
+    first.signal(signal.SIGTERM)
+    assert first.wait_exit(30) == 0
+    process = consume(*consumer_args(names, "--queue-type", "quorum", "--reconnect"), wait=False)
+    assert process.wait_exit(30) == 1
+    assert process.output.count("PRECONDITION_FAILED") == 1, process.output
+    last_line = process.output.strip().splitlines()[-1]
+    assert " ERROR " in last_line
+    assert f"inequivalent arg 'x-queue-type' for queue {names.queue!r}" in last_line
+
+
+def test_failed_messages_come_back_later_and_failures_in_a_row_pause_the_handler(
+    consume, broker, tmp_path
+):
+    """With --max-deliveries 0 there is no limit. A failed message comes back, marked
+    redelivered, after a delay that doubles with each delivery (0.5 s, 1 s, ...);
+    different messages failing one after the other (a dependency down) also pause the
+    handler, so neither turns into a hot loop."""
+    names = broker.names()
+    process = consume(*consumer_args(names, "--max-deliveries", "0"))
+    broker.publish(
+        names.exchange, names.queue, [{"id": "a", "raise": True}, {"id": "b", "raise": True}]
+    )
+    wait_until(lambda: outcomes(tmp_path, "a", "raised") >= 2, 20, "a redelivery", process)
+    time.sleep(1.5)
+    raised = [r for r in read_records(tmp_path) if r["outcome"] == "raised"]
+    assert [r["redelivered"] for r in raised[:2]] == [False, False]
+    assert all(r["redelivered"] for r in raised[2:])
+    assert 4 <= len(raised) <= 8  # a hot loop would be thousands
+    assert "on delivery 1; requeueing it in 0.5 s" in process.output
+    assert (
+        "on delivery 2: RuntimeError: handler failed on message a; requeueing it in 1.0 s"
+        in process.output
+    )
+    assert "2 messages failed in a row: pausing the handler 0.5 s" in process.output
+    assert "Gave up" not in process.output
+    assert metric(process, "hurricane_amqp_messages_rejected_total", {"requeued": "true"}) >= 2
+
+
+def test_an_oversized_message_is_rejected_unread(consume, broker, tmp_path):
+    names = broker.names()
+    process = consume(
+        *consumer_args(
+            names,
+            "--max-message-size",
+            "1M",
+            "--dead-letter-exchange",
+            names.dead_letter_exchange,
+        )
+    )
+    big = {"id": "big", "pad": "x" * 2 * 1024**2}
+    broker.publish(names.exchange, names.queue, [big], message_id="big-1")
+    broker.publish(names.exchange, names.queue, [{"id": "small"}])
+    wait_until(lambda: handled_ids(tmp_path) == ["small"], 20, "the small message")
+    wait_until(lambda: broker.count(names.dead_letter_queue) == 1, 10, "the dead letter")
+    assert broker.take_all(names.dead_letter_queue) == [big]
+    assert [r["id"] for r in read_records(tmp_path)] == ["small"]
+    [line] = error_lines(process)
+    assert (
+        f"Gave up on message 'big-1' (routing key {names.queue!r}): its body is 2 MiB, over "
+        "--max-message-size 1 MiB (not read); dead-lettered to exchange "
+        f"{names.dead_letter_exchange!r}" in line
+    )
+    assert (
+        metric(process, "hurricane_amqp_messages_given_up_total", {"reason": "max_message_size"})
+        == 1
+    )
+
+
+def memory_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_large_messages_do_not_grow_the_consumers_memory(consume, broker, tmp_path):
+    """Ten 30 MB messages, over the default --max-message-size (16 MiB), each rejected
+    as its header arrives: the consumer's peak memory grows by less than one of them
+    (read whole, ten of them took it past 300 MB)."""
     names = broker.names()
     process = consume(*consumer_args(names))
-    broker.publish(names.exchange, names.queue, [{"id": "bad", "raise": True}, {"id": "ok"}])
-    wait_until(lambda: len(handled_ids(tmp_path, "raised")) >= 2, 20, "the redelivery")
-    time.sleep(0.5)
-    raised = [r for r in read_records(tmp_path) if r["outcome"] == "raised"]
-    # Requeued, not lost: it came back, marked redelivered; the pauses keep the number
-    # of attempts small instead of a hot loop.
-    assert raised[1]["redelivered"] is True
-    assert len(raised) <= 4
-    assert "ok" in handled_ids(tmp_path)
-    assert "requeueing it after" in process.output
-    assert metric(process, "hurricane_amqp_messages_rejected_total", {"requeued": "true"}) >= 1
+    pid = process.process.pid
+    before = memory_mb(pid, "VmRSS")
+    pad = "x" * 30 * 1024**2
+    broker.publish(names.exchange, names.queue, [{"id": n, "pad": pad} for n in range(10)])
+    del pad
+    wait_until(
+        lambda: (
+            metric(process, "hurricane_amqp_messages_received_total") == 10
+            and metric(process, "hurricane_amqp_message_backlog") == 0
+        ),
+        60,
+        "ten messages received and none waiting",
+        process,
+    )
+    time.sleep(1)  # the last one settled
+    peak = memory_mb(pid, "VmHWM")
+    assert peak - before < 30, f"peak {peak:.0f} MB, {before:.0f} MB before"
+    assert read_records(tmp_path) == []
+    assert len(error_lines(process)) == 10
+    assert all(
+        "over --max-message-size 16 MiB (not read); dropped" in e for e in error_lines(process)
+    )
+    assert broker.count(names.queue) == 0
 
 
 def test_a_slow_handler_keeps_heartbeats_and_probes_going(consume, broker, tmp_path):
@@ -327,6 +512,18 @@ def test_a_broker_restart_during_a_stream_loses_nothing(consume, broker, tmp_pat
         ([HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1",
           "--prefetch", "0"], {},
          "invalid value '0' for --prefetch (from command line --prefetch): expected"),
+        ([HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1",
+          "--max-deliveries", "-1"], {},
+         "invalid value '-1' for --max-deliveries (from command line --max-deliveries): "
+         "expected a whole number (0 or more)"),
+        ([HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1"],
+         {"HURRICANE_MAX_MESSAGE_SIZE": "lots"},
+         "invalid value 'lots' for --max-message-size (from environment "
+         "HURRICANE_MAX_MESSAGE_SIZE): expected a size in bytes"),
+        ([HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1",
+          "--queue-type", "stream"], {},
+         "invalid value 'stream' for --queue-type (from command line --queue-type): "
+         "expected classic or quorum"),
         ([HANDLER, "--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1"],
          {"AMQP_PASSWORD": "wrong"},
          "refused the credentials of user 'guest'"),
@@ -412,6 +609,35 @@ def test_reconnect_delays_are_capped_and_jittered():
     assert reconnect_delay(50) >= RECONNECT_MAX_DELAY / 2
 
 
+def test_the_count_of_deliveries_on_classic_queues_is_bounded():
+    """The consumer's own count keys a message by its message_id, else by its content
+    (broker headers aside), and remembers at most REMEMBERED_MESSAGES of them."""
+    from pika.spec import Basic, BasicProperties
+
+    from hurricane.amqp.deliveries import REMEMBERED_MESSAGES, DeliveryCounter
+
+    counter = DeliveryCounter(limit=5, from_header=False)
+
+    def deliver(body: str, redelivered: bool = True, **properties):
+        method = Basic.Deliver(redelivered=redelivered, exchange="e", routing_key="k")
+        return counter.delivered(method, BasicProperties(**properties), body.encode())
+
+    counter.returned(deliver("poison", redelivered=False), failed=True)
+    for number in (2, 3):
+        delivery = deliver("poison")
+        assert delivery.number == number
+        counter.returned(delivery, failed=True)
+    assert deliver("poison", headers={"x-delivery-count": 7}).number == 4
+    assert deliver("poison", redelivered=False).number == 1  # a new one, alike
+    assert deliver("other").number == 2  # redelivered, not seen here: at least the second
+    counter.returned(deliver("a", message_id="m-1"), failed=True)
+    assert deliver("b", message_id="m-1").number == 3
+    for n in range(REMEMBERED_MESSAGES):
+        counter.returned(deliver(f"message {n}"), failed=True)
+    assert deliver("poison").number == 2  # forgotten, the oldest first
+    assert deliver(f"message {REMEMBERED_MESSAGES - 1}").number == 3
+
+
 def test_no_probe_and_no_metrics(consume, broker, tmp_path):
     names = broker.names()
     quiet_port = free_port()
@@ -428,7 +654,7 @@ def test_no_probe_and_no_metrics(consume, broker, tmp_path):
     assert status(process.probe("/ready")) == 200
 
 
-def test_handler_option_custom_dead_letter_queue_and_explicit_requeue(consume, broker, tmp_path):
+def test_handler_option_custom_dead_letter_queue_and_no_requeue_on_error(consume, broker, tmp_path):
     names = broker.names()
     custom_queue = f"{names.queue}.custom-dead"
     broker.queues.append(custom_queue)
@@ -441,19 +667,24 @@ def test_handler_option_custom_dead_letter_queue_and_explicit_requeue(consume, b
         "--dead-letter-queue",
         custom_queue,
         "--requeue-on-error",
-        "true",
+        "false",
     )
     broker.publish(
         names.exchange,
         names.queue,
         [{"id": "rejected", "reject": True}, {"id": "bad", "raise": True}],
     )
-    # A reject goes to the named dead-letter queue; a failure is requeued, as asked,
-    # although a dead-letter exchange is set up.
-    wait_until(lambda: broker.count(custom_queue) == 1, 20, "the dead letter")
-    assert broker.take_all(custom_queue) == [{"id": "rejected", "reject": True}]
-    wait_until(lambda: len(handled_ids(tmp_path, "raised")) >= 2, 20, "the redelivery")
-    assert "requeueing it after" in process.output
+    # A reject goes to the named dead-letter queue, and so does a failure, at once: no
+    # retries with --requeue-on-error false.
+    wait_until(lambda: broker.count(custom_queue) == 2, 20, "the dead letters")
+    assert sorted(m["id"] for m in broker.take_all(custom_queue)) == ["bad", "rejected"]
+    assert outcomes(tmp_path, "bad", "raised") == 1
+    [line] = error_lines(process)
+    assert "on_message raised (--requeue-on-error is false); dead-lettered" in line
+    assert "RuntimeError: handler failed on message bad" in process.output
+    assert (
+        metric(process, "hurricane_amqp_messages_given_up_total", {"reason": "handler_error"}) == 1
+    )
 
 
 def test_the_handler_is_given_once(tmp_path):

@@ -212,3 +212,15 @@ def test_rendered_demo_waits_for_the_migration_job_then_serves_and_consumes(
         assert "from the web" in texts()
         assert consuming.terminate() == 0, consuming.output
         assert server.terminate() == 0, server.output
+
+
+def test_the_production_consumer_keeps_what_it_gives_up() -> None:
+    """In production, a message given up (past --max-deliveries, or too large) goes to
+    a dead-letter queue instead of being dropped, and a quorum queue counts its
+    deliveries across the consumer pods."""
+    objects = check_manifests.parse(check_manifests.render(KUSTOMIZATIONS["overlays/production"]))
+    options = rendered_container(objects, "Deployment/hurricane-consumer").options()
+    assert options.dead_letter_exchange == "shop.dead-letter"
+    assert options.queue_type == "quorum"
+    assert options.max_deliveries == 5
+    assert options.max_message_size == 16 * 1024**2

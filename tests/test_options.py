@@ -38,7 +38,10 @@ def test_consume_defaults():
     assert options.amqp_host is None
     assert options.prefetch == 10
     assert options.reconnect is False
-    assert options.requeue_on_error is None  # decided by the dead-letter set-up
+    assert options.requeue_on_error is True  # up to --max-deliveries
+    assert options.max_deliveries == 5
+    assert options.max_message_size == 16 * 1024**2
+    assert options.queue_type == "classic"
 
 
 def test_broker_settings_command_line_then_setting_then_environment():

@@ -34,6 +34,8 @@ import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from hurricane.amqp import logger
+from hurricane.amqp.bodies import body_size, limit_body_size
+from hurricane.amqp.deliveries import Delivery, DeliveryCounter
 
 # Seconds to wait for the broker to answer one step of opening or closing.
 BROKER_STEP_TIMEOUT = 15.0
@@ -41,10 +43,12 @@ BROKER_STEP_TIMEOUT = 15.0
 # connection's close: a broker that answers does within milliseconds, and one that
 # stopped answering must not hold the pod past its termination grace period.
 BROKER_CLOSE_WAIT = 2.0
-# The handler's pause before requeueing a message it failed on: doubling from the
-# base with each failure in a row, up to the maximum.
+# Backing off after failures: the base, doubling with each further step, up to the
+# maximum (see _handler_failed).
 ERROR_PAUSE_BASE = 0.5
 ERROR_PAUSE_MAX = 10.0
+DEFAULT_MAX_DELIVERIES = 5
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024**2
 
 
 class BrokerError(Exception):
@@ -135,6 +139,11 @@ class ConsumerObserver:
         """``count`` messages were acked (``acked``), rejected (``rejected``) or
         requeued (``requeued``) on the broker."""
 
+    def message_given_up(self, reason: str) -> None:
+        """A message was rejected for good, unhandled or failed: ``max_deliveries``,
+        ``max_message_size`` or ``handler_error`` (with ``--requeue-on-error false``).
+        Called on the loop or the handler thread."""
+
 
 class _AMQPConsumer:
     """Hurricane's base consumer: declares the exchange, the queue and its bindings,
@@ -169,6 +178,10 @@ class _AMQPConsumer:
         self.dead_letter_queue: str | None = None
         self.requeue_on_error = True
         self.heartbeat: int | None = None
+        self.queue_type = "classic"
+        self.max_deliveries = DEFAULT_MAX_DELIVERIES
+        self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE
+        self.deliveries = DeliveryCounter(self.max_deliveries, from_header=False)
         self.observer = ConsumerObserver()
         # Kept from the original library: did the last connection consume, and
         # should it be opened again?
@@ -192,7 +205,9 @@ class _AMQPConsumer:
         self._flush_scheduled = False
         self._handler_thread: threading.Thread | None = None
         self._in_hand: tuple[int, int] | None = None  # (generation, delivery tag)
-        self._in_hand_settled = False
+        # How the handler settled the message in hand: "ack", "nack", "requeue" or None.
+        self._in_hand_outcome: str | None = None
+        # Messages that failed for the first time one after the other, no success between.
         self._failures_in_a_row = 0
         self._stopping = threading.Event()  # cuts the pause after a failure short
 
@@ -203,23 +218,28 @@ class _AMQPConsumer:
         durable: bool = False,
         dead_letter_exchange: str | None = None,
         dead_letter_queue: str | None = None,
-        requeue_on_error: bool | None = None,
+        requeue_on_error: bool = True,
         heartbeat: int | None = None,
+        queue_type: str = "classic",
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         """Settings beyond the original constructor's (the consume options)."""
         self.routing_key = routing_key
         self.prefetch = prefetch
-        self.durable = durable
+        self.queue_type = queue_type
+        # A quorum queue is durable by nature; an exchange that were not would lose
+        # the queue's binding with a broker restart.
+        self.durable = durable or queue_type == "quorum"
         self.dead_letter_exchange = dead_letter_exchange
         self.dead_letter_queue = dead_letter_queue or (
             f"{self._queue_name}.dead-letter" if dead_letter_exchange else None
         )
-        # A failed message is dead-lettered where that is set up, else requeued
-        # (so that, by default, nothing is lost).
-        self.requeue_on_error = (
-            requeue_on_error if requeue_on_error is not None else not dead_letter_exchange
-        )
+        self.requeue_on_error = requeue_on_error
         self.heartbeat = heartbeat
+        self.max_deliveries = max_deliveries
+        self.max_message_size = max_message_size
+        self.deliveries = DeliveryCounter(max_deliveries, from_header=queue_type == "quorum")
 
     # -- what users implement and call ------------------------------------------------------
 
@@ -267,15 +287,31 @@ class _AMQPConsumer:
     # -- settling, from any thread ------------------------------------------------------------
 
     def _settle(
-        self, delivery_tag: int, kind: str, requeue: bool = False, multiple: bool = False
+        self,
+        delivery_tag: int,
+        kind: str,
+        requeue: bool = False,
+        multiple: bool = False,
+        delay: float = 0.0,
     ) -> None:
         in_hand = self._in_hand
         if in_hand is not None and in_hand[1] == delivery_tag:
-            self._in_hand_settled = True
+            self._in_hand_outcome = "requeue" if requeue else kind
             generation = in_hand[0]
         else:
             generation = self._generation
-        self._post((kind, delivery_tag, requeue, multiple), generation)
+        operation = (kind, delivery_tag, requeue, multiple)
+        if not delay:
+            self._post(operation, generation)
+            return
+        # Carried out later, on the loop: a channel lost (or closed by a stop) by then
+        # has returned the message to the queue already, and the operation is dropped.
+        try:
+            self._loop.call_soon_threadsafe(
+                self._loop.call_later, delay, self._post, operation, generation
+            )
+        except RuntimeError:  # the loop has closed: the broker requeues the message
+            pass
 
     def _post(self, operation: tuple, generation: int | None = None) -> None:
         """Queue an operation for the loop; one wake-up carries every operation queued
@@ -357,63 +393,150 @@ class _AMQPConsumer:
             self._handler_thread.start()
 
     def _handle_messages(self) -> None:
-        from django.db import close_old_connections
-
         while True:
             item = self._deliveries.get()
             if item is None:
                 return
-            generation, channel, method, properties, body = item
-            if generation != self._generation:
-                continue  # its channel closed: the broker delivers it again
-            tag = method.delivery_tag
-            self._in_hand = (generation, tag)
-            self._in_hand_settled = False
-            failed = False
-            began = time.perf_counter()
-            # As Django does around a request: no connection outlives CONN_MAX_AGE
-            # or a broken transaction.
-            close_old_connections()
-            try:
-                self.on_message(ThreadSafeChannel(self, channel), method, properties, body)
-            except Exception:
-                failed = True
-                self._handler_failed(method)
-            finally:
-                close_old_connections()
-                self._in_hand = None
-            if not failed:
-                self._failures_in_a_row = 0
-            self.observer.message_handled(time.perf_counter() - began, failed)
+            self._handle(*item)
+            # Not held while waiting for the next message, so that the bodies in memory
+            # are those the broker has outstanding (see the bodies module).
+            item = None
 
-    def _handler_failed(self, method: Any) -> None:
-        """Log the traceback and settle the message as configured. A message put back
-        in the queue comes straight back: the handler pauses first, longer with each
-        failure in a row, so that a broken message or a dependency that is down does
-        not turn into a hot loop of tracebacks."""
-        self._failures_in_a_row += 1
-        requeue = self.requeue_on_error
-        pause = 0.0
-        if requeue:
-            pause = min(
-                ERROR_PAUSE_MAX, ERROR_PAUSE_BASE * 2 ** min(self._failures_in_a_row - 1, 16)
+    def _handle(
+        self, generation: int, channel: Any, method: Any, properties: Any, body: bytes
+    ) -> None:
+        from django.db import close_old_connections
+
+        if generation != self._generation:
+            return  # its channel closed: the broker delivers it again
+        delivery = self.deliveries.delivered(method, properties, body)
+        if not self.deliveries.allows(delivery.number):
+            # Put back by the handler itself, or in hand when a connection was lost.
+            self._give_up(
+                generation,
+                delivery,
+                "max_deliveries",
+                f"delivered {delivery.number} times, over --max-deliveries {self.max_deliveries}",
             )
-            outcome = f"requeueing it after {pause:.1f} s"
-        elif self.dead_letter_exchange:
-            outcome = "dead-lettering it"
-        else:
-            outcome = "rejecting it (no dead-letter exchange is set up: it is dropped)"
-        logger.exception(
-            "on_message raised for message %s (routing key %r); %s",
-            method.delivery_tag,
-            method.routing_key,
-            outcome,
-        )
-        if self._in_hand_settled:
+            self.deliveries.settled(delivery)
             return
+        self._in_hand = (generation, method.delivery_tag)
+        self._in_hand_outcome = None
+        failed = False
+        began = time.perf_counter()
+        # As Django does around a request: no connection outlives CONN_MAX_AGE
+        # or a broken transaction.
+        close_old_connections()
+        try:
+            self.on_message(ThreadSafeChannel(self, channel), method, properties, body)
+        except Exception as error:
+            failed = True
+            self._handler_failed(generation, delivery, error)
+        finally:
+            close_old_connections()
+            self._in_hand = None
+        if self._in_hand_outcome == "requeue":
+            self.deliveries.returned(delivery, failed)
+        elif self._in_hand_outcome is not None:
+            self.deliveries.settled(delivery)
+        if not failed:
+            self._failures_in_a_row = 0
+        self.observer.message_handled(time.perf_counter() - began, failed)
+
+    def _handler_failed(self, generation: int, delivery: Delivery, error: Exception) -> None:
+        """Log the failure and settle the message as configured.
+
+        The traceback is logged once per message (the first time it fails in this
+        process); a retry gets one line. A message to retry goes back to the queue
+        after a delay that doubles with each of its deliveries (0.5 s, 1 s, 2 s, ...),
+        held meanwhile as unacknowledged, while the handler goes on with the other
+        messages: one bad message neither comes straight back nor holds up the rest,
+        and --max-deliveries ends its retries. Messages failing for the first time one
+        after the other point at something they all need (a database): from the
+        second on, the handler itself pauses, longer with each, so that an outage
+        does not turn into a hot loop of failures."""
+        message = describe_message(delivery)
+        first_failure = not self.deliveries.failed_here_before(delivery)
+        if first_failure:
+            self._failures_in_a_row += 1
+        if self._in_hand_outcome is not None:
+            logger.error("on_message raised for %s after settling it", message, exc_info=error)
+            return
+        if not self.requeue_on_error:
+            self._give_up(
+                generation,
+                delivery,
+                "handler_error",
+                "on_message raised (--requeue-on-error is false)",
+                error,
+            )
+            return
+        if not self.deliveries.allows(delivery.number + 1):
+            self._give_up(
+                generation,
+                delivery,
+                "max_deliveries",
+                f"on_message raised on delivery {delivery.number} of --max-deliveries "
+                f"{self.max_deliveries} ({describe_error(error)})",
+                error if first_failure else None,
+            )
+            return
+        delay = backoff(delivery.number)
+        pause = backoff(self._failures_in_a_row - 1) if self._failures_in_a_row > 1 else 0.0
+        outcome = f"requeueing it in {delay:.1f} s"
+        if pause:
+            outcome += (
+                f"; {self._failures_in_a_row} messages failed in a row: pausing the "
+                f"handler {pause:.1f} s"
+            )
+        limit = f" of --max-deliveries {self.max_deliveries}" if self.max_deliveries else ""
+        if first_failure:
+            logger.warning(
+                "on_message raised for %s on delivery %d%s; %s",
+                message,
+                delivery.number,
+                limit,
+                outcome,
+                exc_info=error,
+            )
+        else:
+            logger.warning(
+                "on_message raised again for %s on delivery %d%s: %s; %s",
+                message,
+                delivery.number,
+                limit,
+                describe_error(error),
+                outcome,
+            )
+        self._settle(delivery.method.delivery_tag, "nack", requeue=True, delay=delay)
         if pause:
             self._stopping.wait(pause)
-        self._settle(method.delivery_tag, "nack", requeue=requeue)
+
+    def _give_up(
+        self,
+        generation: int,
+        delivery: Delivery,
+        reason: str,
+        why: str,
+        error: BaseException | None = None,
+    ) -> None:
+        """Reject a message for good, with one ERROR line saying why and what became of
+        it: the broker dead-letters it where a dead-letter exchange is set up, else
+        drops it. Safe from the loop and from the handler thread."""
+        if self.dead_letter_exchange:
+            fate = f"dead-lettered to exchange {self.dead_letter_exchange!r}"
+        else:
+            fate = (
+                "dropped, as no --dead-letter-exchange is set (unless a broker policy "
+                "dead-letters the queue)"
+            )
+        logger.error("Gave up on %s: %s; %s", describe_message(delivery), why, fate, exc_info=error)
+        tag = delivery.method.delivery_tag
+        if self._in_hand == (generation, tag):
+            self._settle(tag, "nack")  # noted as the outcome of the message in hand
+        else:
+            self._post(("nack", tag, False, False), generation)
+        self.observer.message_given_up(reason)
 
     @property
     def backlog(self) -> int:
@@ -422,8 +545,20 @@ class _AMQPConsumer:
 
     def _on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         self._unsettled.append(method.delivery_tag)
-        self._deliveries.put((self._generation, channel, method, properties, body))
         self.observer.message_received()
+        size = body_size(body)
+        if size > self.max_message_size:
+            # Rejected here, on the loop, so that what waits for the handler stays
+            # within --prefetch messages of at most --max-message-size each.
+            self._give_up(
+                self._generation,
+                Delivery(method, properties, body),
+                "max_message_size",
+                f"its body is {describe_size(size)}, over --max-message-size "
+                f"{describe_size(self.max_message_size)} (not read)",
+            )
+            return
+        self._deliveries.put((self._generation, channel, method, properties, body))
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -488,11 +623,15 @@ class _AMQPConsumer:
         self.was_consuming = True
         self._start_handler_thread()
         logger.info(
-            "Consuming %r (exchange %r, routing keys %s, prefetch %d) from %s",
+            "Consuming %r (%s queue; exchange %r, routing keys %s; prefetch %d, "
+            "deliveries %s, bodies up to %s) from %s",
             self._queue_name,
+            self.queue_type,
             self._exchange_name,
             ", ".join(map(repr, self.get_routing_keys(self._queue_name))),
             self.prefetch,
+            f"up to {self.max_deliveries}" if self.max_deliveries else "unlimited",
+            describe_size(self.max_message_size),
             self.broker,
         )
 
@@ -506,7 +645,10 @@ class _AMQPConsumer:
         self._channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_cancel_callback(self._on_consumer_cancelled)
+        limit_body_size(channel, self.max_message_size)
         arguments: dict[str, Any] = {}
+        if self.queue_type != "classic":
+            arguments["x-queue-type"] = self.queue_type
         if self.dead_letter_exchange:
             await self._step(
                 self._call(
@@ -519,7 +661,10 @@ class _AMQPConsumer:
             await self._step(
                 self._call(
                     lambda done: channel.queue_declare(
-                        self.dead_letter_queue, durable=self.durable, callback=done
+                        self.dead_letter_queue,
+                        durable=self.durable,
+                        arguments=dict(arguments) or None,
+                        callback=done,
                     )
                 ),
                 f"declaring the dead-letter queue {self.dead_letter_queue!r}",
@@ -535,10 +680,8 @@ class _AMQPConsumer:
                 ),
                 "binding the dead-letter queue",
             )
-            arguments = {
-                "x-dead-letter-exchange": self.dead_letter_exchange,
-                "x-dead-letter-routing-key": self._queue_name,
-            }
+            arguments["x-dead-letter-exchange"] = self.dead_letter_exchange
+            arguments["x-dead-letter-routing-key"] = self._queue_name
         await self._step(
             self._call(
                 lambda done: channel.exchange_declare(
@@ -671,7 +814,8 @@ class _AMQPConsumer:
         self._channel_lost()
         # A channel the broker closes while we set up is a topology it refuses (an
         # exchange or queue declared before with other arguments): not curable by
-        # reconnecting.
+        # reconnecting. The step that waited says so, in the one line of its failure.
+        setting_up = any(not waiter.done() for waiter in self._waiters)
         self._fail_waiters(
             BrokerError(
                 f"the broker at {self.broker} closed the channel: {describe_broker_error(reason)}",
@@ -679,7 +823,8 @@ class _AMQPConsumer:
             )
         )
         if not self._closing:
-            logger.warning("The broker closed the channel: %s", describe_broker_error(reason))
+            if not setting_up:
+                logger.warning("The broker closed the channel: %s", describe_broker_error(reason))
             self._close_connection()
 
     def _on_consumer_cancelled(self, _frame: Any) -> None:
@@ -763,6 +908,32 @@ class _AMQPConsumer:
             if generation == self._generation:
                 self._post(("nack", method.delivery_tag, True, False), generation)
                 returned += 1
+
+
+def backoff(step: int) -> float:
+    """Seconds to wait at backoff step ``step`` (1 for the first)."""
+    return min(ERROR_PAUSE_MAX, ERROR_PAUSE_BASE * 2 ** min(step - 1, 16))
+
+
+def describe_message(delivery: Delivery) -> str:
+    """Which message, for a log line: its message_id if it has one, its routing key."""
+    message_id = delivery.properties.message_id
+    name = f"message {message_id!r}" if message_id else "a message without message_id"
+    return f"{name} (routing key {delivery.method.routing_key!r})"
+
+
+def describe_error(error: BaseException) -> str:
+    """An exception on one line: its type and the first line of its message."""
+    lines = str(error).splitlines()
+    text = lines[0] + (" ..." if len(lines) > 1 else "") if lines else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def describe_size(size: int) -> str:
+    """A size for a log line: in bytes below 1 MiB, else in MiB."""
+    if size < 1024**2:
+        return f"{size:,} bytes"
+    return f"{size / 1024**2:.1f} MiB".replace(".0 MiB", " MiB")
 
 
 def _resolve(future: asyncio.Future, result: Any) -> None:

@@ -110,6 +110,10 @@ class ConsumerState(ProbeState, ConsumerObserver):
         else:
             metrics.rejected.labels("true" if outcome == "requeued" else "false").inc(count)
 
+    def message_given_up(self, reason: str) -> None:
+        if self.consumer_metrics is not None:
+            self.consumer_metrics.given_up.labels(reason).inc()
+
 
 class Consumer:
     """One ``consume`` process: ``main()`` starts the probes and consumes until a
@@ -152,6 +156,9 @@ class Consumer:
             dead_letter_queue=options.dead_letter_queue,
             requeue_on_error=options.requeue_on_error,
             heartbeat=options.amqp_heartbeat,
+            queue_type=options.queue_type,
+            max_deliveries=options.max_deliveries,
+            max_message_size=options.max_message_size,
         )
         state.backlog = lambda: client.consumer.backlog
         RequestQueueLengthMetric.backlog_source = state.backlog

@@ -216,6 +216,12 @@ class ConsumerMetrics(ProcessMetrics):
             ("requeued",),
         )
         self.errors = counter("hurricane_amqp_handler_errors", "on_message calls that raised.")
+        self.given_up = counter(
+            "hurricane_amqp_messages_given_up",
+            "Messages rejected for good (dead-lettered or dropped) by the consumer: "
+            "reason=max_deliveries, max_message_size or handler_error.",
+            ("reason",),
+        )
         self.reconnects = counter(
             "hurricane_amqp_reconnects", "Connections opened again after a loss."
         )

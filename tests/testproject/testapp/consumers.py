@@ -1,7 +1,8 @@
 """Handlers the consumer tests run. Each handled message is recorded as one JSON
 line in the file TEST_RECORD_FILE names: {"id", "pid", "redelivered"}.
 
-A message body is JSON: {"id": ..., "sleep": seconds, "raise": true, "reject": true}.
+A message body is JSON: {"id": ..., "sleep": seconds, "raise": true, "reject": true,
+"requeue": true}; other keys are ignored.
 """
 
 import json
@@ -28,6 +29,10 @@ class RecordingHandler(TopicHandler):
         if message.get("reject"):
             record(message, outcome="rejected", redelivered=basic_deliver.redelivered)
             self.reject_message(basic_deliver.delivery_tag)
+            return
+        if message.get("requeue"):
+            record(message, outcome="requeued", redelivered=basic_deliver.redelivered)
+            self.requeue_message(basic_deliver.delivery_tag)
             return
         record(message, outcome="acked", redelivered=basic_deliver.redelivered)
         self.acknowledge_message(basic_deliver.delivery_tag)
