@@ -535,6 +535,27 @@ def test_commands_read_from_a_file_are_not_shown(tmp_path, webhook_receiver):
     assert "s3cr3t" not in json.dumps(webhook_receiver.received)
 
 
+def test_the_broker_read_from_files_is_not_shown(tmp_path):
+    """The consumer's lines name the broker and the user: from files, as a secret."""
+    (tmp_path / "host").write_text("localhost")
+    (tmp_path / "user").write_text("s3cr3t-user")
+    env = entrypoint_env(
+        tmp_path,
+        AMQP_HOST_FILE=str(tmp_path / "host"),
+        AMQP_USER_FILE=str(tmp_path / "user"),
+        AMQP_PASSWORD="wrong",
+        HURRICANE_QUEUE="notes",
+        HURRICANE_EXCHANGE="demo",
+        HURRICANE_PROBE_PORT=str(free_port()),
+    )
+    result = run_entrypoint(["consume", "notes.consumers.NoteHandler"], env, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Connecting to *****:5672/" in output, output
+    assert "the broker at *****:5672/ refused the credentials of user '*****'" in output
+    assert "s3cr3t" not in output and "localhost" not in output, output
+
+
 def test_the_summary_masks_shortened_secret_flags_which_serve_then_refuses(tmp_path):
     """Django's parser would take --amqp-pass for --amqp-password; Hurricane's commands
     refuse shortened flags, and the entrypoint's summary, printed before they can,

@@ -36,6 +36,7 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from hurricane.amqp import logger
 from hurricane.amqp.bodies import body_size, limit_body_size
 from hurricane.amqp.deliveries import Delivery, DeliveryCounter
+from hurricane.masking import shown_value
 
 # Seconds to wait for the broker to answer one step of opening or closing.
 BROKER_STEP_TIMEOUT = 15.0
@@ -584,9 +585,12 @@ class _AMQPConsumer:
 
     @property
     def broker(self) -> str:
-        """Where the broker is, for messages: ``host:port/vhost``."""
+        """Where the broker is, for messages: ``host:port/vhost``, each part masked
+        when it was read from a file (hurricane.masking)."""
         vhost = self._vhost if self._vhost.startswith("/") else "/" + self._vhost
-        return f"{self._host}:{self._port}{vhost}"
+        host = shown_value("AMQP_HOST", self._host)
+        port = shown_value("AMQP_PORT", self._port)
+        return f"{host}:{port}{shown_value('AMQP_VHOST', vhost)}"
 
     async def connect(self) -> None:
         """Open a connection and a channel, declare the topology and start consuming.
@@ -753,7 +757,7 @@ class _AMQPConsumer:
 
     def _connection_error(self, error: BaseException) -> BrokerError:
         if isinstance(error, pika.exceptions.ProbableAuthenticationError):
-            user = self._username or "guest"
+            user = shown_value("AMQP_USER", self._username or "guest")
             return BrokerError(
                 f"the broker at {self.broker} refused the credentials of user {user!r} "
                 "(check AMQP_USER and AMQP_PASSWORD)",
@@ -761,7 +765,8 @@ class _AMQPConsumer:
             )
         if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
             return BrokerError(
-                f"the broker at {self.broker} denied access to virtual host {self._vhost!r} "
+                f"the broker at {self.broker} denied access to virtual host "
+                f"{shown_value('AMQP_VHOST', self._vhost)!r} "
                 "(it does not exist, or the user may not use it; check AMQP_VHOST)",
                 fatal=True,
             )
