@@ -64,6 +64,12 @@ def url_origin(url: str) -> str:
     return match["scheme"] + match["authority"].rpartition("@")[2]
 
 
+def shown_origin(name: str, url: str) -> str:
+    """Where ``url`` (the value of ``name``) goes, as a log line may name it: its
+    origin, or the mask when the value itself is a secret (read from a file)."""
+    return MASK if is_secret(name) else url_origin(url)
+
+
 def masked_urls(text: str) -> str:
     """``text`` with every URL in it reduced to its origin, followed by ``/*****``
     where more was hidden (a path, a query, a user part)."""

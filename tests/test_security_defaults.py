@@ -556,6 +556,21 @@ def test_the_broker_read_from_files_is_not_shown(tmp_path):
     assert "s3cr3t" not in output and "localhost" not in output, output
 
 
+def test_a_webhook_url_read_from_a_file_is_not_shown(tmp_path, start, webhook_receiver):
+    """Where the webhooks go is named by its origin only, and not at all when the URL
+    came from a file."""
+    (tmp_path / "webhook-url").write_text(webhook_receiver.url)
+    port = free_port()
+    env = entrypoint_env(
+        tmp_path, HURRICANE_WEBHOOK_URL_FILE=str(tmp_path / "webhook-url"), HURRICANE_PORT=str(port)
+    )
+    running = start(["serve"], env)
+    running.wait_for(lambda: "Webhook startup sent to" in running.output, "the webhook log line")
+    assert "Webhook startup sent to *****" in running.output, running.output
+    origin = webhook_receiver.url.removesuffix("/hook")
+    assert origin not in running.output, running.output
+
+
 def test_the_summary_masks_shortened_secret_flags_which_serve_then_refuses(tmp_path):
     """Django's parser would take --amqp-pass for --amqp-password; Hurricane's commands
     refuse shortened flags, and the entrypoint's summary, printed before they can,

@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any
 
-from hurricane.masking import url_origin
+from hurricane.masking import shown_origin
 
 logger = logging.getLogger("hurricane.webhooks")
 
@@ -171,6 +171,12 @@ def timed_signature(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1=" + hmac_sha256(secret, f"{timestamp}.".encode() + body)
 
 
+def receiver_shown(url: str) -> str:
+    """The receiver as the log names it: its origin (chat services keep their
+    credential in the path), nothing when the URL was read from a file."""
+    return shown_origin("HURRICANE_WEBHOOK_URL", url)
+
+
 def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
     import requests
 
@@ -186,7 +192,7 @@ def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
         try:
             response = requests.post(url, data=body, headers=headers, timeout=TIMEOUT_SECONDS)
             if 200 <= response.status_code < 300:
-                logger.info("Webhook %s sent to %s", code, url_origin(url))
+                logger.info("Webhook %s sent to %s", code, receiver_shown(url))
                 return True
             problem = f"answered {response.status_code}"
         except requests.RequestException as error:
@@ -194,7 +200,7 @@ def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
         if attempt + 1 < ATTEMPTS:
             time.sleep(BACKOFF_SECONDS * 2**attempt)
     logger.warning(
-        "Webhook %s to %s %s after %d attempts", code, url_origin(url), problem, ATTEMPTS
+        "Webhook %s to %s %s after %d attempts", code, receiver_shown(url), problem, ATTEMPTS
     )
     return False
 
