@@ -354,8 +354,9 @@ class GuardedHTTPServer(HTTPServer):
     Tornado has one timeout for both an idle keep-alive connection and a client
     sending its headers slowly, and starts a timer per request for it. Instead, a
     sweep every ``sweep_interval`` looks at each open connection's phase (idle,
-    receiving headers, receiving the body) and closes those that stayed in it too
-    long: no timer on the request path, and slow clients are told apart from idle ones.
+    receiving headers, receiving the body, waiting for the client to take its
+    response) and closes those that stayed in it too long: no timer on the request
+    path, and slow clients are told apart from idle ones.
     """
 
     def initialize(
