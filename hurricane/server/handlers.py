@@ -3,7 +3,8 @@ media files): what their handlers share, and the body policy they all follow.
 
 One body policy for every server Hurricane runs: the app takes a body up to
 ``--max-body-size`` (spooled to disk once large, see :mod:`hurricane.server.body`);
-these applications take none. Tornado reads a request's body whole into memory
+these applications take none (a few bytes are tolerated, see IGNORED_BODY_LIMIT).
+Tornado reads a request's body whole into memory
 before any handler runs, so a body sent to them used to be held in memory up to
 Tornado's 100 MB limit: two 95 MB POSTs to ``/media/x`` or three to ``/metrics``
 took a pod past its 512 MiB limit. Here such a request is answered from its headers.
@@ -17,6 +18,11 @@ import tornado.web
 from tornado import httputil
 
 from hurricane.server.refusals import announced_length, refuse_and_close
+
+# A body up to this size is read and ignored, as by any handler that reads none:
+# clients POST a little JSON to probes (django-hurricane 1.6's own test client sends
+# "null"). A larger one, or one of unknown length (chunked), is refused unread.
+IGNORED_BODY_LIMIT = 4096
 
 #: What a refusal is: the status, a one-line message and any headers to add.
 Refusal = tuple[int, str, tuple[tuple[str, str], ...]]
@@ -40,8 +46,9 @@ class NotFoundHandler(HurricaneHandler):
 
 class BodilessApplication(httputil.HTTPServerConnectionDelegate):
     """A Tornado application that takes no request body. A request that announces one
-    is answered from its headers: 405 when the application does not take its method
-    anyway, else 413; either way the connection closes.
+    larger than IGNORED_BODY_LIMIT (or of unknown length) is answered from its
+    headers: 405 when the application does not take its method anyway, else 413;
+    either way the connection closes.
 
     Used as the probe port's server delegate as it is; on the app port, the request
     router asks :meth:`refusal` itself before handing a request over, since it
@@ -57,7 +64,8 @@ class BodilessApplication(httputil.HTTPServerConnectionDelegate):
         self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders
     ) -> Refusal | None:
         """How to refuse the request, or None to serve it."""
-        if announced_length(headers) == 0:
+        length = announced_length(headers)
+        if length is not None and length <= IGNORED_BODY_LIMIT:
             return None
         if start_line.method not in self.methods:
             return 405, "Method not allowed", (("Allow", self.allow),)

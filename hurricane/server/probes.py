@@ -22,7 +22,12 @@ from django.conf import settings
 
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer, log_tornado_request
 from hurricane.server.databases import bound_connection_waits
-from hurricane.server.handlers import BodilessApplication, HurricaneHandler, bodiless_application
+from hurricane.server.handlers import (
+    IGNORED_BODY_LIMIT,
+    BodilessApplication,
+    HurricaneHandler,
+    bodiless_application,
+)
 from hurricane.server.pool import WorkerPool
 
 if TYPE_CHECKING:
@@ -36,9 +41,9 @@ CHECK_TIMEOUT = 5.0
 # The probes take GET (the kubelet), HEAD and POST (django-hurricane 1.6 answered
 # it), never with a body: see hurricane.server.handlers.
 PROBE_METHODS = frozenset({"GET", "HEAD", "POST"})
-# Backstops below the body policy: Tornado itself reads no body on the probe port
-# and buffers little per connection.
-PROBE_MAX_BODY_SIZE = 0
+# Backstops below the body policy: Tornado itself reads no more than the body the
+# policy tolerates on the probe port, and buffers little per connection.
+PROBE_MAX_BODY_SIZE = IGNORED_BODY_LIMIT
 PROBE_MAX_BUFFER_SIZE = 1024 * 1024
 
 
