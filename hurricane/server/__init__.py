@@ -11,8 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hurricane.options import Options
+from hurricane.server.legacy import check_databases, signal_handler, static_watch
 
 logger = logging.getLogger("hurricane.server")
+
+__all__ = ["check_databases", "run_server", "signal_handler", "static_watch"]
 
 
 def run_server(options: Options) -> int:

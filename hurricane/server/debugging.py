@@ -9,8 +9,11 @@ that a project's setting cannot undo what the container's environment demands.""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
-from hurricane.options import Options
+from hurricane.options import DEBUGGER_OPTIONS, Options
+from hurricane.server.exceptions import IncompatibleOptions
 from hurricane.server.listening import (
     ListenError,
     addresses_for,
@@ -22,6 +25,7 @@ from hurricane.server.listening import (
 logger = logging.getLogger("hurricane.debugging")
 
 NEVER_IN_PRODUCTION = "it runs any code sent to it: never enable it in production"
+DEFAULT_DEBUGGER_PORT = next(o.default for o in DEBUGGER_OPTIONS if o.name == "debugger_port")
 
 
 class DebuggerError(Exception):
@@ -96,6 +100,9 @@ def start_debugpy(
 
 
 def connect_pycharm(host: str, port: int | None) -> None:
+    """Connect to a PyCharm debug server. Its package missing is an error; a port not
+    given, or a server that does not answer, is a warning and serving goes on (a
+    debug server is often started after the app, as with django-hurricane 1.6)."""
     try:
         import pydevd_pycharm
     except ImportError:
@@ -103,15 +110,57 @@ def connect_pycharm(host: str, port: int | None) -> None:
             "--pycharm-host needs pydevd-pycharm: pip install 'django-hurricane[pycharm]'"
         ) from None
     if port is None:
-        raise DebuggerError("--pycharm-host needs --pycharm-port")
+        logger.warning(
+            "No '--pycharm-port' was specified. The '--pycharm-host' option can only be "
+            "used in combination with the '--pycharm-port' option: not connecting to %s",
+            host,
+        )
+        return
     try:
         pydevd_pycharm.settrace(
             host, port=port, stdoutToServer=True, stderrToServer=True, suspend=False
         )
     except Exception as error:
-        raise DebuggerError(
-            f"could not connect to the PyCharm debug server at {host}:{port}: {error}"
-        ) from None
+        logger.warning(
+            "Could not connect to the PyCharm debug server at %s:%d (%s): serving without it",
+            host,
+            port,
+            error,
+        )
+        return
     logger.warning(
         "Connected to the PyCharm debug server at %s:%d; %s", host, port, NEVER_IN_PRODUCTION
     )
+
+
+# -- django-hurricane 1.6's API: options as a dict --------------------------------------------
+
+
+def setup_debugging(options: Mapping[str, Any]) -> None:
+    """Attach the debuggers ``options`` ask for (1.6's entry point, which refused
+    them together with the autoreloader; Hurricane's ``serve`` attaches them in the
+    reloaded process)."""
+    if options.get("autoreload") and (options.get("pycharm_host") or options.get("debugger")):
+        raise IncompatibleOptions("Autoreload and debugger are not compatible")
+    setup_debugpy(options)
+    setup_pycharm(options)
+
+
+def setup_debugpy(options: Mapping[str, Any]) -> None:
+    """debugpy on ``debugger_port`` (5678) if ``debugger``; a warning if it cannot."""
+    if not options.get("debugger"):
+        return
+    try:
+        start_debugpy(options.get("debugger_port") or DEFAULT_DEBUGGER_PORT)
+    except DebuggerError as error:
+        logger.warning("Ignoring --debugger: %s", error)
+
+
+def setup_pycharm(options: Mapping[str, Any]) -> None:
+    """Connect to the PyCharm debug server at ``pycharm_host``; a warning if it cannot."""
+    if not options.get("pycharm_host"):
+        return
+    try:
+        connect_pycharm(options["pycharm_host"], options.get("pycharm_port"))
+    except DebuggerError as error:
+        logger.warning("Ignoring --pycharm-host: %s", error)

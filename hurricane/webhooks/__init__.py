@@ -5,4 +5,7 @@ from hurricane.webhooks.webhook_types import LivenessWebhook, ReadinessWebhook, 
 for _webhook in (StartupWebhook, LivenessWebhook, ReadinessWebhook):
     registry.register(_webhook)
 
-__all__ = ["Webhook", "WebhookRegistry", "WebhookStatus", "registry"]
+# django-hurricane 1.6's name for the registry.
+webhook_registry = registry
+
+__all__ = ["Webhook", "WebhookRegistry", "WebhookStatus", "registry", "webhook_registry"]
