@@ -346,7 +346,7 @@ def test_out_of_file_descriptors_it_pauses_accepting_and_recovers(serve):
         for client in clients:
             client.close()
     line = (
-        rf"WARNING hurricane.server Cannot accept connections on port {server.port}: "
+        rf"WARNING hurricane.server.general Cannot accept connections on port {server.port}: "
         rf"Too many open files \(open files limit {in_use + 8}\); new connections wait in "
         r"the listen queue, accepting is retried every 0.1 s"
     )

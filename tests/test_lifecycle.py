@@ -162,7 +162,7 @@ def test_an_application_that_cannot_load_fails_the_start_up_with_its_cause(serve
     )
     assert server.wait_exit(30) == 1, server.output
     output = server.output
-    assert "ERROR hurricane.server Loading the application failed" in output
+    assert "ERROR hurricane.server.general Loading the application failed" in output
     assert output.count("No module named 'testproject.missing'") == 1, output
     assert "TypeError" not in output, output
     hook = webhook_receiver.wait_for(lambda item: item.get("type") == "startup", timeout=10)
@@ -399,8 +399,8 @@ def test_max_memory_below_a_fresh_process_says_so_once_and_does_not_loop(serve):
     assert status(server.url("/hello/")) == 200
     output = server.output
     assert re.search(
-        r"ERROR hurricane.server --max-memory 5 MB is below the \d+ MB this process takes as "
-        r"soon as it serves: a restart could not bring it under",
+        r"ERROR hurricane.server.general --max-memory 5 MB is below the \d+ MB this process "
+        r"takes as soon as it serves: a restart could not bring it under",
         output,
     ), output
     assert "restarting in place" not in output, output

@@ -79,9 +79,10 @@ def test_json_lines_for_access_startup_and_a_view_that_raises(serve):
     records = json_lines(stop(server))
 
     assert any(
-        r["logger"] == "hurricane.server" and r["message"].startswith("Serving on") for r in records
+        r["logger"] == "hurricane.server.general" and r["message"].startswith("Serving on")
+        for r in records
     )
-    access = [r for r in records if r["logger"] == "hurricane.access"]
+    access = [r for r in records if r["logger"] == "hurricane.server.access"]
     assert [r["path"] for r in access] == [
         "/hello/?q=1",
         "/hello/",
@@ -108,7 +109,7 @@ def test_json_lines_for_access_startup_and_a_view_that_raises(serve):
     assert raised[0]["level"] == "ERROR"
     assert raised[0]["traceback"].startswith("Traceback (most recent call last):")
     streamed = [r for r in records if "this stream always fails" in r.get("traceback", "")]
-    assert [r["logger"] for r in streamed] == ["hurricane.server"]
+    assert [r["logger"] for r in streamed] == ["hurricane.server.general"]
     warned = [r for r in records if "this view always warns" in r["message"]]
     assert [(r["logger"], r["level"]) for r in warned] == [("py.warnings", "WARNING")], records
 
@@ -165,8 +166,39 @@ def test_level_warning_from_the_command_line_hides_info_lines(serve):
     records = json_lines(stop(server))
 
     hurricane = [r for r in records if r["logger"].startswith("hurricane")]
-    assert [r["message"] for r in hurricane] == ["Error producing the response body"]
-    assert hurricane[0]["level"] == "ERROR"
+    # The 200's access line is below WARNING; the 500's is an error (as in 1.6).
+    assert [(r["level"], r["message"].split(" (")[0]) for r in hurricane] == [
+        ("ERROR", "Error producing the response body"),
+        ("ERROR", "500 GET /stream-error/"),
+    ]
+
+
+def test_a_logging_setting_written_for_django_hurricane_1_6_keeps_working(serve):
+    """1.6's logger names: a LOGGING that quietens hurricane.server.access (a common
+    setting) drops the access lines, and hurricane.server.general gets the rest."""
+    logging_setting = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"old": {"format": "OLD %(levelname)s %(name)s %(message)s"}},
+        "handlers": {
+            "old": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+                "formatter": "old",
+            }
+        },
+        "loggers": {
+            "hurricane.server.general": {"handlers": ["old"], "propagate": False},
+            "hurricane.server.access": {"level": "WARNING"},
+        },
+    }
+    server = serve(migrate=False, env={"TEST_SETTINGS": json.dumps({"LOGGING": logging_setting})})
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+    assert requests.get(server.url("/error/"), timeout=10).status_code == 500
+    wait_until(lambda: "500 GET /error/" in server.output, 10, "the error's access line", server)
+    output = stop(server)
+    assert "OLD INFO hurricane.server.general Serving on port" in output
+    assert "200 GET /hello/" not in output  # below WARNING
 
 
 def test_a_logging_setting_that_configures_hurricane_wins(serve):
@@ -192,14 +224,14 @@ def test_a_logging_setting_that_configures_hurricane_wins(serve):
         },
     )
     assert requests.get(server.url("/error/"), timeout=10).status_code == 500
-    wait_until(lambda: "MINE INFO hurricane.access 500 GET /error/" in server.output, 10)
+    wait_until(lambda: "MINE ERROR hurricane.server.access 500 GET /error/" in server.output, 10)
     lines = stop(server).splitlines()
 
     assert (
-        "MINE DEBUG hurricane.server Option log_level = 'DEBUG' "
+        "MINE DEBUG hurricane.server.general Option log_level = 'DEBUG' "
         "(from environment HURRICANE_LOG_LEVEL)"
     ) in lines
-    assert any(line.startswith("MINE INFO hurricane.server Serving on") for line in lines)
+    assert any(line.startswith("MINE INFO hurricane.server.general Serving on") for line in lines)
     others = json_lines("\n".join(line for line in lines if not line.startswith("MINE ")))
     # What the setting leaves alone is still JSON: Django's error, not Hurricane's lines.
     assert [r["logger"] for r in others] == ["django.request"]
@@ -252,7 +284,7 @@ def test_consume_in_json_writes_a_failing_handler_as_one_line(consume, broker):
     records = json_lines(stop(process))
     failed = [r for r in records if "handler failed on message bad" in r.get("traceback", "")]
     assert len(failed) == 1
-    assert failed[0]["logger"].startswith("hurricane.amqp")
+    assert failed[0]["logger"].startswith("hurricane.amqp.general")
 
 
 def test_the_entrypoint_summary_is_json_with_secrets_masked(tmp_path):
@@ -282,7 +314,7 @@ def test_through_the_entrypoint_a_bad_level_stops_serve_after_the_json_summary(t
     assert result.returncode == 1
     summary, error = json_lines(result.stderr)
     assert summary["message"].startswith("running ")
-    assert (error["level"], error["logger"]) == ("ERROR", "hurricane.server")
+    assert (error["level"], error["logger"]) == ("ERROR", "hurricane.server.general")
     assert error["message"] == (
         "invalid value 'loud' for --log-level (from environment "
         "HURRICANE_LOG_LEVEL): expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
@@ -365,7 +397,7 @@ def test_json_mode_start_up_failures_are_json_with_the_traceback_as_a_field(tmp_
     _, bad_option = run_serve(tmp_path, "--log-format", "json", "--max-headers", "many")
     assert bad_option.returncode == 1 and bad_option.stdout == ""
     [fatal] = json_lines(bad_option.stderr)
-    assert (fatal["level"], fatal["logger"]) == ("ERROR", "hurricane.server")
+    assert (fatal["level"], fatal["logger"]) == ("ERROR", "hurricane.server.general")
     assert fatal["message"].startswith("invalid value 'many' for --max-headers")
 
 

@@ -246,8 +246,8 @@ def test_more_processes_than_cores_is_a_warning(serve):
     server = serve("--processes", str(count))
     assert pid_of_response(server)
     assert (
-        f"WARNING hurricane.server --processes {count} is more than the {round(cores, 2):g} "
-        "core(s) this container may use (its cpuset and CPU limit)"
+        f"WARNING hurricane.server.general --processes {count} is more than the "
+        f"{round(cores, 2):g} core(s) this container may use (its cpuset and CPU limit)"
     ) in server.output, server.output
 
 

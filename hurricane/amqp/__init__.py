@@ -11,4 +11,4 @@ the same probes, metrics and webhooks as ``serve``.
 
 import logging
 
-logger = logging.getLogger("hurricane.amqp")
+logger = logging.getLogger("hurricane.amqp.general")

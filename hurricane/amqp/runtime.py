@@ -25,7 +25,7 @@ from hurricane.server.probes import make_probe_application, probe_http_server
 from hurricane.server.runtime import bind_probe_port, exit_on_second_signal, wait_for_delivery
 from hurricane.server.state import ProbeState
 
-logger = logging.getLogger("hurricane.amqp")
+logger = logging.getLogger("hurricane.amqp.general")
 
 
 def load_handler(path: str) -> type[_AMQPConsumer]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from hurricane.options import Options
 from hurricane.server.legacy import check_databases, signal_handler, static_watch
 
-logger = logging.getLogger("hurricane.server")
+logger = logging.getLogger("hurricane.server.general")
 
 __all__ = ["check_databases", "run_server", "signal_handler", "static_watch"]
 

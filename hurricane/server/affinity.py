@@ -21,7 +21,7 @@ import random
 import time
 from typing import NamedTuple
 
-logger = logging.getLogger("hurricane.server")
+logger = logging.getLogger("hurricane.server.general")
 
 AFFINITY_MODES = ("auto", "off")
 # How often, and over what window, the others' use of the core is judged; jittered

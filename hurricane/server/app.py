@@ -31,8 +31,8 @@ from hurricane.server.wsgi import ResponseSink
 if TYPE_CHECKING:
     from hurricane.server.runtime import ServerState
 
-access_logger = logging.getLogger("hurricane.access")
-logger = logging.getLogger("hurricane.server")
+access_logger = logging.getLogger("hurricane.server.access")
+logger = logging.getLogger("hurricane.server.general")
 
 
 def log_access(
@@ -44,8 +44,11 @@ def log_access(
     headers: httputil.HTTPHeaders | None = None,
 ) -> None:
     """The one access-log record, for app, file and (with LOG_PROBES) probe requests:
-    its message is the text line, its fields (``extra``) the JSON format's keys."""
-    if not access_logger.isEnabledFor(logging.INFO):
+    its message is the text line, its fields (``extra``) the JSON format's keys. Its
+    level follows the status, as django-hurricane 1.6's did: INFO below 400, WARNING
+    for 4xx, ERROR for 5xx (a logger set to WARNING keeps the failures)."""
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if not access_logger.isEnabledFor(level):
         return  # runs for every request: build nothing that nobody reads
     milliseconds = seconds * 1000.0
     fields = {
@@ -62,8 +65,8 @@ def log_access(
         traceparent = headers.get("traceparent")
         if traceparent is not None:
             fields["traceparent"] = traceparent
-    access_logger.info(
-        "%d %s %s (%s) %.2fms", status, method, path, remote_ip, milliseconds, extra=fields
+    access_logger.log(
+        level, "%d %s %s (%s) %.2fms", status, method, path, remote_ip, milliseconds, extra=fields
     )
 
 

@@ -39,7 +39,7 @@ from hurricane.server.wsgi import (
     split_target,
 )
 
-logger = logging.getLogger("hurricane.server")
+logger = logging.getLogger("hurricane.server.general")
 
 ASGI_VERSIONS = {"version": "3.0", "spec_version": "2.3"}
 

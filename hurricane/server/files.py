@@ -24,7 +24,7 @@ import tornado.web
 
 from hurricane.server.handlers import BodilessApplication, HurricaneHandler, bodiless_application
 
-logger = logging.getLogger("hurricane.server")
+logger = logging.getLogger("hurricane.server.general")
 
 FILE_METHODS = frozenset({"GET", "HEAD"})
 # Types a browser runs scripts in when the file is opened as a page.

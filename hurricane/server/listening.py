@@ -22,7 +22,7 @@ import ipaddress
 import logging
 import socket
 
-logger = logging.getLogger("hurricane.server")
+logger = logging.getLogger("hurricane.server.general")
 
 # Connections the kernel queues for accept(): Tornado's default, kept.
 LISTEN_BACKLOG = 128

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-logger = logging.getLogger("hurricane.server")
+logger = logging.getLogger("hurricane.server.general")
 
 
 # The adaptive pool's monitor looks at the queue this often, and judges the CPU over

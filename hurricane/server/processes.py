@@ -42,7 +42,7 @@ from hurricane.server.runtime import (
     hand_on_sockets,
 )
 
-logger = logging.getLogger("hurricane.server")
+logger = logging.getLogger("hurricane.server.general")
 
 # Set by the supervisor for each serving process it starts.
 PROCESS_INDEX_VARIABLE = "HURRICANE_PROCESS_INDEX"

@@ -39,7 +39,7 @@ from hurricane.server.startup import StartupError, StartupFailed, run_startup_ta
 from hurricane.server.state import ProbeState
 from hurricane.server.wsgi import HurricaneWSGIContainer
 
-logger = logging.getLogger("hurricane.server")
+logger = logging.getLogger("hurricane.server.general")
 
 # Listening sockets handed to the next process by an in-place restart, as
 # "port=fd,port=fd"; the next process serves them without start-up tasks.

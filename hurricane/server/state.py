@@ -13,7 +13,7 @@ from typing import Any
 from hurricane.metrics.requests import HealthMetric, ReadinessMetric, StartupTimeMetric
 from hurricane.server.probes import ProbeChecks
 
-logger = logging.getLogger("hurricane.server")
+logger = logging.getLogger("hurricane.server.general")
 
 
 class ProbeState:

@@ -27,7 +27,7 @@ from hurricane.server.body import Body, body_length, body_stream
 from hurricane.server.forwarded import TrustedProxies
 from hurricane.server.pool import WorkerPool
 
-logger = logging.getLogger("hurricane.server")
+logger = logging.getLogger("hurricane.server.general")
 
 # Seconds a worker waits for the loop to hand one streamed chunk to the socket
 # before it gives up on a client that stopped reading.

@@ -17,7 +17,7 @@ class Command(HurricaneCommand):
         "AMQP_HOST, AMQP_PORT, AMQP_VHOST, AMQP_USER and AMQP_PASSWORD."
     )
     option_spec = CONSUME_OPTIONS
-    logger_name = "hurricane.amqp"
+    logger_name = "hurricane.amqp.general"
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument(

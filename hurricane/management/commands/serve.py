@@ -13,7 +13,7 @@ class Command(HurricaneCommand):
         "setting or environment variable HURRICANE_<OPTION> (e.g. HURRICANE_PROBE_PORT)."
     )
     option_spec = SERVE_OPTIONS
-    logger_name = "hurricane.server"
+    logger_name = "hurricane.server.general"
 
     def start(self, options: Options) -> int:
         from hurricane.server import run_server
