@@ -239,7 +239,7 @@ def test_consume_probes_on_the_interface(consume, broker, outside_ip):
     )
     started_at(process, outside_ip, process.probe_port)
     assert not accepts("127.0.0.1", process.probe_port)
-    assert f"Probes answer on http://{outside_ip}:{process.probe_port}" in process.output
+    assert f": http://{outside_ip}:{process.probe_port}" in process.output
 
 
 # -- one line and a non-zero exit ---------------------------------------------------------

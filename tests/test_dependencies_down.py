@@ -446,8 +446,9 @@ def test_migration_check_against_a_hung_database_keeps_looking_and_stops_on_sigt
             migrate=False,
             wait=False,
         )  # fmt: skip
+        waiting = "Waiting for migrations: Database command execution has failed with"
         server.wait_for(
-            lambda: "Waiting for migrations: database 'default' does not answer" in server.output,
+            lambda: waiting in server.output,
             timeout=20,
             what="the migration check to say what it waits for",
         )

@@ -692,7 +692,9 @@ def test_pycharm_without_its_package_names_the_extra(serve):
     pycharm_port = free_port()
     server = serve("--pycharm-host", "127.0.0.1", "--pycharm-port", str(pycharm_port), wait=False)
     assert server.wait_exit(30) != 0
-    lines = [line for line in server.output.splitlines() if line.strip()]
+    # The banner, then one line that says what to install.
+    banner, *lines = [line for line in server.output.splitlines() if line.strip()]
+    assert "Tornado-powered Django web server" in banner
     assert len(lines) == 1, server.output
     assert "django-hurricane[pycharm]" in lines[0]
     assert not port_open(server.port)

@@ -388,7 +388,8 @@ def test_json_mode_start_up_failures_are_json_with_the_traceback_as_a_field(tmp_
     flag.touch()  # the test project's check testapp.E001 fails
     _, failed_check = run_serve(tmp_path, "--log-format", "json", TEST_LIVENESS_FAIL_FLAG=str(flag))
     assert failed_check.returncode == 1
-    [check] = json_lines(failed_check.stdout)
+    [banner, check] = json_lines(failed_check.stdout)
+    assert banner["message"].startswith("Tornado-powered Django web server. Version: ")
     assert (check["level"], check["check_id"]) == ("ERROR", "testapp.E001")
     assert check["message"] == "?: (testapp.E001) liveness flag file exists"
     [fatal] = json_lines(failed_check.stderr)

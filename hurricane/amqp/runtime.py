@@ -172,7 +172,9 @@ class Consumer:
             )
             sockets = bind_probe_port(options, options.probe_port, {})
             self.probe_server.add_sockets(sockets)
-            logger.info("Probes answer on %s", urls_of(sockets))
+            logger.info(
+                "Probe application running on port %d: %s", options.probe_port, urls_of(sockets)
+            )
         try:
             await client.consume(options.reconnect)
         except BrokerError as error:
@@ -207,4 +209,4 @@ def run_consumer(options: Options) -> int:
         consumer.handle_signals = handle_signals
         return consumer.run()
 
-    return run_process(options, run)
+    return run_process(options, run, banner="Starting a Tornado-powered Django AMQP consumer")

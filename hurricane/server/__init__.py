@@ -27,6 +27,7 @@ def run_server(options: Options) -> int:
     if child is not None:  # one of the serving processes of ``--processes N``
         served = child_options(options)
         return run_process(served, lambda handle_signals: Server(served, True, child).run())
+    banner = f"Tornado-powered Django web server. Version: {hurricane_version()}"
 
     def watch() -> None:
         watch_static_files(Path(options.static_watch).resolve())
@@ -37,23 +38,35 @@ def run_server(options: Options) -> int:
         if options.autoreload:
             raise StartupError("--processes and --autoreload cannot be combined")
         return run_process(
-            options, lambda handle_signals: Supervisor(options, handle_signals).run()
+            options, lambda handle_signals: Supervisor(options, handle_signals).run(), banner=banner
         )
     return run_process(
         options,
         lambda handle_signals: Server(options, handle_signals).run(),
         watch if options.static_watch else None,
+        banner=banner,
     )
+
+
+def hurricane_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("django-hurricane")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
 
 
 def run_process(
     options: Options,
     run: Callable[[bool], int],
     also_in_process: Callable[[], None] | None = None,
+    banner: str | None = None,
 ) -> int:
     """Set up logging and debuggers, then ``run(handle_signals)`` (the serve or consume
     runtime) and return its exit code; with ``--autoreload``, in a child process that
-    Django's reloader restarts when code changes."""
+    Django's reloader restarts when code changes. ``banner`` is the first line logged
+    (django-hurricane 1.6's, which scripts wait for)."""
     from django.conf import settings
 
     from hurricane.server.debugging import refuse_forbidden_debugger
@@ -63,6 +76,8 @@ def run_process(
 
     refuse_forbidden_debugger(options)
     configure_logging(options, settings)
+    if banner and INHERITED_SOCKETS_VARIABLE not in os.environ:  # not after a restart
+        logger.info("%s", banner)
     log_options(options)
     if not options.skip_checks and INHERITED_SOCKETS_VARIABLE not in os.environ:
         # Once per start: not again in the serving processes of --processes, nor
@@ -75,6 +90,7 @@ def run_process(
     from django.utils import autoreload
 
     def inner_run() -> None:
+        logger.info("Autoreload was performed")
         attach_debuggers(options)
         if also_in_process is not None:
             also_in_process()
@@ -126,6 +142,11 @@ def watch_static_files(root: Path, interval: float = 1.0) -> None:
             call_command("collectstatic", interactive=False, verbosity=0)
         except Exception:
             logger.exception("collectstatic failed")
+
+    if not root.exists():
+        logger.error("Tried to watch %s, but it does not exist.", root)
+        return
+    logger.info("Watching path %s.", root)
 
     def watch() -> None:
         seen = snapshot()

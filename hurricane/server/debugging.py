@@ -96,7 +96,13 @@ def start_debugpy(
             f"debugpy could not listen on port {port} (--debugger-port): {error}"
         ) from None
     where = "every interface" if interface is None else shown_address(host)
-    logger.warning("debugpy listens on port %d of %s; %s", port, where, NEVER_IN_PRODUCTION)
+    logger.warning(
+        "Listening for debug clients at port %d: debugpy listens on port %d of %s; %s",
+        port,
+        port,
+        where,
+        NEVER_IN_PRODUCTION,
+    )
 
 
 def connect_pycharm(host: str, port: int | None) -> None:

@@ -98,11 +98,18 @@ def make_file_application(
             logger.warning("Not serving %s: its URL or root is not a local path", setting)
             return
         prefix = "/" + url.strip("/") + "/"
+        what = "media" if user_uploads else "static"
+        logger.info("Serving %s files under %s from %s", what, prefix, root)
         arguments = {"path": str(root), "sandbox_active_types": user_uploads}
         handlers.append((re.escape(prefix) + "(.*)", FileHandler, arguments))
         prefixes.append(prefix)
 
-    if options.static and not (settings.DEBUG and staticfiles_installed()):
+    if options.static and settings.DEBUG and staticfiles_installed():
+        # Django's application serves them (runserver's way, hurricane.server.runtime).
+        logger.info(
+            "Serving static files under %s through the finders (DEBUG)", settings.STATIC_URL
+        )
+    elif options.static:
         add(settings.STATIC_URL, settings.STATIC_ROOT, "STATIC_ROOT", user_uploads=False)
     if options.media:
         add(settings.MEDIA_URL, settings.MEDIA_ROOT, "MEDIA_ROOT", user_uploads=True)

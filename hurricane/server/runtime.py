@@ -300,6 +300,7 @@ class Server:
                 " after an in-place restart" if restarted else "",
             )
         else:
+            logger.info("Starting HTTP Server on port %d", self.port)
             if self.options.no_probe:
                 probes = "off"
             elif self.same_port:
@@ -319,6 +320,8 @@ class Server:
             )
         if self.options.max_memory:
             self.watch_memory(loop)
+        elif self.child is None:
+            logger.info("Starting without memory allocation check")
         await self.stopping
         return self.exit_code
 
@@ -371,6 +374,8 @@ class Server:
         self.probe_app = None
         self.probe_paths: frozenset[str] = frozenset()
         if options.no_probe:
+            logger.info("No probe application running")
+            logger.info("Running without Prometheus exporter, because --no-probe flag was set")
             return
         self.probe_app = make_probe_application(self.state, options)
         self.probe_paths = probe_paths(options, self.state.http_metrics is not None)
@@ -380,6 +385,12 @@ class Server:
                     "Ignoring %s: the probes answer on the app port (--app-interface)",
                     described_option(options, "interface"),
                 )
+            logger.info(
+                "Starting probe application with routes %s running integrated on port %d",
+                probe_routes(options),
+                self.port,
+            )
+            log_metrics_exporter(options, self.port)
             # The app port opens now, answering probes; app requests get 503 until
             # start-up is done.
             self.open_app_port(inherited)
@@ -389,7 +400,13 @@ class Server:
             self.probe_app, sockets, ConnectionLimits.from_options(options)
         )
         self.probe_urls = urls_of(sockets)
-        logger.info("Probes answer on %s", self.probe_urls)
+        logger.info(
+            "Starting probe application running on port %d with route %s: %s",
+            self.probe_port,
+            probe_routes(options),
+            self.probe_urls,
+        )
+        log_metrics_exporter(options, self.probe_port)
 
     async def run_startup_tasks(self) -> bool:
         options = self.options
@@ -617,6 +634,10 @@ class Server:
         once and leave it."""
         used = resident_memory_mb()
         if used <= self.options.max_memory:
+            logger.info(
+                "Starting memory allocation check with maximum memory set to %d Mb",
+                self.options.max_memory,
+            )
             loop.call_later(MEMORY_CHECK_INTERVAL, self.check_memory)
             return
         logger.error(
@@ -634,7 +655,8 @@ class Server:
         used = resident_memory_mb()
         if used > self.options.max_memory:
             logger.warning(
-                "Memory %.0f MB is over --max-memory %d MB: restarting in place",
+                "Memory (rss) usage is too high. Restarting. Current memory usage is %.0f Mb, "
+                "over --max-memory %d MB: restarting in place",
                 used,
                 self.options.max_memory,
             )
@@ -655,3 +677,21 @@ class Server:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, sys.orig_argv)
+
+
+def probe_routes(options: Any) -> str:
+    """The probes' paths, as the start-up log names them (django-hurricane 1.6's words)."""
+    return (
+        f"liveness-probe: {options.liveness_probe}, readiness-probe: "
+        f"{options.readiness_probe}, startup-probe: {options.startup_probe}"
+    )
+
+
+def log_metrics_exporter(options: Any, port: int) -> None:
+    """Say where /metrics answers, or why it does not (1.6's words)."""
+    if options.no_metrics:
+        logger.info("Running without Prometheus exporter, because --no-metrics flag was set")
+    else:
+        logger.info(
+            "Starting Prometheus metrics exporter on port %d with route %s", port, options.metrics
+        )

@@ -69,6 +69,8 @@ def run_management_commands(commands: list[list[str]], json_output: bool = False
     file, and a failure's message masks every word of the command."""
     variable = variable_of("command")
     secret = is_secret(variable)
+    if commands:
+        logger.info("Starting execution of management commands")
     for number, words in enumerate(commands, 1):
         line = shlex.join(words)
         shown = f"{MASK} (command {number} of {variable}_FILE)" if secret else line
@@ -124,10 +126,14 @@ def wait_for_migrations(apply: bool, stop: threading.Event, json_output: bool = 
                         + (" ..." if len(pending) > 5 else "")
                     )
             except Exception as error:
-                problems.append(f"database {alias!r} does not answer: {error}".strip())
+                # django-hurricane 1.6's words, and then which database.
+                problems.append(
+                    f"Database command execution has failed with {error} (database {alias!r})"
+                )
                 connections[alias].close()
         if not problems:
-            logger.info("No migration pending")
+            logger.info("Database was checked successfully")
+            logger.info("No pending migrations")
             return True
         report = "; ".join(problems)
         if report != last_report:
