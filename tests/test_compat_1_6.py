@@ -144,6 +144,30 @@ def test_the_harness_starts_a_server_reads_its_output_and_stops_it(tmp_path, mon
         sock.bind(("127.0.0.1", port))
 
 
+def test_the_harness_takes_a_port_whose_server_just_stopped(tmp_path, monkeypatch):
+    """A server that closed its connections first leaves them in TIME_WAIT on its
+    port for a minute: the next test's driver must still find the port free."""
+    monkeypatch.chdir(TEST_PROJECT)
+    for key, value in base_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    port = free_port()
+
+    class Driver(HurricaneServerDriver):
+        ports = (port, port + 1)
+
+    first = Driver()
+    first.start_server(["--port", str(port)], coverage=False)
+    session = requests.Session()  # a kept connection, which the draining server closes
+    assert session.get(f"http://127.0.0.1:{port + 1}/alive", timeout=10).status_code == 200
+    first.stop_server()
+    second = Driver()
+    second.start_server(["--port", str(port)], coverage=False)
+    try:
+        assert session.get(f"http://127.0.0.1:{port + 1}/alive", timeout=10).status_code == 200
+    finally:
+        second.stop_server()
+
+
 def test_the_harness_refuses_a_taken_port():
     from hurricane.testing import BusyPortException
 

@@ -65,6 +65,9 @@ class HurricaneBaseDriver:
     def __init__(self) -> None:
         for port in self.ports:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                # As a server binds: connections of a server stopped a moment ago
+                # (TIME_WAIT) do not make the port busy, a listening socket does.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     sock.bind(("127.0.0.1", port))
                 except OSError:
