@@ -5,16 +5,19 @@ Each option is looked up in this order: the command line, the Django setting
 django-hurricane 1.6 read (:data:`DJANGO_HURRICANE_16_NAMES`, with a deprecation
 warning), the default. Values are parsed and validated here, once; a bad value raises
 :class:`OptionError` with one line naming the option, where the value came from and
-what was expected. Nothing else in Hurricane reads ``os.environ`` for these options.
+what was expected. A ``HURRICANE_*`` setting or variable that nothing reads is
+warned about with the name closest to it. Nothing else in Hurricane reads
+``os.environ`` for these options.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -854,7 +857,7 @@ class Options:
     ) -> None:
         self.__dict__.update(values)
         self.sources = sources
-        # To log once logging is set up: names of django-hurricane 1.6.
+        # To log once logging is set up: names of django-hurricane 1.6, misspelt names.
         self.warnings = list(warnings)
 
     def shown(self, name: str) -> Any:
@@ -974,7 +977,8 @@ def resolve(
 ) -> Options:
     """Resolve every option: command line, then Django settings, then environment,
     then the names of django-hurricane 1.6 (a safety switch: on from any of them).
-    The warnings to log come with the options: one for each 1.6 name given."""
+    The warnings to log come with the options: one for each 1.6 name given, one for
+    each HURRICANE_* setting or variable that nothing reads."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -991,4 +995,54 @@ def resolve(
         warnings += [
             old_name_warning(option, each, sources[option.name]) for each in given if each.old
         ]
+    warnings += unknown_names((name for name in dir(settings) if name.isupper()), "setting")
+    warnings += unknown_names(environ, "environment variable")
     return Options(values, sources, warnings)
+
+
+# HURRICANE_* names that are no option, and so no misspelling of one either.
+OTHER_NAMES = frozenset(
+    {
+        "HURRICANE_VERSION",  # a setting: the version the webhooks report
+        "HURRICANE_FROM_FILES",  # what the image's entrypoint read from files (masking)
+        "HURRICANE_INHERITED_SOCKETS",  # listeners handed on to an in-place restart
+        "HURRICANE_PROCESS_INDEX",  # a serving process of --processes
+        "HURRICANE_PROCESS_DIR",
+        "HURRICANE_APP_DIR",  # the image's entrypoint's own
+        "HURRICANE_FILE_VARS",
+        "HURRICANE_IMAGE_CACHE",  # image/podman's, on a developer's machine
+    }
+)
+KNOWN_NAMES = OTHER_NAMES | {option.variable for option in (*SERVE_OPTIONS, *CONSUME_OPTIONS)}
+OLD_NAMES = frozenset(
+    name for option in SERVE_OPTIONS for name in option.old_names if name.startswith(PREFIX)
+)
+
+
+def closest_name(name: str) -> str | None:
+    """The known HURRICANE_* name closest to ``name``, if one is close (compared
+    without the prefix, which every candidate shares)."""
+    candidates = {known.removeprefix(PREFIX): known for known in KNOWN_NAMES}
+    found = difflib.get_close_matches(name.upper().removeprefix(PREFIX), candidates, 1, 0.6)
+    return candidates[found[0]] if found else None
+
+
+def unknown_names(names: Iterable[str], kind: str) -> list[str]:
+    """A warning for each name in ``names`` that begins with HURRICANE_ (in any case)
+    and that no part of Hurricane reads, naming the known one closest to it. ``kind``:
+    "setting" or "environment variable"."""
+    warnings = []
+    for name in sorted(names):
+        if not name.upper().startswith(PREFIX) or name in KNOWN_NAMES or name in OLD_NAMES:
+            continue
+        read_from = name.removesuffix("_FILE")
+        if kind == "environment variable" and read_from != name and read_from in KNOWN_NAMES:
+            warnings.append(
+                f"Environment variable {name} is not read: the image's entrypoint reads "
+                f"<NAME>_FILE variables; here, set {read_from} itself"
+            )
+            continue
+        closest = closest_name(name)
+        hint = f"; did you mean {closest}?" if closest else ""
+        warnings.append(f"Unknown {kind} {name}: Hurricane does not read it{hint}")
+    return warnings

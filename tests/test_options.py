@@ -1,6 +1,7 @@
 """The options resolver: precedence, parsing, and one clear line for a bad value."""
 
 import json
+import re
 import subprocess
 import sys
 import types
@@ -9,9 +10,11 @@ import pytest
 import requests
 
 from conftest import (
+    ROOT,
     TEST_PROJECT,
     ServeProcess,
     base_env,
+    consumer_args,
     free_port,
     port_open,
     run_serve,
@@ -19,9 +22,12 @@ from conftest import (
 from hurricane.options import (
     CONSUME_OPTIONS,
     DJANGO_HURRICANE_16_NAMES,
+    KNOWN_NAMES,
+    OLD_NAMES,
     SERVE_OPTIONS,
     OptionError,
     resolve,
+    unknown_names,
 )
 from hurricane.server import eventloop
 
@@ -168,6 +174,49 @@ def test_a_bad_16_value_is_an_error_unless_a_hurricane_name_wins():
     assert shadowed.static is False
 
 
+@pytest.mark.parametrize(
+    "name,closest",
+    [
+        ("HURRICANE_PROT", "HURRICANE_PORT"),
+        ("HURRICANE_SHUTDOWN_DELAI", "HURRICANE_SHUTDOWN_DELAY"),
+        ("HURRICANE_PREFECH", "HURRICANE_PREFETCH"),
+        ("HURRICANE_APPDIR", "HURRICANE_APP_DIR"),
+        ("hurricane_workers", "HURRICANE_WORKERS"),
+    ],
+)
+def test_a_misspelt_name_is_warned_about_with_the_closest(name, closest):
+    assert unknown_names([name], "environment variable") == [
+        f"Unknown environment variable {name}: Hurricane does not read it; did you mean {closest}?"
+    ]
+
+
+def test_unknown_names_without_a_close_one_and_file_variables():
+    assert unknown_names(["HURRICANE_ZEBRA"], "setting") == [
+        "Unknown setting HURRICANE_ZEBRA: Hurricane does not read it"
+    ]
+    assert unknown_names(["HURRICANE_WEBHOOK_SECRET_FILE"], "environment variable") == [
+        "Environment variable HURRICANE_WEBHOOK_SECRET_FILE is not read: the image's "
+        "entrypoint reads <NAME>_FILE variables; here, set HURRICANE_WEBHOOK_SECRET itself"
+    ]
+    known = [*KNOWN_NAMES, *OLD_NAMES, "PORT", "AMQP_HOST", "HURRICANEPORT"]
+    assert unknown_names(known, "environment variable") == []
+
+
+def test_every_hurricane_name_the_code_uses_is_known():
+    """The runtime, the entrypoint, the image and the manifests use no HURRICANE_* name
+    that Hurricane would warn about as unknown (<NAME>_FILE: the entrypoint reads it)."""
+    files = [ROOT / "Dockerfile", ROOT / "docker-bake.hcl"]
+    for folder in ("hurricane", "entrypoint", "image", "k8s-manifests", "examples"):
+        files += (ROOT / folder).rglob("*")
+    used = set()
+    for path in files:
+        if path.is_file() and path.suffix != ".pyc":
+            found = re.findall(r"\bHURRICANE_[A-Z0-9_]*\b", path.read_text(errors="replace"))
+            used |= {name.removesuffix("_FILE") for name in found}
+    used.discard("HURRICANE_")  # a prefix, in the entrypoint and the manifests' comments
+    assert "HURRICANE_APP_DIR" in used and unknown_names(used, "setting") == []
+
+
 def test_serve_reads_the_settings_of_django_hurricane_16(tmp_path):
     """A project's 1.6 settings, unchanged: the app on PORT, the liveness probe on
     LIVENESS_PROBE, media served, COMMAND run; a readiness path from the environment
@@ -212,6 +261,54 @@ def test_serve_reads_the_settings_of_django_hurricane_16(tmp_path):
         == 1
     )
     assert " DEBUG " not in output
+
+
+@pytest.mark.parametrize("restarting", [["--processes", "2"], ["--autoreload"]])
+def test_serve_warns_once_about_misspelt_names(serve, restarting):
+    """Once per start: not again in each serving process of --processes, nor in the
+    process the autoreloader runs."""
+    server = serve(
+        *restarting,
+        env={
+            "HURRICANE_PROT": "9000",
+            "TEST_SETTINGS": json.dumps({"HURRICANE_WORKRS": 4}),
+        },
+    )
+    server.wait_for(lambda: "Serving on port" in server.output, what="serving")
+    output = server.output
+    assert (
+        output.count(
+            "WARNING hurricane.server Unknown environment variable HURRICANE_PROT: Hurricane does "
+            "not read it; did you mean HURRICANE_PORT?"
+        )
+        == 1
+    )
+    assert (
+        output.count(
+            "WARNING hurricane.server Unknown setting HURRICANE_WORKRS: Hurricane does not read "
+            "it; did you mean HURRICANE_WORKERS?"
+        )
+        == 1
+    )
+
+
+def test_consume_warns_about_misspelt_names_and_reads_no_16_name(consume, broker):
+    consumer = consume(
+        *consumer_args(broker.names()),
+        env={
+            "HURRICANE_PREFECH": "5",
+            "TEST_SETTINGS": json.dumps({"LIVENESS_PROBE": "/veryalive"}),
+        },
+    )
+    assert requests.get(consumer.probe("/alive"), timeout=5).status_code == 200
+    assert (
+        consumer.output.count(
+            "Unknown environment variable HURRICANE_PREFECH: Hurricane does not read it; did you "
+            "mean HURRICANE_PREFETCH?"
+        )
+        == 1
+    )
+    assert "LIVENESS_PROBE" not in consumer.output
 
 
 @pytest.mark.parametrize(
