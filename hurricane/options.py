@@ -1,20 +1,23 @@
 """One resolver for every option of ``serve`` and ``consume``.
 
 Each option is looked up in this order: the command line, the Django setting
-``HURRICANE_<NAME>``, the environment variable ``HURRICANE_<NAME>``, the
-default. Values are parsed and validated here, once; a bad value raises
-:class:`OptionError` with one line naming the option, where the value came
-from and what was expected. Nothing else in Hurricane reads ``os.environ``
-for these options.
+``HURRICANE_<NAME>``, the environment variable ``HURRICANE_<NAME>``, the names
+django-hurricane 1.6 read (:data:`DJANGO_HURRICANE_16_NAMES`, with a deprecation
+warning), the default. Values are parsed and validated here, once; a bad value raises
+:class:`OptionError` with one line naming the option, where the value came from and
+what was expected. A ``HURRICANE_*`` setting or variable that nothing reads is
+warned about with the name closest to it. Nothing else in Hurricane reads
+``os.environ`` for these options.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -185,7 +188,9 @@ def parse_commands(value: Any) -> list[list[str]]:
     """Management commands, each a command line such as ``"compilemessages --no-color"``.
 
     From the environment or a setting given as text, one command per line;
-    from a setting given as a list, one command per item.
+    from a setting given as a list, one command per item: a command line, or a list
+    of its words (a list of one text is a command line, as django-hurricane 1.6's
+    setting COMMAND held them: ``[["migrate --noinput"]]``).
     """
     if isinstance(value, str):
         lines = value.splitlines()
@@ -195,6 +200,8 @@ def parse_commands(value: Any) -> list[list[str]]:
         raise ValueError("management commands, one per line")
     commands = []
     for line in lines:
+        if isinstance(line, (list, tuple)) and len(line) == 1 and isinstance(line[0], str):
+            line = line[0]
         if isinstance(line, (list, tuple)):
             words = [str(word) for word in line]
         elif isinstance(line, str):
@@ -298,7 +305,10 @@ class Option:
     metavar: str | None = None
     repeatable: bool = False
     env_name: str | None = None  # defaults to HURRICANE_<NAME>
-    aliases: tuple[str, ...] = field(default_factory=tuple)
+    # Names read after the variable, with a deprecation warning: those of django-hurricane
+    # 1.6. A HURRICANE_* one is read as a setting and from the environment; any other
+    # as a setting only (an environment variable PORT belongs to the platform).
+    old_names: tuple[str, ...] = field(default_factory=tuple)
     # A safety switch: on when any source turns it on, whatever the others say, so
     # that a project's setting cannot undo what the container's environment demands.
     on_from_any_source: bool = False
@@ -627,6 +637,48 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     *DEBUGGER_OPTIONS,
 )
 
+# The Django settings django-hurricane 1.6 read for serve: each option's name without
+# the HURRICANE_ prefix; for --command also its variable HURRICANE_COMMAND. Not its
+# DEBUG (for --debug): that is Django's own setting, and a project's DEBUG = True
+# must not turn on Tornado's debug mode. Its consume read none of these.
+DJANGO_HURRICANE_16_NAMES: dict[str, tuple[str, ...]] = {
+    **{
+        name: (name.upper(),)
+        for name in (
+            "static",
+            "media",
+            "autoreload",
+            "port",
+            "metrics",
+            "liveness_probe",
+            "readiness_probe",
+            "startup_probe",
+            "probe_port",
+            "req_queue_len",
+            "no_probe",
+            "no_metrics",
+            "check_migrations",
+            "check_migrations_apply",
+            "debugger",
+            "debugger_port",
+            "webhook_url",
+            "max_lifetime",
+            "max_memory",
+            "workers",
+            "static_watch",
+            "pycharm_host",
+            "pycharm_port",
+            "max_body_size",
+            "max_buffer_size",
+        )
+    },
+    "command": ("HURRICANE_COMMAND", "COMMAND"),
+}
+SERVE_OPTIONS = tuple(
+    replace(option, old_names=DJANGO_HURRICANE_16_NAMES.get(option.name, ()))
+    for option in SERVE_OPTIONS
+)
+
 
 # The broker's credentials: read by ``consume`` and by AMQPClient users start
 # themselves. Settings and environment variables without the HURRICANE_ prefix, as
@@ -800,16 +852,20 @@ def variable_of(name: str) -> str:
 class Options:
     """Resolved option values, as attributes (``options.probe_port``)."""
 
-    def __init__(self, values: dict[str, Any], sources: dict[str, str]) -> None:
+    def __init__(
+        self, values: dict[str, Any], sources: dict[str, str], warnings: Sequence[str] = ()
+    ) -> None:
         self.__dict__.update(values)
         self.sources = sources
+        # To log once logging is set up: names of django-hurricane 1.6, misspelt names.
+        self.warnings = list(warnings)
 
     def shown(self, name: str) -> Any:
         """The value of option ``name`` as a log may show it (hurricane.masking)."""
         return shown_value(variable_of(name), getattr(self, name))
 
     def __repr__(self) -> str:
-        values = {name: self.shown(name) for name in self.__dict__ if name != "sources"}
+        values = {name: self.shown(name) for name in self.sources}
         return f"Options({values})"
 
 
@@ -847,21 +903,39 @@ def add_arguments(parser: argparse.ArgumentParser, options: Sequence[Option]) ->
 
 
 _MISSING = object()
+PREFIX = "HURRICANE_"
+
+
+@dataclass(frozen=True)
+class Given:
+    """A value given for an option: by the command line (``name`` is the flag), a
+    setting or an environment variable (``name`` is its name)."""
+
+    raw: Any
+    kind: str  # "command line", "setting" or "environment"
+    name: str
+    old: bool = False  # by a name of django-hurricane 1.6 (Option.old_names)
+
+    @property
+    def source(self) -> str:
+        suffix = ", django-hurricane 1.6's name" if self.old else ""
+        return f"{self.kind} {self.name}{suffix}"
 
 
 def given_values(
     option: Option, command_line: Mapping[str, Any], settings: Any, environ: Mapping[str, str]
-) -> Iterator[tuple[Any, str]]:
-    """Each value given for ``option``, with its source, the one that wins first."""
+) -> Iterator[Given]:
+    """Each value given for ``option``, the one that wins first."""
     raw = command_line.get(option.name)
     if raw is not None:
-        yield (list(raw) if option.repeatable else raw), f"command line {option.flag}"
-    variable = option.variable
-    setting = getattr(settings, variable, _MISSING)
-    if setting is not _MISSING:
-        yield setting, f"setting {variable}"
-    if variable in environ:
-        yield environ[variable], f"environment {variable}"
+        yield Given(list(raw) if option.repeatable else raw, "command line", option.flag)
+    for name in (option.variable, *option.old_names):
+        old = name != option.variable
+        setting = getattr(settings, name, _MISSING)
+        if setting is not _MISSING:
+            yield Given(setting, "setting", name, old)
+        if name in environ and (name.startswith(PREFIX) or not old):
+            yield Given(environ[name], "environment", name, old)
 
 
 def parse_given(option: Option, raw: Any, source: str) -> Any:
@@ -881,25 +955,94 @@ def parse_given(option: Option, raw: Any, source: str) -> Any:
         ) from None
 
 
+def old_name_warning(option: Option, given: Given, winner: str) -> str:
+    """The deprecation warning for a value given by a name of django-hurricane 1.6."""
+    kind = "environment variable" if given.kind == "environment" else given.kind
+    if given.source == winner:
+        return (
+            f"Deprecated {kind} {given.name} (django-hurricane 1.6's name) sets "
+            f"{option.flag}: rename it {option.variable}"
+        )
+    return (
+        f"Deprecated {kind} {given.name} (django-hurricane 1.6's name) is ignored, for "
+        f"{option.flag} comes from {winner}: remove it, or rename it {option.variable}"
+    )
+
+
 def resolve(
     options: Sequence[Option],
     command_line: Mapping[str, Any],
     settings: Any,
     environ: Mapping[str, str] | None = None,
 ) -> Options:
-    """Resolve every option: command line, then Django settings, then environment
-    (a safety switch: on from any of them)."""
+    """Resolve every option: command line, then Django settings, then environment,
+    then the names of django-hurricane 1.6 (a safety switch: on from any of them).
+    The warnings to log come with the options: one for each 1.6 name given, one for
+    each HURRICANE_* setting or variable that nothing reads."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    warnings: list[str] = []
     for option in options:
         given = list(given_values(option, command_line, settings, environ))
-        if not option.on_from_any_source:
-            given = given[:1]
-        parsed = [(parse_given(option, raw, source), source) for raw, source in given]
+        deciding = given if option.on_from_any_source else given[:1]
+        parsed = [(parse_given(option, each.raw, each.source), each.source) for each in deciding]
         if not parsed:
             parsed = [(option.default, "default")]
         values[option.name], sources[option.name] = next(
             (found for found in parsed if found[0] is True), parsed[0]
         )
-    return Options(values, sources)
+        warnings += [
+            old_name_warning(option, each, sources[option.name]) for each in given if each.old
+        ]
+    warnings += unknown_names((name for name in dir(settings) if name.isupper()), "setting")
+    warnings += unknown_names(environ, "environment variable")
+    return Options(values, sources, warnings)
+
+
+# HURRICANE_* names that are no option, and so no misspelling of one either.
+OTHER_NAMES = frozenset(
+    {
+        "HURRICANE_VERSION",  # a setting: the version the webhooks report
+        "HURRICANE_FROM_FILES",  # what the image's entrypoint read from files (masking)
+        "HURRICANE_INHERITED_SOCKETS",  # listeners handed on to an in-place restart
+        "HURRICANE_PROCESS_INDEX",  # a serving process of --processes
+        "HURRICANE_PROCESS_DIR",
+        "HURRICANE_APP_DIR",  # the image's entrypoint's own
+        "HURRICANE_FILE_VARS",
+        "HURRICANE_IMAGE_CACHE",  # image/podman's, on a developer's machine
+    }
+)
+KNOWN_NAMES = OTHER_NAMES | {option.variable for option in (*SERVE_OPTIONS, *CONSUME_OPTIONS)}
+OLD_NAMES = frozenset(
+    name for option in SERVE_OPTIONS for name in option.old_names if name.startswith(PREFIX)
+)
+
+
+def closest_name(name: str) -> str | None:
+    """The known HURRICANE_* name closest to ``name``, if one is close (compared
+    without the prefix, which every candidate shares)."""
+    candidates = {known.removeprefix(PREFIX): known for known in KNOWN_NAMES}
+    found = difflib.get_close_matches(name.upper().removeprefix(PREFIX), candidates, 1, 0.6)
+    return candidates[found[0]] if found else None
+
+
+def unknown_names(names: Iterable[str], kind: str) -> list[str]:
+    """A warning for each name in ``names`` that begins with HURRICANE_ (in any case)
+    and that no part of Hurricane reads, naming the known one closest to it. ``kind``:
+    "setting" or "environment variable"."""
+    warnings = []
+    for name in sorted(names):
+        if not name.upper().startswith(PREFIX) or name in KNOWN_NAMES or name in OLD_NAMES:
+            continue
+        read_from = name.removesuffix("_FILE")
+        if kind == "environment variable" and read_from != name and read_from in KNOWN_NAMES:
+            warnings.append(
+                f"Environment variable {name} is not read: the image's entrypoint reads "
+                f"<NAME>_FILE variables; here, set {read_from} itself"
+            )
+            continue
+        closest = closest_name(name)
+        hint = f"; did you mean {closest}?" if closest else ""
+        warnings.append(f"Unknown {kind} {name}: Hurricane does not read it{hint}")
+    return warnings

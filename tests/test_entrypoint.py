@@ -200,6 +200,47 @@ def test_a_bad_option_value_stops_serve_with_its_one_line(tmp_path, variable, va
     assert not (tmp_path / "demo.sqlite3").exists()
 
 
+MISSPELT = (
+    "Unknown environment variable HURRICANE_PROT: Hurricane does not read it; did you mean "
+    "HURRICANE_PORT?"
+)
+
+
+def test_serve_warns_about_a_misspelt_variable_once(start, tmp_path):
+    """serve, which reads the variables, warns; the entrypoint does not repeat it."""
+    port = free_port()
+    env = entrypoint_env(tmp_path, HURRICANE_PROT="9000")
+    server = start(["serve", "--port", str(port)], env)
+    server.wait_for(lambda: status(f"http://127.0.0.1:{port + 1}/startup") == 200, "startup")
+    assert server.output.count(MISSPELT) == 1
+    assert f"WARNING hurricane.server {MISSPELT}" in server.output
+    assert server.terminate() == 0
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_other_programs_get_the_warning_from_the_entrypoint(tmp_path, log_format):
+    env = entrypoint_env(
+        tmp_path,
+        HURRICANE_PROT="9000",
+        HURRICANE_APPDIR="/app",
+        HURRICANE_COMMAND="check",  # django-hurricane 1.6's: serve reads it, with a warning
+        HURRICANE_LOG_FORMAT=log_format,
+    )
+    result = run_entrypoint(["manage", "check"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = [
+        "Unknown environment variable HURRICANE_APPDIR: Hurricane does not read it; did you "
+        "mean HURRICANE_APP_DIR?",
+        MISSPELT,
+    ]
+    _summary, *lines = result.stderr.splitlines()  # check's own output is on stdout
+    if log_format == "json":
+        lines = [(entry["level"], entry["message"]) for entry in map(json.loads, lines)]
+        assert lines == [("WARNING", warning) for warning in warnings]
+    else:
+        assert lines == [PREFIX + warning for warning in warnings]
+
+
 # -- consume -------------------------------------------------------------------------------
 
 

@@ -1,14 +1,34 @@
 """The options resolver: precedence, parsing, and one clear line for a bad value."""
 
 import json
+import re
 import subprocess
 import sys
 import types
 
 import pytest
+import requests
 
-from conftest import TEST_PROJECT, base_env, port_open, run_serve
-from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS, OptionError, resolve
+from conftest import (
+    ROOT,
+    TEST_PROJECT,
+    ServeProcess,
+    base_env,
+    consumer_args,
+    free_port,
+    port_open,
+    run_serve,
+)
+from hurricane.options import (
+    CONSUME_OPTIONS,
+    DJANGO_HURRICANE_16_NAMES,
+    KNOWN_NAMES,
+    OLD_NAMES,
+    SERVE_OPTIONS,
+    OptionError,
+    resolve,
+    unknown_names,
+)
 from hurricane.server import eventloop
 
 
@@ -80,6 +100,215 @@ def test_command_line_beats_setting_beats_environment():
     assert options.sources["req_queue_len"] == "setting HURRICANE_REQ_QUEUE_LEN"
     assert options.workers == 3
     assert options.sources["workers"] == "environment HURRICANE_WORKERS"
+
+
+OLD = "django-hurricane 1.6's name"
+
+
+def test_django_hurricane_16_settings_come_after_the_hurricane_names():
+    """Command line, setting HURRICANE_X, environment HURRICANE_X, then 1.6's setting X;
+    each 1.6 name given is one warning, saying whether it was used."""
+    conf = settings(
+        PORT=9004,
+        LIVENESS_PROBE="/veryalive",
+        MEDIA=True,
+        STATIC=True,
+        HURRICANE_STATIC=False,
+        WORKERS=3,
+    )
+    environ = {"PORT": "9005", "HURRICANE_MEDIA": "false"}  # PORT: the platform's variable
+    options = resolve(SERVE_OPTIONS, {"workers": "2"}, conf, environ)
+    assert (options.port, options.sources["port"]) == (9004, f"setting PORT, {OLD}")
+    assert options.liveness_probe == "/veryalive"
+    assert (options.media, options.static, options.workers) == (False, False, 2)
+    assert options.warnings == [
+        f"Deprecated setting PORT ({OLD}) sets --port: rename it HURRICANE_PORT",
+        f"Deprecated setting LIVENESS_PROBE ({OLD}) sets --liveness-probe: rename it "
+        "HURRICANE_LIVENESS_PROBE",
+        f"Deprecated setting STATIC ({OLD}) is ignored, for --static comes from setting "
+        "HURRICANE_STATIC: remove it, or rename it HURRICANE_STATIC",
+        f"Deprecated setting MEDIA ({OLD}) is ignored, for --media comes from environment "
+        "HURRICANE_MEDIA: remove it, or rename it HURRICANE_MEDIA",
+        f"Deprecated setting WORKERS ({OLD}) is ignored, for --workers comes from command "
+        "line --workers: remove it, or rename it HURRICANE_WORKERS",
+    ]
+
+
+def test_djangos_debug_never_turns_on_debug_nor_does_consume_read_16_names():
+    conf = settings(DEBUG=True, LIVENESS_PROBE="/veryalive", WEBHOOK_URL="http://x")
+    serve_options = resolve(SERVE_OPTIONS, {}, settings(DEBUG=True), {})
+    assert serve_options.debug is False and serve_options.warnings == []
+    consume_options = resolve(CONSUME_OPTIONS, {}, conf, {})
+    assert consume_options.debug is False and consume_options.liveness_probe == "/alive"
+    assert consume_options.webhook_url is None and consume_options.warnings == []
+    assert "debug" not in DJANGO_HURRICANE_16_NAMES
+
+
+def test_16_command_variable_and_setting():
+    old_shape = settings(COMMAND=[["record f from-setting"], ["check"]])
+    assert resolve(SERVE_OPTIONS, {}, old_shape, {}).command == [
+        ["record", "f", "from-setting"],
+        ["check"],
+    ]
+    environ = {"HURRICANE_COMMAND": "migrate --noinput\ncheck"}
+    options = resolve(SERVE_OPTIONS, {}, old_shape, environ)
+    assert options.command == [["migrate", "--noinput"], ["check"]]
+    assert options.warnings == [
+        f"Deprecated environment variable HURRICANE_COMMAND ({OLD}) sets --command: rename "
+        "it HURRICANE_COMMANDS",
+        f"Deprecated setting COMMAND ({OLD}) is ignored, for --command comes from "
+        f"environment HURRICANE_COMMAND, {OLD}: remove it, or rename it HURRICANE_COMMANDS",
+    ]
+    environ["HURRICANE_COMMANDS"] = "check"
+    assert resolve(SERVE_OPTIONS, {}, old_shape, environ).command == [["check"]]
+
+
+def test_a_bad_16_value_is_an_error_unless_a_hurricane_name_wins():
+    with pytest.raises(OptionError) as raised:
+        resolve(SERVE_OPTIONS, {}, settings(STATIC="/static/"), {})
+    assert str(raised.value) == (
+        f"invalid value '/static/' for --static (from setting STATIC, {OLD}): expected a "
+        "boolean (true/false, 1/0, yes/no)"
+    )
+    shadowed = resolve(SERVE_OPTIONS, {}, settings(STATIC="/static/"), {"HURRICANE_STATIC": "0"})
+    assert shadowed.static is False
+
+
+@pytest.mark.parametrize(
+    "name,closest",
+    [
+        ("HURRICANE_PROT", "HURRICANE_PORT"),
+        ("HURRICANE_SHUTDOWN_DELAI", "HURRICANE_SHUTDOWN_DELAY"),
+        ("HURRICANE_PREFECH", "HURRICANE_PREFETCH"),
+        ("HURRICANE_APPDIR", "HURRICANE_APP_DIR"),
+        ("hurricane_workers", "HURRICANE_WORKERS"),
+    ],
+)
+def test_a_misspelt_name_is_warned_about_with_the_closest(name, closest):
+    assert unknown_names([name], "environment variable") == [
+        f"Unknown environment variable {name}: Hurricane does not read it; did you mean {closest}?"
+    ]
+
+
+def test_unknown_names_without_a_close_one_and_file_variables():
+    assert unknown_names(["HURRICANE_ZEBRA"], "setting") == [
+        "Unknown setting HURRICANE_ZEBRA: Hurricane does not read it"
+    ]
+    assert unknown_names(["HURRICANE_WEBHOOK_SECRET_FILE"], "environment variable") == [
+        "Environment variable HURRICANE_WEBHOOK_SECRET_FILE is not read: the image's "
+        "entrypoint reads <NAME>_FILE variables; here, set HURRICANE_WEBHOOK_SECRET itself"
+    ]
+    known = [*KNOWN_NAMES, *OLD_NAMES, "PORT", "AMQP_HOST", "HURRICANEPORT"]
+    assert unknown_names(known, "environment variable") == []
+
+
+def test_every_hurricane_name_the_code_uses_is_known():
+    """The runtime, the entrypoint, the image and the manifests use no HURRICANE_* name
+    that Hurricane would warn about as unknown (<NAME>_FILE: the entrypoint reads it)."""
+    files = [ROOT / "Dockerfile", ROOT / "docker-bake.hcl"]
+    for folder in ("hurricane", "entrypoint", "image", "k8s-manifests", "examples"):
+        files += (ROOT / folder).rglob("*")
+    used = set()
+    for path in files:
+        if path.is_file() and path.suffix != ".pyc":
+            found = re.findall(r"\bHURRICANE_[A-Z0-9_]*\b", path.read_text(errors="replace"))
+            used |= {name.removesuffix("_FILE") for name in found}
+    used.discard("HURRICANE_")  # a prefix, in the entrypoint and the manifests' comments
+    assert "HURRICANE_APP_DIR" in used and unknown_names(used, "setting") == []
+
+
+def test_serve_reads_the_settings_of_django_hurricane_16(tmp_path):
+    """A project's 1.6 settings, unchanged: the app on PORT, the liveness probe on
+    LIVENESS_PROBE, media served, COMMAND run; a readiness path from the environment
+    beats READINESS_PROBE; Django's DEBUG = True does not turn on --debug (whose DEBUG
+    lines would show). Each 1.6 name is one warning."""
+    port = free_port()
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "x.txt").write_text("a file\n")
+    record = tmp_path / "record.txt"
+    old_settings = {
+        "PORT": port,
+        "LIVENESS_PROBE": "/veryalive",
+        "READINESS_PROBE": "/from-setting",
+        "MEDIA": True,
+        "COMMAND": [[f"record {record} from-the-setting"]],
+    }
+    env = base_env(
+        tmp_path,
+        TEST_SETTINGS=json.dumps(old_settings),
+        TEST_DEBUG="1",
+        HURRICANE_READINESS_PROBE="/from-env",
+    )
+    server = ServeProcess([], env, TEST_PROJECT, tmp_path / "serve.log", port, port + 1)
+    try:
+        server.wait_started()
+        assert requests.get(server.url("/hello/"), timeout=5).status_code == 200
+        assert requests.get(server.url("/media/x.txt"), timeout=5).text == "a file\n"
+        assert requests.get(server.probe("/veryalive"), timeout=5).status_code == 200
+        assert requests.get(server.probe("/from-env"), timeout=5).status_code != 404
+        assert requests.get(server.probe("/from-setting"), timeout=5).status_code == 404
+        assert record.read_text() == "from-the-setting\n"
+        output = server.output
+    finally:
+        server.kill()
+    for name in ("PORT", "LIVENESS_PROBE", "MEDIA", "COMMAND"):
+        assert output.count(f"WARNING hurricane.server Deprecated setting {name} (") == 1
+    assert (
+        output.count(
+            f"Deprecated setting READINESS_PROBE ({OLD}) is ignored, for --readiness-probe comes "
+            "from environment HURRICANE_READINESS_PROBE"
+        )
+        == 1
+    )
+    assert " DEBUG " not in output
+
+
+@pytest.mark.parametrize("restarting", [["--processes", "2"], ["--autoreload"]])
+def test_serve_warns_once_about_misspelt_names(serve, restarting):
+    """Once per start: not again in each serving process of --processes, nor in the
+    process the autoreloader runs."""
+    server = serve(
+        *restarting,
+        env={
+            "HURRICANE_PROT": "9000",
+            "TEST_SETTINGS": json.dumps({"HURRICANE_WORKRS": 4}),
+        },
+    )
+    server.wait_for(lambda: "Serving on port" in server.output, what="serving")
+    output = server.output
+    assert (
+        output.count(
+            "WARNING hurricane.server Unknown environment variable HURRICANE_PROT: Hurricane does "
+            "not read it; did you mean HURRICANE_PORT?"
+        )
+        == 1
+    )
+    assert (
+        output.count(
+            "WARNING hurricane.server Unknown setting HURRICANE_WORKRS: Hurricane does not read "
+            "it; did you mean HURRICANE_WORKERS?"
+        )
+        == 1
+    )
+
+
+def test_consume_warns_about_misspelt_names_and_reads_no_16_name(consume, broker):
+    consumer = consume(
+        *consumer_args(broker.names()),
+        env={
+            "HURRICANE_PREFECH": "5",
+            "TEST_SETTINGS": json.dumps({"LIVENESS_PROBE": "/veryalive"}),
+        },
+    )
+    assert requests.get(consumer.probe("/alive"), timeout=5).status_code == 200
+    assert (
+        consumer.output.count(
+            "Unknown environment variable HURRICANE_PREFECH: Hurricane does not read it; did you "
+            "mean HURRICANE_PREFETCH?"
+        )
+        == 1
+    )
+    assert "LIVENESS_PROBE" not in consumer.output
 
 
 @pytest.mark.parametrize(

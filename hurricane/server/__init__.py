@@ -102,8 +102,17 @@ def run_process(
 
 
 def log_options(options: Options) -> None:
-    """At debug level, each option not left at its default, and where it came from;
-    the value of a secret (hurricane.masking) as ``*****``."""
+    """The resolver's warnings (hurricane.options), once per start: not again in a
+    process Django's autoreloader restarts, nor after an in-place restart. Then, at
+    debug level, each option not left at its default, and where it came from; the
+    value of a secret (hurricane.masking) as ``*****``."""
+    from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
+
+    from hurricane.server.runtime import INHERITED_SOCKETS_VARIABLE
+
+    if INHERITED_SOCKETS_VARIABLE not in os.environ and DJANGO_AUTORELOAD_ENV not in os.environ:
+        for warning in options.warnings:
+            logger.warning(warning)
     for name, source in options.sources.items():
         if source != "default":
             logger.debug("Option %s = %r (from %s)", name, options.shown(name), source)
