@@ -90,7 +90,10 @@ def test_a_pycharm_server_that_does_not_answer_is_a_warning_and_serving_goes_on(
     assert f"Could not connect to the PyCharm debug server at 127.0.0.1:{closed}" in server.output
     without_port = serve("--pycharm-host", "127.0.0.1")
     assert requests.get(without_port.url("/hello/"), timeout=10).status_code == 200
-    assert "No '--pycharm-port' was specified" in without_port.output
+    assert (
+        "No '--pycharm-port' was specified. The '--pycharm-host' option can only be used "
+        "in combination with the '--pycharm-port' option."
+    ) in without_port.output
 
 
 def test_the_production_refusal_of_a_debugger_stays_hard(tmp_path):

@@ -118,7 +118,7 @@ def connect_pycharm(host: str, port: int | None) -> None:
     if port is None:
         logger.warning(
             "No '--pycharm-port' was specified. The '--pycharm-host' option can only be "
-            "used in combination with the '--pycharm-port' option: not connecting to %s",
+            "used in combination with the '--pycharm-port' option. Not connecting to %s.",
             host,
         )
         return
