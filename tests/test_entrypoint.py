@@ -213,7 +213,7 @@ def test_serve_warns_about_a_misspelt_variable_once(start, tmp_path):
     server = start(["serve", "--port", str(port)], env)
     server.wait_for(lambda: status(f"http://127.0.0.1:{port + 1}/startup") == 200, "startup")
     assert server.output.count(MISSPELT) == 1
-    assert f"WARNING hurricane.server {MISSPELT}" in server.output
+    assert f"WARNING hurricane.server.general {MISSPELT}" in server.output
     assert server.terminate() == 0
 
 

@@ -252,7 +252,7 @@ def test_serve_reads_the_settings_of_django_hurricane_16(tmp_path):
     finally:
         server.kill()
     for name in ("PORT", "LIVENESS_PROBE", "MEDIA", "COMMAND"):
-        assert output.count(f"WARNING hurricane.server Deprecated setting {name} (") == 1
+        assert output.count(f"WARNING hurricane.server.general Deprecated setting {name} (") == 1
     assert (
         output.count(
             f"Deprecated setting READINESS_PROBE ({OLD}) is ignored, for --readiness-probe comes "
@@ -278,15 +278,15 @@ def test_serve_warns_once_about_misspelt_names(serve, restarting):
     output = server.output
     assert (
         output.count(
-            "WARNING hurricane.server Unknown environment variable HURRICANE_PROT: Hurricane does "
-            "not read it; did you mean HURRICANE_PORT?"
+            "WARNING hurricane.server.general Unknown environment variable HURRICANE_PROT: "
+            "Hurricane does not read it; did you mean HURRICANE_PORT?"
         )
         == 1
     )
     assert (
         output.count(
-            "WARNING hurricane.server Unknown setting HURRICANE_WORKRS: Hurricane does not read "
-            "it; did you mean HURRICANE_WORKERS?"
+            "WARNING hurricane.server.general Unknown setting HURRICANE_WORKRS: Hurricane does "
+            "not read it; did you mean HURRICANE_WORKERS?"
         )
         == 1
     )
