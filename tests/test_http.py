@@ -688,9 +688,18 @@ def test_debugpy_listens_on_the_debugger_port(serve):
     assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
 
 
-def test_pycharm_without_its_package_names_the_extra(serve):
+def test_pycharm_without_its_package_names_the_extra(serve, tmp_path):
     pycharm_port = free_port()
-    server = serve("--pycharm-host", "127.0.0.1", "--pycharm-port", str(pycharm_port), wait=False)
+    # The test tools install pydevd-pycharm: a module of that name first on the path
+    # that fails to import stands for a project without it.
+    missing = tmp_path / "without-pydevd"
+    missing.mkdir()
+    (missing / "pydevd_pycharm.py").write_text("raise ImportError('not installed')\n")
+    path = f"{missing}{os.pathsep}{TEST_PROJECT.parent.parent}"
+    server = serve(
+        "--pycharm-host", "127.0.0.1", "--pycharm-port", str(pycharm_port),
+        wait=False, env={"PYTHONPATH": path},
+    )  # fmt: skip
     assert server.wait_exit(30) != 0
     # The banner, then one line that says what to install.
     banner, *lines = [line for line in server.output.splitlines() if line.strip()]

@@ -123,9 +123,9 @@ def connect_pycharm(host: str, port: int | None) -> None:
         )
         return
     try:
-        pydevd_pycharm.settrace(
-            host, port=port, stdoutToServer=True, stderrToServer=True, suspend=False
-        )
+        # Positional: pydevd-pycharm renamed stdoutToServer and stderrToServer
+        # (stdout_to_server, ...) but kept their places.
+        pydevd_pycharm.settrace(host, True, True, port, False)
     except Exception as error:
         logger.warning(
             "Could not connect to the PyCharm debug server at %s:%d (%s): serving without it",
