@@ -1,11 +1,14 @@
 """Webhooks as a receiver and an operator see them: the timed signature verified by
-the README's own code, what the log shows of the receiver's URL, and drops logged
-once per burst. Real ``manage.py serve`` processes, a real HTTP receiver."""
+the README's own code, what the log shows of the receiver's URL, drops logged once
+per burst, and django-hurricane 1.6's webhook classes. Real ``manage.py serve``
+processes, a real HTTP receiver."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +16,7 @@ from collections.abc import Callable
 import requests
 from test_metrics_webhooks import SECRET, expected_signature, receiver
 
-from conftest import ROOT, wait_until
+from conftest import ROOT, TEST_PROJECT, base_env, wait_until
 
 TIMED_SIGNATURE_HEADER = "x-hurricane-timed-signature"
 # The queue of webhooks waiting for the receiver holds this many, as the README says.
@@ -122,3 +125,78 @@ def test_verify_example_is_the_documented_procedure():
     assert verify(b"k", body, header(now - 301)) is False
     assert verify(b"k", body, header(now + 301)) is False
     assert verify(b"k", body, header(now - 200)) is True
+
+
+def test_the_first_failing_readiness_answer_sends_failed(serve, tmp_path):
+    flag = tmp_path / "readiness-fails"
+    with receiver() as hooks:
+        server = serve("--webhook-url", hooks.url, env={"TEST_READINESS_FAIL_FLAG": str(flag)})
+        flag.touch()  # not before: it would fail the system checks of the start
+        assert requests.get(server.probe("/ready"), timeout=10).status_code == 400
+        hooks.wait_for_count(("readiness", "failed"), 1, server)
+        problems = hooks.deliveries[-1].json["details"]["problems"]
+        assert any("readiness flag" in problem for problem in problems), problems
+
+
+WEBHOOK_CLASSES_SCRIPT = """
+import sys
+import django
+django.setup()
+from hurricane.webhooks import webhook_registry
+from hurricane.webhooks.base import Webhook, WebhookStatus
+from hurricane.webhooks.exceptions import WebhookCodeAlreadyRegistered
+from hurricane.webhooks.webhook_types import StartupWebhook
+
+class DeployedWebhook(Webhook):
+    code = "deployed"
+
+    def __init__(self):
+        super().__init__()
+        self.data = {"info": "Deployed webhook", "type": self.code, "release": "r42"}
+
+print("code", Webhook(code="new_webhook").code)
+startup = StartupWebhook.get_from_registry()
+print("startup from registry", startup is webhook_registry.get("startup"))
+webhook_registry.register(DeployedWebhook)
+try:
+    webhook_registry.register(DeployedWebhook)
+except WebhookCodeAlreadyRegistered as error:
+    print("twice:", error)
+webhook = DeployedWebhook.get_from_registry()
+print("without url", webhook.run(None, WebhookStatus.SUCCEEDED).result(timeout=5))
+print("delivered", webhook.run(sys.argv[1], WebhookStatus.FAILED, "Traceback: boom").result(30))
+webhook_registry.unregister(DeployedWebhook)
+webhook_registry.unregister(DeployedWebhook)
+print("unregistered", "deployed" not in webhook_registry.webhooks)
+"""
+
+
+def test_django_hurricane_1_6_webhook_classes_send_their_payload(tmp_path):
+    """The webhook API of django-hurricane 1.6, used from a script of the project, to
+    a real receiver: a subclass that sets ``data`` in ``__init__``,
+    ``Webhook(code=...)``, ``get_from_registry()``, ``webhook_registry.unregister``
+    (twice: the second does nothing) and a run without URL (sends nothing)."""
+    env = base_env(tmp_path, DJANGO_SETTINGS_MODULE="testproject.settings")
+    with receiver() as hooks:
+        result = subprocess.run(
+            [sys.executable, "-c", WEBHOOK_CLASSES_SCRIPT, hooks.url],
+            cwd=TEST_PROJECT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines() == [
+            "code new_webhook",
+            "startup from registry True",
+            "twice: Webhook Code (deployed) is already registered.",
+            "without url False",
+            "delivered True",
+            "unregistered True",
+        ], result.stdout + result.stderr
+        assert len(hooks.deliveries) == 1
+        payload = hooks.deliveries[0].json
+    assert payload["type"] == "deployed" and payload["release"] == "r42", payload
+    assert payload["info"] == "Deployed webhook" and payload["status"] == "failed"
+    assert payload["traceback"] == "Traceback: boom" and isinstance(payload["timestamp"], int)

@@ -127,10 +127,10 @@ class ServerState(ProbeState):
             RequestCounterMetric.increment()
             ResponseTimeAverageMetric.add_value(duration)
 
-    def mark_started(self, seconds: float, **info: Any) -> None:
+    def mark_started(self, seconds: float, **details: Any) -> None:
         """Start-up is done and the app port listens: the startup probe turns 200."""
         self.serving = True
-        super().mark_started(seconds, **info)
+        super().mark_started(seconds, **details)
 
     def busy_connections(self) -> set:
         return set(self.in_flight.values())
