@@ -1,12 +1,14 @@
 """Webhooks as a receiver and an operator see them: the timed signature verified by
 the README's own code, what the log shows of the receiver's URL, drops logged once
-per burst, and django-hurricane 1.6's webhook classes. Real ``manage.py serve``
-processes, a real HTTP receiver."""
+per burst, the webhooks of a drain, and django-hurricane 1.6's webhook classes.
+Real ``manage.py serve``/``consume`` processes, a real HTTP receiver, the real
+RabbitMQ."""
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +18,7 @@ from collections.abc import Callable
 import requests
 from test_metrics_webhooks import SECRET, expected_signature, receiver
 
-from conftest import ROOT, TEST_PROJECT, base_env, wait_until
+from conftest import ROOT, TEST_PROJECT, base_env, consumer_args, wait_until
 
 TIMED_SIGNATURE_HEADER = "x-hurricane-timed-signature"
 # The queue of webhooks waiting for the receiver holds this many, as the README says.
@@ -125,6 +127,37 @@ def test_verify_example_is_the_documented_procedure():
     assert verify(b"k", body, header(now - 301)) is False
     assert verify(b"k", body, header(now + 301)) is False
     assert verify(b"k", body, header(now - 200)) is True
+
+
+def test_sigterm_sends_the_draining_readiness_webhook_with_nobody_polling(serve):
+    """No probe is asked at all: the drain itself is the change, and its webhook is
+    delivered before the process exits."""
+    with receiver() as hooks:
+        server = serve("--webhook-url", hooks.url)
+        hooks.wait_for_count(("startup", "succeeded"), 1, server)
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(30) == 0, server.output
+        assert hooks.kinds() == [("startup", "succeeded"), ("readiness", "failed")]
+        draining = hooks.deliveries[1].json
+        assert draining["details"] == {"problems": ["draining"]}
+        assert draining["info"] == "Readiness webhook"
+
+
+def test_consume_sends_the_draining_readiness_webhook_on_sigterm(consume, broker):
+    names = broker.names()
+    with receiver() as hooks:
+        process = consume(*consumer_args(names, "--webhook-url", hooks.url))
+        hooks.wait_for_count(("startup", "succeeded"), 1, process)
+        assert requests.get(process.probe("/ready"), timeout=10).status_code == 200
+        hooks.wait_for_count(("readiness", "succeeded"), 1, process)
+        process.signal(signal.SIGTERM)
+        assert process.wait_exit(30) == 0, process.output
+        assert hooks.kinds() == [
+            ("startup", "succeeded"),
+            ("readiness", "succeeded"),
+            ("readiness", "failed"),
+        ]
+        assert hooks.deliveries[2].json["details"] == {"problems": ["draining"]}
 
 
 def test_the_first_failing_readiness_answer_sends_failed(serve, tmp_path):

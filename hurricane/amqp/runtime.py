@@ -22,7 +22,12 @@ from hurricane.options import OptionError, Options
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer
 from hurricane.server.listening import urls_of
 from hurricane.server.probes import make_probe_application, probe_http_server
-from hurricane.server.runtime import bind_probe_port, exit_on_second_signal, wait_for_delivery
+from hurricane.server.runtime import (
+    DRAIN_WEBHOOK_WAIT,
+    bind_probe_port,
+    exit_on_second_signal,
+    wait_for_delivery,
+)
 from hurricane.server.state import ProbeState
 
 logger = logging.getLogger("hurricane.amqp")
@@ -181,6 +186,7 @@ class Consumer:
             await wait_for_delivery(state.last_webhook)
             logger.error("%s", error)  # last, so that it ends the log of the pod
             return 1
+        await wait_for_delivery(state.last_webhook, DRAIN_WEBHOOK_WAIT, "draining")
         logger.info("Stopped consuming; exiting")
         return 0
 
@@ -188,7 +194,7 @@ class Consumer:
         self.signals_received += 1
         exit_on_second_signal(signum, self.signals_received)
         logger.info("%s received: finishing the message in hand", signal.Signals(signum).name)
-        self.state.draining = True
+        self.state.start_draining()
         self.client.request_stop()
 
 

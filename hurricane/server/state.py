@@ -57,6 +57,15 @@ class ProbeState:
             "startup", True, details={"startup_seconds": round(seconds, 3), **details}
         )
 
+    def start_draining(self) -> None:
+        """The process stops taking work: readiness fails now, with its webhook, not
+        at the next readiness probe (there may be none: a pod deleted by hand)."""
+        if self.draining:
+            return
+        self.draining = True
+        if self.started:
+            self.report_readiness(False, ["draining"])
+
     def report_liveness(self, alive: bool, problems: list[str] | None = None) -> None:
         self._report("liveness", alive, problems)
 
