@@ -1,8 +1,8 @@
 """Webhooks as a receiver and an operator see them: the timed signature verified by
 the README's own code, what the log shows of the receiver's URL, drops logged once
-per burst, the webhooks of a drain, and django-hurricane 1.6's webhook classes.
-Real ``manage.py serve``/``consume`` processes, a real HTTP receiver, the real
-RabbitMQ."""
+per burst, the webhooks of a drain and of a start-up held up by the database, and
+django-hurricane 1.6's webhook classes. Real ``manage.py serve``/``consume``
+processes, a real HTTP receiver, the real PostgreSQL and RabbitMQ."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable
 
 import requests
+from support.tcp_proxy import TcpProxy
 from test_metrics_webhooks import SECRET, expected_signature, receiver
 
-from conftest import ROOT, TEST_PROJECT, base_env, consumer_args, wait_until
+from conftest import ROOT, TEST_PROJECT, base_env, consumer_args, postgres_database, wait_until
 
 TIMED_SIGNATURE_HEADER = "x-hurricane-timed-signature"
 # The queue of webhooks waiting for the receiver holds this many, as the README says.
@@ -169,6 +170,39 @@ def test_the_first_failing_readiness_answer_sends_failed(serve, tmp_path):
         hooks.wait_for_count(("readiness", "failed"), 1, server)
         problems = hooks.deliveries[-1].json["details"]["problems"]
         assert any("readiness flag" in problem for problem in problems), problems
+
+
+def test_a_database_that_does_not_answer_at_start_up_sends_one_warning(serve):
+    """--check-migrations-apply against a PostgreSQL behind a proxy that refuses: the
+    start-up waits, says so once with a "warning" startup webhook (1.6's status and
+    log line), and sends "succeeded" once the database answers."""
+    proxy = TcpProxy(5432)
+    proxy.refuse()
+    try:
+        with postgres_database() as database, receiver() as hooks:
+            env = {"TEST_POSTGRES_DB": database, "TEST_POSTGRES_PORT": str(proxy.port)}
+            server = serve(
+                "--check-migrations-apply", "--webhook-url", hooks.url,
+                env=env, migrate=False, wait=False,
+            )  # fmt: skip
+            hooks.wait_for_count(("startup", "warning"), 1, server)
+            warning = hooks.deliveries[0].json
+            assert warning["info"] == "Startup webhook"
+            assert "OperationalError" in warning["traceback"], warning
+            # More looks at the database fail meanwhile (one a second): no more webhooks.
+            time.sleep(3.5)
+            assert hooks.kinds() == [("startup", "warning")]
+            proxy.resume()
+            server.wait_started(timeout=60)
+            hooks.wait_for_count(("startup", "succeeded"), 1, server)
+            assert hooks.kinds() == [("startup", "warning"), ("startup", "succeeded")]
+            lines = [line for line in server.output.splitlines() if "Webhook with a status" in line]
+            assert len(lines) == 1 and lines[0].endswith(
+                "INFO hurricane.server Webhook with a status warning has been initiated"
+            ), lines
+            server.kill()
+    finally:
+        proxy.close()
 
 
 WEBHOOK_CLASSES_SCRIPT = """

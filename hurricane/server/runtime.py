@@ -402,6 +402,11 @@ class Server:
         apply = options.check_migrations == "apply" or options.check_migrations_apply
         if not options.command and not options.check_migrations and not apply:
             return True
+        loop = asyncio.get_running_loop()
+
+        def held_up(error_trace: str) -> None:  # on the start-up tasks' thread
+            loop.call_soon_threadsafe(self.state.startup_held_up, error_trace)
+
         try:
             done = await asyncio.to_thread(
                 run_startup_tasks,
@@ -410,6 +415,7 @@ class Server:
                 apply,
                 self.stop_startup,
                 options.log_format == "json",
+                held_up,
             )
         except StartupFailed as failure:
             await self.fail_startup(f"Start-up failed: {failure}", failure.__cause__ or failure)

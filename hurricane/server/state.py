@@ -37,6 +37,7 @@ class ProbeState:
         # in django-hurricane 1.6: the first passing liveness probe sends "succeeded",
         # and a pod that is never ready says why, once). Webhooks go out on changes.
         self.probe_states: dict[str, bool | None] = {"liveness": None, "readiness": None}
+        self.held_up = False  # the "warning" startup webhook went out
         self.last_webhook: Any = None  # the delivery (a Future) of the last webhook sent
 
     def lifetime_used(self) -> int:
@@ -65,6 +66,13 @@ class ProbeState:
         self.draining = True
         if self.started:
             self.report_readiness(False, ["draining"])
+
+    def startup_held_up(self, error_trace: str) -> None:
+        """A start-up task waits for something that fails (a database that does not
+        answer): the "warning" startup webhook, once per start."""
+        if not self.held_up:
+            self.held_up = True
+            self.send_webhook("startup", WebhookStatus.WARNING, error_trace)
 
     def report_liveness(self, alive: bool, problems: list[str] | None = None) -> None:
         self._report("liveness", alive, problems)
