@@ -65,6 +65,9 @@ class HurricaneBaseDriver:
     def __init__(self) -> None:
         for port in self.ports:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                # As the servers bind: a connection of a server that stopped a moment
+                # ago, left in TIME_WAIT, does not make its port busy; a listener does.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     sock.bind(("127.0.0.1", port))
                 except OSError:
