@@ -65,7 +65,8 @@ class ProbeState:
             return
         self.draining = True
         if self.started:
-            self.report_readiness(False, ["draining"])
+            # Expected, unlike the other ways to fail readiness: no warning.
+            self._report("readiness", False, ["draining"], logging.INFO)
 
     def startup_held_up(self, error_trace: str) -> None:
         """A start-up task waits for something that fails (a database that does not
@@ -80,7 +81,13 @@ class ProbeState:
     def report_readiness(self, ready: bool, problems: list[str] | None = None) -> None:
         self._report("readiness", ready, problems)
 
-    def _report(self, probe: str, ok: bool, problems: list[str] | None) -> None:
+    def _report(
+        self,
+        probe: str,
+        ok: bool,
+        problems: list[str] | None,
+        failing_level: int = logging.WARNING,
+    ) -> None:
         """Record a probe's answer; log and send a webhook only when it changed."""
         if self.metrics_enabled:
             (HealthMetric if probe == "liveness" else ReadinessMetric).set(int(ok))
@@ -90,7 +97,9 @@ class ProbeState:
         if ok:
             logger.info("%s: passing", probe.capitalize())
         else:
-            logger.warning("%s: failing: %s", probe.capitalize(), "; ".join(problems or []))
+            logger.log(
+                failing_level, "%s: failing: %s", probe.capitalize(), "; ".join(problems or [])
+            )
         self.send_webhook(probe, ok, details={"problems": problems or []})
 
     def send_webhook(
