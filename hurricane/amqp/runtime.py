@@ -15,7 +15,12 @@ import signal
 import time
 import traceback
 
-from hurricane.amqp.basehandler import BrokerError, ConsumerObserver, _AMQPConsumer
+from hurricane.amqp.basehandler import (
+    BrokerError,
+    ConsumerObserver,
+    _AMQPConsumer,
+    setup_problem,
+)
 from hurricane.amqp.worker import AMQPClient
 from hurricane.metrics.requests import RequestQueueLengthMetric
 from hurricane.options import OptionError, Options
@@ -131,6 +136,11 @@ class Consumer:
         require(options, "amqp_host", "--amqp-host", "AMQP_HOST")
         self.options = options
         self.handler_class = load_handler(options.handler)
+        problem = setup_problem(
+            self.handler_class, options.queue, options.queue_type, options.dead_letter_exchange
+        )
+        if problem:
+            raise OptionError(problem)
         self.handle_signals = handle_signals
         self.began = time.monotonic()
         self.signals_received = 0
@@ -155,7 +165,8 @@ class Consumer:
             graceful_timeout=options.graceful_timeout,
             observer=state,
             routing_key=options.routing_key,
-            prefetch=options.prefetch,
+            # Left to the handler's 1.6 _prefetch_count, if it sets one, unless given.
+            prefetch=None if options.sources.get("prefetch") == "default" else options.prefetch,
             durable=options.durable,
             dead_letter_exchange=options.dead_letter_exchange,
             dead_letter_queue=options.dead_letter_queue,
