@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -501,8 +502,11 @@ def test_a_broker_restart_during_a_stream_loses_nothing(consume, broker, tmp_pat
         (["testapp.consumers.NotAHandler", "--queue", "q", "--exchange", "e",
           "--amqp-host", "127.0.0.1"], {},
          "is not a subclass of hurricane.amqp.basehandler.TopicHandler"),
-        ([HANDLER, "--exchange", "e", "--amqp-host", "127.0.0.1"], {},
-         "no queue given: pass --queue or set HURRICANE_QUEUE"),
+        ([HANDLER, "--exchange", "e", "--amqp-host", "127.0.0.1", "--queue-type", "quorum"], {},
+         "--queue-type quorum needs --queue (a queue the broker names is classic)"),
+        ([HANDLER, "--exchange", "e", "--amqp-host", "127.0.0.1",
+          "--dead-letter-exchange", "d"], {},
+         "--dead-letter-exchange needs --queue (its dead letters are routed by name)"),
         (["testapp.consumers.OwnChannelHandler", "--queue", "q", "--exchange", "e",
           "--amqp-host", "127.0.0.1"], {},
          "OwnChannelHandler overrides on_channel_open(), a step of django-hurricane 1.6's "
@@ -847,6 +851,34 @@ def test_sigterm_while_connecting_to_a_hanging_broker_is_a_clean_exit(consume, t
 
 
 # -- django-hurricane 1.6's consumer API ------------------------------------------------------
+
+
+def passive_declare_refusal(broker, queue: str) -> int | None:
+    """The broker's reply code to another connection looking for ``queue``, or None
+    if it may use it."""
+    try:
+        broker.count(queue)
+    except broker.pika.exceptions.ChannelClosedByBroker as refusal:
+        return refusal.reply_code
+    return None
+
+
+def test_without_queue_the_broker_names_a_queue_exclusive_to_the_connection(
+    consume, broker, tmp_path
+):
+    names = broker.names()
+    args = [HANDLER, "--exchange", names.exchange, "--routing-key", "orders.*"]
+    process = consume(*args, "--amqp-host", "127.0.0.1")
+    queue = re.search(r"Consuming '(amq\.gen-[^']+)'", process.output)
+    assert queue, process.output
+    assert "named by the broker, exclusive to this connection" in process.output
+    broker.publish(names.exchange, "orders.created", [{"id": n} for n in range(5)])
+    wait_until(lambda: len(handled_ids(tmp_path)) == 5, 20, "five messages")
+    assert passive_declare_refusal(broker, queue[1]) == 405  # RESOURCE_LOCKED: exclusive
+    process.signal(signal.SIGTERM)
+    assert process.wait_exit(30) == 0, process.output
+    assert passive_declare_refusal(broker, queue[1]) == 404  # gone with its connection
+    assert sorted(handled_ids(tmp_path)) == list(range(5))
 
 
 def test_a_handler_overriding_1_6_hooks_gets_their_effect(consume, broker, tmp_path):

@@ -116,6 +116,13 @@ def setup_problem(
                 f"and declares the queue itself (drop the override, or {option.split()[0]} "
                 "and declare what it sets in setup_queue())"
             )
+    if not queue_name:
+        # The broker names the queue, exclusive to the connection: the one queue type
+        # that cannot be quorum, and no name to route its dead letters by.
+        if queue_type != "classic":
+            return f"--queue-type {queue_type} needs --queue (a queue the broker names is classic)"
+        if dead_letter_exchange:
+            return "--dead-letter-exchange needs --queue (its dead letters are routed by name)"
     return None
 
 
@@ -231,8 +238,8 @@ class _AMQPConsumer:
         username: str | None = None,
         password: str | None = None,
     ) -> None:
-        self._queue_name = queue_name
-        # The queue consumed (as the broker confirmed its declaration).
+        self._queue_name = queue_name or ""
+        # The queue consumed: --queue, or the name the broker gave it (amq.gen-...).
         self.queue = self._queue_name
         self._exchange_name = exchange_name
         self._host = host
@@ -703,7 +710,9 @@ class _AMQPConsumer:
             connection_attempts=1,
             socket_timeout=BROKER_STEP_TIMEOUT,
             stack_timeout=BROKER_STEP_TIMEOUT,
-            client_properties={"connection_name": f"hurricane consume {self._queue_name}"},
+            client_properties={
+                "connection_name": f"hurricane consume {self._queue_name or self._exchange_name}"
+            },
             **extra,
         )
 
@@ -751,10 +760,11 @@ class _AMQPConsumer:
         self.was_consuming = True
         self._start_handler_thread()
         logger.info(
-            "Consuming %r (%s queue; exchange %r, routing keys %s; prefetch %d, "
+            "Consuming %r (%s queue%s; exchange %r, routing keys %s; prefetch %d, "
             "deliveries %s, bodies up to %s) from %s",
             self.queue,
             self.queue_type,
+            "" if self._queue_name else " named by the broker, exclusive to this connection",
             self._exchange_name,
             ", ".join(map(repr, self._routing_keys)),
             self.prefetch,
@@ -844,12 +854,16 @@ class _AMQPConsumer:
         self.setup_queue(self._queue_name)
 
     def setup_queue(self, queue_name: str) -> None:
-        """Declare the queue with :meth:`queue_arguments` (durable with --durable); then
+        """Declare the queue with :meth:`queue_arguments` (durable with --durable; named
+        by the broker and exclusive to the connection without --queue); then
         :meth:`on_queue_declareok`."""
-        self._setup_step = f"declaring the queue {queue_name!r}"
+        self._setup_step = (
+            f"declaring the queue {queue_name!r}" if queue_name else "declaring a queue"
+        )
         self._channel.queue_declare(
             queue=queue_name,
-            durable=self.durable,
+            durable=self.durable and bool(queue_name),
+            exclusive=not queue_name,
             arguments=self.queue_arguments() or None,
             callback=functools.partial(self.on_queue_declareok, userdata=queue_name),
         )

@@ -130,8 +130,8 @@ class Consumer:
     signal; exits 0 after a clean stop, 1 when the broker cannot be used."""
 
     def __init__(self, options: Options, handle_signals: bool = True) -> None:
+        # Without --queue the broker names one, as django-hurricane 1.6 allowed.
         require(options, "handler", "HANDLER (the first argument)", "HURRICANE_HANDLER")
-        require(options, "queue", "--queue", "HURRICANE_QUEUE")
         require(options, "exchange", "--exchange", "HURRICANE_EXCHANGE")
         require(options, "amqp_host", "--amqp-host", "AMQP_HOST")
         self.options = options
