@@ -724,7 +724,8 @@ CONSUME_OPTIONS: tuple[Option, ...] = (
         "queue",
         parse_text,
         None,
-        "Queue to declare and consume (required).",
+        "Queue to declare and consume (default: one the broker names, exclusive to the "
+        "connection).",
         metavar="QUEUE",
     ),
     Option(

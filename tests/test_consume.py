@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -501,8 +502,21 @@ def test_a_broker_restart_during_a_stream_loses_nothing(consume, broker, tmp_pat
         (["testapp.consumers.NotAHandler", "--queue", "q", "--exchange", "e",
           "--amqp-host", "127.0.0.1"], {},
          "is not a subclass of hurricane.amqp.basehandler.TopicHandler"),
-        ([HANDLER, "--exchange", "e", "--amqp-host", "127.0.0.1"], {},
-         "no queue given: pass --queue or set HURRICANE_QUEUE"),
+        ([HANDLER, "--exchange", "e", "--amqp-host", "127.0.0.1", "--queue-type", "quorum"], {},
+         "--queue-type quorum needs --queue (a queue the broker names is classic)"),
+        ([HANDLER, "--exchange", "e", "--amqp-host", "127.0.0.1",
+          "--dead-letter-exchange", "d"], {},
+         "--dead-letter-exchange needs --queue (its dead letters are routed by name)"),
+        (["testapp.consumers.OwnChannelHandler", "--queue", "q", "--exchange", "e",
+          "--amqp-host", "127.0.0.1"], {},
+         "OwnChannelHandler overrides on_channel_open(), a step of django-hurricane 1.6's "
+         "pika plumbing that Hurricane's consumer does itself: override start_consuming() "
+         "(calling super()) to act once consuming"),
+        (["testapp.consumers.LegacyHooksHandler", "--queue", "q", "--exchange", "e",
+          "--amqp-host", "127.0.0.1", "--queue-type", "quorum"], {},
+         "--queue-type quorum cannot apply: LegacyHooksHandler overrides setup_queue() and "
+         "declares the queue itself (drop the override, or --queue-type and declare what it "
+         "sets in setup_queue())"),
         ([HANDLER, "--queue", "q", "--amqp-host", "127.0.0.1"], {},
          "no exchange given: pass --exchange or set HURRICANE_EXCHANGE"),
         (["--queue", "q", "--exchange", "e", "--amqp-host", "127.0.0.1"], {},
@@ -554,14 +568,17 @@ def test_bad_input_is_one_clear_line_and_a_non_zero_exit(tmp_path, args, env, ex
     assert "Traceback" not in output
 
 
-def test_amqp_client_works_for_users_who_start_it_themselves(broker, tmp_path):
-    names = broker.names()
+def start_amqp_client_script(names, tmp_path: Path) -> subprocess.Popen:
+    """A script that runs the recording handler with AMQPClient(...).run(reconnect=True),
+    as users of django-hurricane 1.6 start it themselves."""
     script = (
         "import django; django.setup()\n"
         "from hurricane.amqp.worker import AMQPClient\n"
         "from testapp.consumers import RecordingHandler\n"
-        f"AMQPClient(RecordingHandler, {names.queue!r}, {names.exchange!r}, '127.0.0.1', 5672,"
-        " '/').run(reconnect=True)\n"
+        f"client = AMQPClient(RecordingHandler, {names.queue!r}, {names.exchange!r}, "
+        "'127.0.0.1', 5672, '/')\n"
+        "assert client._consumer is client.consumer\n"
+        "client.run(reconnect=True)\n"
         "print('run returned', flush=True)\n"
     )
     env = base_env(
@@ -569,7 +586,7 @@ def test_amqp_client_works_for_users_who_start_it_themselves(broker, tmp_path):
         DJANGO_SETTINGS_MODULE="testproject.settings",
         TEST_RECORD_FILE=str(tmp_path / "records.jsonl"),
     )
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-c", script],
         cwd=TEST_PROJECT,
         env={**env, "PYTHONPATH": os.pathsep.join([str(TEST_PROJECT), env["PYTHONPATH"]])},
@@ -577,11 +594,20 @@ def test_amqp_client_works_for_users_who_start_it_themselves(broker, tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+@pytest.mark.parametrize("stopped_by", ["SIGTERM", "stop() in on_message"])
+def test_amqp_client_works_for_users_who_start_it_themselves(broker, tmp_path, stopped_by):
+    names = broker.names()
+    process = start_amqp_client_script(names, tmp_path)
     try:
         wait_until(lambda: _queue_exists(broker, names.queue), 20, "the queue")
         broker.publish(names.exchange, names.queue, [{"id": n} for n in range(10)])
         wait_until(lambda: len(handled_ids(tmp_path)) == 10, 20, "ten messages")
-        process.send_signal(signal.SIGTERM)
+        if stopped_by == "SIGTERM":
+            process.send_signal(signal.SIGTERM)
+        else:
+            broker.publish(names.exchange, names.queue, [{"id": "last", "stop": True}])
         output, _ = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
@@ -822,3 +848,73 @@ def test_sigterm_while_connecting_to_a_hanging_broker_is_a_clean_exit(consume, t
         hanging.close()
     assert "Traceback" not in process.output, process.output
     assert " ERROR " not in process.output, process.output
+
+
+# -- django-hurricane 1.6's consumer API ------------------------------------------------------
+
+
+def passive_declare_refusal(broker, queue: str) -> int | None:
+    """The broker's reply code to another connection looking for ``queue``, or None
+    if it may use it."""
+    try:
+        broker.count(queue)
+    except broker.pika.exceptions.ChannelClosedByBroker as refusal:
+        return refusal.reply_code
+    return None
+
+
+def test_without_queue_the_broker_names_a_queue_exclusive_to_the_connection(
+    consume, broker, tmp_path
+):
+    names = broker.names()
+    args = [HANDLER, "--exchange", names.exchange, "--routing-key", "orders.*"]
+    process = consume(*args, "--amqp-host", "127.0.0.1")
+    queue = re.search(r"Consuming '(amq\.gen-[^']+)'", process.output)
+    assert queue, process.output
+    assert "named by the broker, exclusive to this connection" in process.output
+    broker.publish(names.exchange, "orders.created", [{"id": n} for n in range(5)])
+    wait_until(lambda: len(handled_ids(tmp_path)) == 5, 20, "five messages")
+    assert passive_declare_refusal(broker, queue[1]) == 405  # RESOURCE_LOCKED: exclusive
+    process.signal(signal.SIGTERM)
+    assert process.wait_exit(30) == 0, process.output
+    assert passive_declare_refusal(broker, queue[1]) == 404  # gone with its connection
+    assert sorted(handled_ids(tmp_path)) == list(range(5))
+
+
+def test_a_handler_overriding_1_6_hooks_gets_their_effect(consume, broker, tmp_path):
+    """setup_queue (its own queue arguments), on_bindok, _prefetch_count set in
+    __init__, stop() and on_connection_closed: each runs, as in django-hurricane 1.6."""
+    names = broker.names()
+    handler = "testapp.consumers.LegacyHooksHandler"
+    process = consume(handler, *consumer_args(names, "--durable")[1:])
+    connection = broker.connection()
+    try:  # the queue is the handler's: durable, with its x-max-length
+        channel = connection.channel()
+        channel.queue_declare(names.queue, durable=True, arguments={"x-max-length": 1000})
+        with pytest.raises(broker.pika.exceptions.ChannelClosedByBroker, match="x-max-length"):
+            connection.channel().queue_declare(names.queue, durable=True)
+    finally:
+        connection.close()
+    # Prefetch 3 (the handler's, not the default 10): while the first message sleeps,
+    # the broker keeps all but three of them.
+    broker.publish(names.exchange, names.queue, [{"id": 0, "sleep": 4}])
+    broker.publish(names.exchange, names.queue, [{"id": n} for n in range(1, 10)])
+    wait_until(lambda: broker.count(names.queue) == 7, 10, "three messages out")
+    wait_until(lambda: len(handled_ids(tmp_path)) == 10, 30, "every message")
+    process.signal(signal.SIGTERM)
+    assert process.wait_exit(30) == 0, process.output
+    hooks = [r["id"] for r in read_records(tmp_path) if r["outcome"] == "hook"]
+    assert hooks == [f"bound {names.queue}", "stop", "connection closed"], hooks
+
+
+def test_stop_from_the_handler_ends_consume_after_the_message(consume, broker, tmp_path):
+    """django-hurricane 1.6's stop(), called in on_message: no more messages are
+    handled, the process exits 0 and the rest stays in the queue."""
+    names = broker.names()
+    process = consume(*consumer_args(names, "--prefetch", "1"))
+    broker.publish(names.exchange, names.queue, [{"id": 0}, {"id": 1, "stop": True}])
+    broker.publish(names.exchange, names.queue, [{"id": n} for n in range(2, 6)])
+    assert process.wait_exit(30) == 0, process.output
+    records = read_records(tmp_path)
+    assert [r["id"] for r in records] == [0, 1], records
+    assert broker.count(names.queue) == 4

@@ -364,10 +364,10 @@ def test_webhook_receiver_down_or_hanging_leaves_serving_and_probes_alone(serve)
         # The startup webhook is stuck on the hanging receiver while we measure.
         wait_until(lambda: hanging.held, what="the webhook to reach the hanging receiver")
         while_hanging = alive_seconds(hung, also=hung.url("/hello/"))
-        assert "Webhook startup" not in hung.output, "the hanging webhook was not in flight"
+        assert "Sending webhook" not in hung.output, "the hanging webhook was not in flight"
 
         # The refused webhook gives up after its retries, with one clear line.
-        failure = f"Webhook startup to http://127.0.0.1:{refused_port} failed"
+        failure = f"Sending webhook to http://127.0.0.1:{refused_port} has failed"
         refused.wait_for(lambda: failure in refused.output, what="the webhook failure log")
         baseline = alive_seconds(refused)
         assert requests.get(refused.url("/hello/"), timeout=10).status_code == 200
@@ -380,13 +380,11 @@ def test_webhook_receiver_down_or_hanging_leaves_serving_and_probes_alone(serve)
 
         # The receiver finally drops the connection: that failure is logged too.
         hanging.close()
-        hung_failure = f"Webhook startup to http://127.0.0.1:{hanging.port}"
-        hung.wait_for(
-            lambda: f"{hung_failure} failed" in hung.output, what="the hung webhook's failure"
-        )
+        hung_failure = f"Sending webhook to http://127.0.0.1:{hanging.port} has failed"
+        hung.wait_for(lambda: hung_failure in hung.output, what="the hung webhook's failure")
 
     for server in (refused, hung):
-        assert server.output.count("Webhook startup to") == 1, server.output
+        assert server.output.count("(startup webhook, ") == 1, server.output
         assert "Traceback" not in server.output, server.output
 
 

@@ -4,7 +4,6 @@ outside: real ``manage.py serve`` processes, a real HTTP receiver, real files.""
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
 import hmac
 import http.server
@@ -356,20 +355,21 @@ def test_webhooks_arrive_once_per_state_change_signed_with_the_secret(serve, tmp
         server = serve("--webhook-url", hooks.url, "--webhook-secret", SECRET, env=env)
         hooks.wait_for_count(("startup", "succeeded"), 1, server)
 
+        # django-hurricane 1.6's payload; Hurricane's own facts under "details".
         startup = hooks.deliveries[0].json
-        assert set(startup) >= {"type", "status", "timestamp", "podname", "version", "info"}
-        timestamp = datetime.datetime.fromisoformat(startup["timestamp"])
-        assert timestamp.tzinfo is not None, startup["timestamp"]
-        now = datetime.datetime.now(datetime.timezone.utc)
-        assert abs((now - timestamp).total_seconds()) < 60
+        assert set(startup) == {
+            "type", "info", "status", "timestamp", "podname", "version", "details"
+        }  # fmt: skip
+        assert startup["info"] == "Startup webhook"
+        assert isinstance(startup["timestamp"], int)
+        assert abs(time.time() - startup["timestamp"]) < 60
         assert startup["podname"] == socket.gethostname()
         assert startup["version"] == VERSION
-        assert startup["info"]["startup_seconds"] > 0
-        assert "traceback" not in startup
+        assert startup["details"]["startup_seconds"] > 0
 
-        # Liveness starts passing: a passing /alive changes nothing, so sends nothing.
+        # The first answer of each probe is a change (as in 1.6), later equal ones are not.
         probe_times(server, "/alive", 200)
-        # Readiness starts failing: the first passing /ready is a change.
+        hooks.wait_for_count(("liveness", "succeeded"), 1, server)
         probe_times(server, "/ready", 200)
         hooks.wait_for_count(("readiness", "succeeded"), 1, server)
 
@@ -378,7 +378,7 @@ def test_webhooks_arrive_once_per_state_change_signed_with_the_secret(serve, tmp
         hooks.wait_for_count(("liveness", "failed"), 1, server)
         liveness_flag.unlink()
         probe_times(server, "/alive", 200)
-        hooks.wait_for_count(("liveness", "succeeded"), 1, server)
+        hooks.wait_for_count(("liveness", "succeeded"), 2, server)
 
         readiness_flag.touch()
         probe_times(server, "/ready", 400)
@@ -390,6 +390,7 @@ def test_webhooks_arrive_once_per_state_change_signed_with_the_secret(serve, tmp
 
         assert hooks.kinds() == [
             ("startup", "succeeded"),
+            ("liveness", "succeeded"),
             ("readiness", "succeeded"),
             ("liveness", "failed"),
             ("liveness", "succeeded"),
@@ -398,11 +399,13 @@ def test_webhooks_arrive_once_per_state_change_signed_with_the_secret(serve, tmp
         ]
         payloads = [delivery.json for delivery in hooks.deliveries]
         assert any(
-            "testapp.E001" in p or "liveness flag" in p for p in payloads[2]["info"]["problems"]
+            "testapp.E001" in p or "liveness flag" in p for p in payloads[3]["details"]["problems"]
         )
         assert any(
-            "testapp.E002" in p or "readiness flag" in p for p in payloads[4]["info"]["problems"]
+            "testapp.E002" in p or "readiness flag" in p for p in payloads[5]["details"]["problems"]
         )
+        assert [p["info"] for p in payloads[1:3]] == ["Liveness webhook", "Readiness webhook"]
+        assert "traceback" not in payloads[0]
         for delivery in hooks.deliveries:
             assert delivery.headers.get(SIGNATURE_HEADER.lower()) == expected_signature(
                 delivery.body
@@ -465,16 +468,19 @@ def test_a_broken_receiver_changes_nothing_about_serving(serve, broken):
             assert hooks is not None
             assert hooks.kinds().count(("startup", "succeeded")) >= 2, hooks.kinds()
             return
-        # The receiver's scheme and host only: no path, no query, no user part.
-        warning = f"Webhook startup to {url.removesuffix('/hook')} "
+        # django-hurricane 1.6's words, with the receiver's scheme and host only: no
+        # path, no query, no user part.
+        warning = f"Sending webhook to {url.removesuffix('/hook')} has failed due to "
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and warning not in server.output:
             time.sleep(0.1)
         lines = [line for line in server.output.splitlines() if warning in line]
         assert lines, f"no warning about the failed webhook:\n{server.output}"
-        assert "WARNING" in lines[0] and f"after {ATTEMPTS} attempts" in lines[0], lines
+        cause = "answer 500" if broken == "failing" else "ConnectionError"
+        assert lines[0].endswith(
+            f"WARNING hurricane.webhooks {warning}{cause} (startup webhook, {ATTEMPTS} attempts)"
+        ), lines
         if broken == "failing":
-            assert "answered 500" in lines[0], lines
             assert hooks is not None
             assert hooks.kinds().count(("startup", "succeeded")) == ATTEMPTS
         assert serve_promptly_for(server, 0.5) > 0

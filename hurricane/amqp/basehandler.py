@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import inspect
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pika
@@ -50,6 +52,78 @@ ERROR_PAUSE_BASE = 0.5
 ERROR_PAUSE_MAX = 10.0
 DEFAULT_MAX_DELIVERIES = 5
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024**2
+DEFAULT_PREFETCH = 10
+
+# Methods of django-hurricane 1.6's consumer that were steps of its pika plumbing,
+# which Hurricane's consumer does itself: a handler that overrides one is refused at
+# start, with what takes its place. (The declaration chain from setup_exchange to
+# start_consuming, the notifications on_connection_closed, on_channel_closed,
+# on_consumer_cancelled and on_cancelok, and stop() are called as in 1.6.)
+AT_START = "override start_consuming() (calling super()) to act once consuming"
+REPLACED_HOOKS = {
+    "connect": "the connection comes from --amqp-host, --amqp-port, --amqp-vhost, "
+    "AMQP_USER, AMQP_PASSWORD and --amqp-heartbeat",
+    "run": "AMQPClient(...).run() and manage.py consume run the handler",
+    "on_connection_open": AT_START,
+    "open_channel": AT_START,
+    "on_channel_open": AT_START,
+    "on_connection_open_error": "a failed connect is logged, and retried with --reconnect",
+    "add_on_channel_close_callback": "override on_channel_closed() to be told",
+    "add_on_cancel_callback": "override on_consumer_cancelled() to be told",
+    "close_connection": "override stop() (calling super()) to act when the consumer stops",
+    "close_channel": "override stop() (calling super()) to act when the consumer stops",
+    "stop_consuming": "override stop() (calling super()) to act when the consumer stops",
+    "reconnect": "override on_connection_closed() to be told of a lost connection; "
+    "--reconnect connects again",
+}
+
+
+def overrides(handler_class: type, name: str) -> bool:
+    """Whether the handler (or a class of it below Hurricane's) defines ``name``."""
+    return any(
+        name in vars(klass)
+        for klass in handler_class.__mro__
+        if issubclass(klass, _AMQPConsumer) and klass not in (_AMQPConsumer, TopicHandler)
+    )
+
+
+def setup_problem(
+    handler_class: type,
+    queue_name: str | None,
+    queue_type: str = "classic",
+    dead_letter_exchange: str | None = None,
+) -> str | None:
+    """Why ``handler_class`` cannot consume with these settings, in one line, or None."""
+    for name, instead in REPLACED_HOOKS.items():
+        if overrides(handler_class, name):
+            return (
+                f"{handler_class.__name__} overrides {name}(), a step of django-hurricane "
+                f"1.6's pika plumbing that Hurricane's consumer does itself: {instead}"
+            )
+    if overrides(handler_class, "setup_queue"):
+        # Its declaration is the handler's: the broker cannot be asked to check it
+        # against ours (it would refuse the handler's own arguments as different).
+        option = (
+            f"--queue-type {queue_type}"
+            if queue_type != "classic"
+            else "--dead-letter-exchange"
+            if dead_letter_exchange
+            else None
+        )
+        if option:
+            return (
+                f"{option} cannot apply: {handler_class.__name__} overrides setup_queue() "
+                f"and declares the queue itself (drop the override, or {option.split()[0]} "
+                "and declare what it sets in setup_queue())"
+            )
+    if not queue_name:
+        # The broker names the queue, exclusive to the connection: the one queue type
+        # that cannot be quorum, and no name to route its dead letters by.
+        if queue_type != "classic":
+            return f"--queue-type {queue_type} needs --queue (a queue the broker names is classic)"
+        if dead_letter_exchange:
+            return "--dead-letter-exchange needs --queue (its dead letters are routed by name)"
+    return None
 
 
 class BrokerError(Exception):
@@ -164,7 +238,9 @@ class _AMQPConsumer:
         username: str | None = None,
         password: str | None = None,
     ) -> None:
-        self._queue_name = queue_name
+        self._queue_name = queue_name or ""
+        # The queue consumed: --queue, or the name the broker gave it (amq.gen-...).
+        self.queue = self._queue_name
         self._exchange_name = exchange_name
         self._host = host
         self._port = int(port)
@@ -173,7 +249,9 @@ class _AMQPConsumer:
         self._password = password
         # Set by configure(); these defaults suit a handler started by hand.
         self.routing_key: str | None = None
-        self.prefetch = 10
+        self.prefetch = DEFAULT_PREFETCH
+        # Whether the handler set 1.6's _prefetch_count in its __init__.
+        self._prefetch_from_handler = False
         self.durable = False
         self.dead_letter_exchange: str | None = None
         self.dead_letter_queue: str | None = None
@@ -193,7 +271,20 @@ class _AMQPConsumer:
         self._connection: Any = None
         self._channel: Any = None
         self._consumer_tag: str | None = None
+        self._consuming = False
         self._closing = False
+        # A stop (stop(), a signal): asked from any thread, awaited by the client.
+        self._stop_requested = False
+        self._stop_event: asyncio.Event | None = None
+        # What run() runs (set by the AMQPClient that made this consumer).
+        self._runner: Callable[[], Awaitable[None]] | None = None
+        # The declaration chain in progress: what it does now, when it is done, and
+        # the bindings it still waits for.
+        self._setup_step = ""
+        self._setup_done: asyncio.Future | None = None
+        self._bindings_pending = 0
+        self._routing_keys: list[str] = []
+        self._consume_generation = -1  # the channel start_consuming consumed on
         # Increases with every channel: a delivery tag means something only on the
         # channel that delivered it.
         self._generation = 0
@@ -215,7 +306,7 @@ class _AMQPConsumer:
     def configure(
         self,
         routing_key: str | None = None,
-        prefetch: int = 10,
+        prefetch: int | None = None,
         durable: bool = False,
         dead_letter_exchange: str | None = None,
         dead_letter_queue: str | None = None,
@@ -225,9 +316,27 @@ class _AMQPConsumer:
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
-        """Settings beyond the original constructor's (the consume options)."""
+        """Settings beyond the original constructor's (the consume options).
+        ``prefetch`` None keeps the handler's ``_prefetch_count`` (1.6's way to set
+        it), else the default. Raises ValueError when the handler cannot consume so."""
+        problem = setup_problem(type(self), self._queue_name, queue_type, dead_letter_exchange)
+        if problem:
+            raise ValueError(problem)
         self.routing_key = routing_key
+        handler_prefetch = self._handler_prefetch()
+        if prefetch is None:
+            prefetch = handler_prefetch or DEFAULT_PREFETCH
+        elif handler_prefetch not in (None, prefetch):
+            logger.info(
+                "--prefetch %d replaces the _prefetch_count %d that %s sets",
+                prefetch,
+                handler_prefetch,
+                type(self).__name__,
+            )
         self.prefetch = prefetch
+        # The same for 1.6's set_qos overrides, which read _prefetch_count.
+        self._prefetch_count = prefetch
+        self._prefetch_from_handler = False
         self.queue_type = queue_type
         # A quorum queue is durable by nature; an exchange that were not would lose
         # the queue's binding with a broker restart.
@@ -238,9 +347,31 @@ class _AMQPConsumer:
         )
         self.requeue_on_error = requeue_on_error
         self.heartbeat = heartbeat
+        if self.durable and overrides(type(self), "setup_queue"):
+            logger.info(
+                "%s.setup_queue() declares the queue: --durable applies to the exchange",
+                type(self).__name__,
+            )
         self.max_deliveries = max_deliveries
         self.max_message_size = max_message_size
         self.deliveries = DeliveryCounter(max_deliveries, from_header=queue_type == "quorum")
+
+    # django-hurricane 1.6's name of the prefetch count: a handler set it in __init__
+    # (or as a class attribute, which replaces this property).
+    @property
+    def _prefetch_count(self) -> int:
+        return self.prefetch
+
+    @_prefetch_count.setter
+    def _prefetch_count(self, value: int) -> None:
+        self.prefetch = value
+        self._prefetch_from_handler = True
+
+    def _handler_prefetch(self) -> int | None:
+        """The prefetch count the handler set the 1.6 way, if it did."""
+        if inspect.getattr_static(type(self), "_prefetch_count") is not _PREFETCH_PROPERTY:
+            return self._prefetch_count  # a class attribute of the handler
+        return self.prefetch if self._prefetch_from_handler else None
 
     # -- what users implement and call ------------------------------------------------------
 
@@ -579,7 +710,9 @@ class _AMQPConsumer:
             connection_attempts=1,
             socket_timeout=BROKER_STEP_TIMEOUT,
             stack_timeout=BROKER_STEP_TIMEOUT,
-            client_properties={"connection_name": f"hurricane consume {self._queue_name}"},
+            client_properties={
+                "connection_name": f"hurricane consume {self._queue_name or self._exchange_name}"
+            },
             **extra,
         )
 
@@ -612,7 +745,7 @@ class _AMQPConsumer:
             self.connection_parameters(),
             on_open_callback=lambda connection: _resolve(opened, connection),
             on_open_error_callback=on_open_error,
-            on_close_callback=self._on_connection_closed,
+            on_close_callback=self._connection_closed,
             custom_ioloop=loop,
         )
         try:
@@ -627,12 +760,13 @@ class _AMQPConsumer:
         self.was_consuming = True
         self._start_handler_thread()
         logger.info(
-            "Consuming %r (%s queue; exchange %r, routing keys %s; prefetch %d, "
+            "Consuming %r (%s queue%s; exchange %r, routing keys %s; prefetch %d, "
             "deliveries %s, bodies up to %s) from %s",
-            self._queue_name,
+            self.queue,
             self.queue_type,
+            "" if self._queue_name else " named by the broker, exclusive to this connection",
             self._exchange_name,
-            ", ".join(map(repr, self.get_routing_keys(self._queue_name))),
+            ", ".join(map(repr, self._routing_keys)),
             self.prefetch,
             f"up to {self.max_deliveries}" if self.max_deliveries else "unlimited",
             describe_size(self.max_message_size),
@@ -647,85 +781,141 @@ class _AMQPConsumer:
         self._generation += 1
         self._unsettled = collections.deque()
         self._channel = channel
-        channel.add_on_close_callback(self._on_channel_closed)
-        channel.add_on_cancel_callback(self._on_consumer_cancelled)
+        channel.add_on_close_callback(self._channel_closed)
+        channel.add_on_cancel_callback(self._consumer_cancelled)
         limit_body_size(channel, self.max_message_size)
+        if self.dead_letter_exchange:
+            await self._declare_dead_letter_queue(channel)
+        self._setup_done = self._waiter()
+        self.setup_exchange(self._exchange_name)
+        await self._step(self._setup_done, lambda: self._setup_step)
+
+    def queue_arguments(self) -> dict[str, Any]:
+        """The arguments the queue is declared with: its type unless classic, and its
+        dead-letter exchange (--queue-type, --dead-letter-exchange)."""
         arguments: dict[str, Any] = {}
         if self.queue_type != "classic":
             arguments["x-queue-type"] = self.queue_type
         if self.dead_letter_exchange:
-            await self._step(
-                self._call(
-                    lambda done: channel.exchange_declare(
-                        self.dead_letter_exchange, "direct", durable=self.durable, callback=done
-                    )
-                ),
-                f"declaring the dead-letter exchange {self.dead_letter_exchange!r}",
-            )
-            await self._step(
-                self._call(
-                    lambda done: channel.queue_declare(
-                        self.dead_letter_queue,
-                        durable=self.durable,
-                        arguments=dict(arguments) or None,
-                        callback=done,
-                    )
-                ),
-                f"declaring the dead-letter queue {self.dead_letter_queue!r}",
-            )
-            await self._step(
-                self._call(
-                    lambda done: channel.queue_bind(
-                        self.dead_letter_queue,
-                        self.dead_letter_exchange,
-                        routing_key=self._queue_name,
-                        callback=done,
-                    )
-                ),
-                "binding the dead-letter queue",
-            )
             arguments["x-dead-letter-exchange"] = self.dead_letter_exchange
             arguments["x-dead-letter-routing-key"] = self._queue_name
+        return arguments
+
+    async def _declare_dead_letter_queue(self, channel: Any) -> None:
         await self._step(
             self._call(
                 lambda done: channel.exchange_declare(
-                    self._exchange_name,
-                    self.EXCHANGE_TYPE or "topic",
-                    durable=self.durable,
-                    callback=done,
+                    self.dead_letter_exchange, "direct", durable=self.durable, callback=done
                 )
             ),
-            f"declaring the exchange {self._exchange_name!r}",
+            f"declaring the dead-letter exchange {self.dead_letter_exchange!r}",
         )
+        type_argument = {"x-queue-type": self.queue_type} if self.queue_type != "classic" else {}
         await self._step(
             self._call(
                 lambda done: channel.queue_declare(
-                    self._queue_name,
+                    self.dead_letter_queue,
                     durable=self.durable,
-                    arguments=arguments or None,
+                    arguments=type_argument or None,
                     callback=done,
                 )
             ),
-            f"declaring the queue {self._queue_name!r}",
+            f"declaring the dead-letter queue {self.dead_letter_queue!r}",
         )
-        for routing_key in self.get_routing_keys(self._queue_name):
-            await self._step(
-                self._call(
-                    lambda done, key=routing_key: channel.queue_bind(
-                        self._queue_name, self._exchange_name, routing_key=key, callback=done
-                    )
-                ),
-                f"binding the queue with routing key {routing_key!r}",
-            )
         await self._step(
-            self._call(lambda done: channel.basic_qos(prefetch_count=self.prefetch, callback=done)),
-            "setting the prefetch count",
+            self._call(
+                lambda done: channel.queue_bind(
+                    self.dead_letter_queue,
+                    self.dead_letter_exchange,
+                    routing_key=self._queue_name,
+                    callback=done,
+                )
+            ),
+            "binding the dead-letter queue",
         )
-        consume_ok = self._waiter()
-        self._consumer_tag = channel.basic_consume(
-            self._queue_name, self._on_delivery, callback=lambda frame: _resolve(consume_ok, frame)
+
+    # -- django-hurricane 1.6's declaration chain ---------------------------------------------
+    # Each step is a pika call whose callback starts the next one, as in 1.6, so that a
+    # handler's override of a step takes effect (it starts the next step itself, as
+    # there). They run on the event loop; connect() waits for the chain to end.
+
+    def setup_exchange(self, exchange_name: str) -> None:
+        """Declare the exchange (``EXCHANGE_TYPE``, durable with --durable); then
+        :meth:`on_exchange_declareok`."""
+        self._setup_step = f"declaring the exchange {exchange_name!r}"
+        self._channel.exchange_declare(
+            exchange=exchange_name,
+            exchange_type=self.EXCHANGE_TYPE or "topic",
+            durable=self.durable,
+            callback=functools.partial(self.on_exchange_declareok, userdata=exchange_name),
         )
-        await self._step(consume_ok, "starting to consume")
+
+    def on_exchange_declareok(self, _unused_frame: Any, userdata: str) -> None:
+        self.setup_queue(self._queue_name)
+
+    def setup_queue(self, queue_name: str) -> None:
+        """Declare the queue with :meth:`queue_arguments` (durable with --durable; named
+        by the broker and exclusive to the connection without --queue); then
+        :meth:`on_queue_declareok`."""
+        self._setup_step = (
+            f"declaring the queue {queue_name!r}" if queue_name else "declaring a queue"
+        )
+        self._channel.queue_declare(
+            queue=queue_name,
+            durable=self.durable and bool(queue_name),
+            exclusive=not queue_name,
+            arguments=self.queue_arguments() or None,
+            callback=functools.partial(self.on_queue_declareok, userdata=queue_name),
+        )
+
+    def on_queue_declareok(self, frame: Any, userdata: str) -> None:
+        """Bind the queue to the exchange with each of :meth:`get_routing_keys`; then
+        :meth:`on_bindok` for each binding."""
+        self.queue = frame.method.queue
+        keys = self.get_routing_keys(self.queue) or [self.queue]
+        self._routing_keys = list(keys)
+        self._bindings_pending = len(keys)
+        for key in keys:
+            self._setup_step = f"binding the queue with routing key {key!r}"
+            self._channel.queue_bind(
+                self.queue,
+                self._exchange_name,
+                routing_key=key,
+                callback=functools.partial(self.on_bindok, queue_name=self.queue, routing_key=key),
+            )
+
+    def on_bindok(
+        self, _unused_frame: Any, queue_name: str, routing_key: str | None = None
+    ) -> None:
+        """A binding is in place; once all are, :meth:`set_qos`."""
+        self._bindings_pending -= 1
+        if self._bindings_pending <= 0:
+            self.set_qos()
+
+    def set_qos(self) -> None:
+        """Set the prefetch count (--prefetch); then :meth:`on_basic_qos_ok`."""
+        self._setup_step = "setting the prefetch count"
+        self._channel.basic_qos(prefetch_count=self._prefetch_count, callback=self.on_basic_qos_ok)
+
+    def on_basic_qos_ok(self, _unused_frame: Any) -> None:
+        self.start_consuming()
+
+    def start_consuming(self) -> None:
+        """Start consuming the queue (once per channel, however often it is called)."""
+        if self._consume_generation == self._generation:
+            return
+        self._consume_generation = self._generation
+        self._setup_step = "starting to consume"
+        done = self._setup_done
+
+        def consuming(frame: Any) -> None:
+            self._consuming = True
+            if done is not None:
+                _resolve(done, frame)
+
+        self._consumer_tag = self._channel.basic_consume(
+            self.queue, self._on_delivery, callback=consuming
+        )
 
     def _waiter(self) -> asyncio.Future:
         """A future that fails if the channel or connection closes first."""
@@ -740,14 +930,18 @@ class _AMQPConsumer:
         return future
 
     async def _step(
-        self, future: asyncio.Future, what: str, timeout: float = BROKER_STEP_TIMEOUT
+        self,
+        future: asyncio.Future,
+        what: str | Callable[[], str],
+        timeout: float = BROKER_STEP_TIMEOUT,
     ) -> Any:
+        """Await one step; ``what`` it is (or says, when called, what it was at)."""
         try:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             raise BrokerError(
                 f"the broker at {self.broker} did not answer within "
-                f"{BROKER_STEP_TIMEOUT:g} s while {what}"
+                f"{BROKER_STEP_TIMEOUT:g} s while {what if isinstance(what, str) else what()}"
             ) from None
 
     def _fail_waiters(self, error: BrokerError) -> None:
@@ -782,6 +976,7 @@ class _AMQPConsumer:
         (there is no channel left to settle them on, and the broker delivers every
         unacknowledged one again, to this consumer or another)."""
         self._channel = None
+        self._consuming = False
         self._generation += 1
         dropped = 0
         while True:
@@ -800,7 +995,15 @@ class _AMQPConsumer:
                 dropped,
             )
 
-    def _on_connection_closed(self, _connection: Any, reason: BaseException) -> None:
+    def _notify(self, hook: Callable[..., Any], *args: Any) -> None:
+        """Call one of 1.6's notifications (on_connection_closed, ...): a handler's
+        override that raises is logged, and changes nothing of what Hurricane does."""
+        try:
+            hook(*args)
+        except Exception:
+            logger.exception("%s.%s raised", type(self).__name__, hook.__name__)
+
+    def _connection_closed(self, connection: Any, reason: BaseException) -> None:
         self._channel_lost()
         self._fail_waiters(
             BrokerError(
@@ -812,8 +1015,9 @@ class _AMQPConsumer:
             self.should_reconnect = True
         if self.closed is not None and not self.closed.done():
             self.closed.set_result(reason)
+        self._notify(self.on_connection_closed, connection, reason)
 
-    def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
+    def _channel_closed(self, channel: Any, reason: BaseException) -> None:
         if channel is not self._channel:
             return
         self._channel_lost()
@@ -821,9 +1025,15 @@ class _AMQPConsumer:
         # exchange or queue declared before with other arguments): not curable by
         # reconnecting. The step that waited says so, in the one line of its failure.
         setting_up = any(not waiter.done() for waiter in self._waiters)
+        during = (
+            f" while {self._setup_step}"
+            if self._setup_done is not None and not self._setup_done.done()
+            else ""
+        )
         self._fail_waiters(
             BrokerError(
-                f"the broker at {self.broker} closed the channel: {describe_broker_error(reason)}",
+                f"the broker at {self.broker} closed the channel: "
+                f"{describe_broker_error(reason)}{during}",
                 fatal=isinstance(reason, pika.exceptions.ChannelClosedByBroker),
             )
         )
@@ -831,12 +1041,94 @@ class _AMQPConsumer:
             if not setting_up:
                 logger.warning("The broker closed the channel: %s", describe_broker_error(reason))
             self._close_connection()
+        self._notify(self.on_channel_closed, channel, reason)
 
-    def _on_consumer_cancelled(self, _frame: Any) -> None:
+    def _consumer_cancelled(self, frame: Any) -> None:
+        self._consuming = False
         logger.warning(
-            "The broker cancelled the consumer of %r (was the queue deleted?)", self._queue_name
+            "The broker cancelled the consumer of %r (was the queue deleted?)", self.queue
         )
         self._close_connection()
+        self._notify(self.on_consumer_cancelled, frame)
+
+    # django-hurricane 1.6's notifications: Hurricane has done what is needed when
+    # they are called; override them to be told.
+
+    def on_connection_closed(self, _unused_connection: Any, reason: BaseException) -> None:
+        """The connection closed (a loss, or a stop); --reconnect connects again."""
+
+    def on_channel_closed(self, channel: Any, reason: BaseException) -> None:
+        """The channel closed; the connection is closed with it."""
+
+    def on_consumer_cancelled(self, method_frame: Any) -> None:
+        """The broker cancelled the consumer (its queue was deleted, say)."""
+
+    def on_cancelok(self, _unused_frame: Any, userdata: str | None) -> None:
+        """The broker confirmed the cancel of a stop (``userdata``: the consumer tag)."""
+
+    # -- stopping, from any thread ------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop consuming for good: no more messages come, the message in hand
+        finishes (up to --graceful-timeout), the connection closes and ``run()``
+        returns. Safe from any thread, on_message included. Called when the consumer
+        stops (a signal, KeyboardInterrupt): override it, calling super(), to act then."""
+        self._request_stop()
+
+    def stop_consuming(self) -> None:
+        """django-hurricane 1.6's first step of a stop: here, the whole stop."""
+        self._request_stop()
+
+    def close_connection(self) -> None:
+        """Close the connection, as if it were lost: --reconnect connects again, else
+        the consumer exits 1. Safe from any thread."""
+        self._on_loop(self._close_connection)
+
+    def close_channel(self) -> None:
+        """Close the channel, and with it the connection (see close_connection)."""
+
+        def close() -> None:
+            if self._channel is not None and self._channel.is_open:
+                self._channel.close()
+
+        self._on_loop(close)
+
+    def reconnect(self) -> None:
+        """Close the connection to have it opened again (with --reconnect)."""
+        self.should_reconnect = True
+        self.close_connection()
+
+    def _on_loop(self, action: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # nothing is open
+        try:
+            loop.call_soon_threadsafe(action)
+        except RuntimeError:  # the loop has just closed
+            pass
+
+    def _request_stop(self) -> None:
+        self._stop_requested = True
+        event = self._stop_event
+        if event is not None:
+            self._on_loop(event.set)
+
+    def _watch_for_stop(self) -> asyncio.Event:
+        """The event a stop sets, on the running loop (set already if one came)."""
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        if self._stop_requested:
+            self._stop_event.set()
+        return self._stop_event
+
+    def run(self) -> None:
+        """Connect and consume until stopped (blocking): django-hurricane 1.6's entry
+        point, which ``AMQPClient(...).run()`` calls."""
+        if self._runner is None:
+            raise RuntimeError(
+                f"{type(self).__name__} runs under AMQPClient(...).run() or manage.py consume"
+            )
+        asyncio.run(self._runner())
 
     def _close_connection(self) -> None:
         connection = self._connection
@@ -856,7 +1148,7 @@ class _AMQPConsumer:
         if connection is not None and (connection.is_open or connection.is_closing):
             self._close_connection()
 
-    async def stop(self, timeout: float) -> None:
+    async def shutdown(self, timeout: float) -> None:
         """Stop consuming; give back what the handler has not begun; let the message
         in hand finish (up to ``timeout`` seconds) and settle; close."""
         self._closing = True
@@ -865,11 +1157,15 @@ class _AMQPConsumer:
         deadline = time.monotonic() + timeout
         channel = self._channel
         if channel is not None and channel.is_open and self._consumer_tag:
-            cancelled = self._call(lambda done: channel.basic_cancel(self._consumer_tag, done))
+            tag = self._consumer_tag
+            cancelled = self._call(lambda done: channel.basic_cancel(tag, done))
             try:
-                await asyncio.wait_for(cancelled, BROKER_CLOSE_WAIT)
+                frame = await asyncio.wait_for(cancelled, BROKER_CLOSE_WAIT)
             except (asyncio.TimeoutError, BrokerError):
                 pass
+            else:
+                self._consuming = False
+                self._notify(self.on_cancelok, frame, tag)
         returned = self._requeue_waiting()
         if returned:
             logger.info("Returned %d messages not yet begun to the queue", returned)
@@ -944,6 +1240,9 @@ def describe_size(size: int) -> str:
 def _resolve(future: asyncio.Future, result: Any) -> None:
     if not future.done():
         future.set_result(result)
+
+
+_PREFETCH_PROPERTY = inspect.getattr_static(_AMQPConsumer, "_prefetch_count")
 
 
 class TopicHandler(_AMQPConsumer):

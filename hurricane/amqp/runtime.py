@@ -15,14 +15,24 @@ import signal
 import time
 import traceback
 
-from hurricane.amqp.basehandler import BrokerError, ConsumerObserver, _AMQPConsumer
+from hurricane.amqp.basehandler import (
+    BrokerError,
+    ConsumerObserver,
+    _AMQPConsumer,
+    setup_problem,
+)
 from hurricane.amqp.worker import AMQPClient
 from hurricane.metrics.requests import RequestQueueLengthMetric
 from hurricane.options import OptionError, Options
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer
 from hurricane.server.listening import urls_of
 from hurricane.server.probes import make_probe_application, probe_http_server
-from hurricane.server.runtime import bind_probe_port, exit_on_second_signal, wait_for_delivery
+from hurricane.server.runtime import (
+    DRAIN_WEBHOOK_WAIT,
+    bind_probe_port,
+    exit_on_second_signal,
+    wait_for_delivery,
+)
 from hurricane.server.state import ProbeState
 
 logger = logging.getLogger("hurricane.amqp.general")
@@ -120,12 +130,17 @@ class Consumer:
     signal; exits 0 after a clean stop, 1 when the broker cannot be used."""
 
     def __init__(self, options: Options, handle_signals: bool = True) -> None:
+        # Without --queue the broker names one, as django-hurricane 1.6 allowed.
         require(options, "handler", "HANDLER (the first argument)", "HURRICANE_HANDLER")
-        require(options, "queue", "--queue", "HURRICANE_QUEUE")
         require(options, "exchange", "--exchange", "HURRICANE_EXCHANGE")
         require(options, "amqp_host", "--amqp-host", "AMQP_HOST")
         self.options = options
         self.handler_class = load_handler(options.handler)
+        problem = setup_problem(
+            self.handler_class, options.queue, options.queue_type, options.dead_letter_exchange
+        )
+        if problem:
+            raise OptionError(problem)
         self.handle_signals = handle_signals
         self.began = time.monotonic()
         self.signals_received = 0
@@ -150,7 +165,8 @@ class Consumer:
             graceful_timeout=options.graceful_timeout,
             observer=state,
             routing_key=options.routing_key,
-            prefetch=options.prefetch,
+            # Left to the handler's 1.6 _prefetch_count, if it sets one, unless given.
+            prefetch=None if options.sources.get("prefetch") == "default" else options.prefetch,
             durable=options.durable,
             dead_letter_exchange=options.dead_letter_exchange,
             dead_letter_queue=options.dead_letter_queue,
@@ -183,6 +199,7 @@ class Consumer:
             await wait_for_delivery(state.last_webhook)
             logger.error("%s", error)  # last, so that it ends the log of the pod
             return 1
+        await wait_for_delivery(state.last_webhook, DRAIN_WEBHOOK_WAIT, "draining")
         logger.info("Stopped consuming; exiting")
         return 0
 
@@ -190,7 +207,7 @@ class Consumer:
         self.signals_received += 1
         exit_on_second_signal(signum, self.signals_received)
         logger.info("%s received: finishing the message in hand", signal.Signals(signum).name)
-        self.state.draining = True
+        self.state.start_draining()
         self.client.request_stop()
 
 

@@ -80,14 +80,26 @@ class AMQPClient:
         self.consumer.configure(**consumer_settings)
         self.observer = observer or ConsumerObserver()
         self.consumer.observer = self.observer
+        # The consumer's run() (which this client's run() calls, as in 1.6) runs main().
+        self.consumer._runner = lambda: self.main(self._reconnect)
         self.graceful_timeout = graceful_timeout
         self.reconnects = 0
-        self._stop_requested = False
+        self._reconnect = False
         self._stop: asyncio.Event | None = None
 
+    @property
+    def _consumer(self) -> _AMQPConsumer:
+        """django-hurricane 1.6's name of :attr:`consumer`."""
+        return self.consumer
+
     def run(self, reconnect: bool = False) -> None:
-        """Consume until SIGTERM/SIGINT; with ``reconnect``, survive broker outages."""
-        asyncio.run(self.main(reconnect))
+        """Consume until SIGTERM/SIGINT; with ``reconnect``, survive broker outages.
+        Runs the consumer's ``run()``, as django-hurricane 1.6 did."""
+        self._reconnect = reconnect
+        try:
+            self.consumer.run()
+        except KeyboardInterrupt:
+            self.consumer.stop()
 
     async def main(self, reconnect: bool = False) -> None:
         loop = asyncio.get_running_loop()
@@ -97,19 +109,23 @@ class AMQPClient:
         await self.consume(reconnect)
 
     def request_stop(self) -> None:
-        """Stop consuming and close (on the event loop)."""
-        self._stop_requested = True
-        if self._stop is not None:
-            self._stop.set()
+        """Stop consuming and close (on the event loop): the handler's ``stop()``
+        is called, and the consumer stops whatever it does."""
+        consumer = self.consumer
+        try:
+            consumer.stop()
+        except Exception:
+            logger.exception("%s.stop() raised", type(consumer).__name__)
+        consumer._request_stop()
 
     async def consume(self, reconnect: bool) -> None:
         """Connect and consume until a stop is requested. Raises BrokerError when the
         broker cannot be reached or is lost and ``reconnect`` is off, or when reconnecting
         cannot help (bad credentials, unknown vhost, a refused topology)."""
-        self._stop = asyncio.Event()
-        if self._stop_requested:
-            return
         consumer = self.consumer
+        self._stop = consumer._watch_for_stop()
+        if self._stop.is_set():
+            return
         attempt = 0
         while True:
             try:
@@ -126,7 +142,7 @@ class AMQPClient:
             attempt = 0
             self.observer.connection_changed(True)
             if not await self._until_stopped(asyncio.shield(consumer.closed)):
-                await consumer.stop(self.graceful_timeout)
+                await consumer.shutdown(self.graceful_timeout)
                 return
             reason = (
                 f"lost the connection to the broker at {consumer.broker}: "

@@ -36,10 +36,12 @@ from typing import Any
 from hurricane.options import Options
 from hurricane.server.affinity import usable_cores
 from hurricane.server.runtime import (
+    DRAIN_WEBHOOK_WAIT,
     Server,
     ServerState,
     StartupError,
     hand_on_sockets,
+    wait_for_delivery,
 )
 
 logger = logging.getLogger("hurricane.server.general")
@@ -332,7 +334,7 @@ class Supervisor(Server):
     # -- drain and exit ----------------------------------------------------------------------
 
     async def drain(self, delay: float, restart: bool = False) -> None:
-        self.state.draining = True
+        self.state.start_draining()
         if delay:
             logger.info("Serving for %.1f s more while endpoints update", delay)
             await asyncio.sleep(delay)
@@ -342,6 +344,7 @@ class Supervisor(Server):
         for sock in self.app_sockets:
             sock.close()
         self.app_sockets = []
+        await wait_for_delivery(self.state.last_webhook, DRAIN_WEBHOOK_WAIT, "draining")
         logger.info("Drained; exiting")
         self.finish(0)
 

@@ -52,6 +52,9 @@ FRESH_CONNECTION_GRACE = 1.0
 IDLE_ASYNC_THREADS = 256
 # Seconds to wait for the failure webhook before a failed start-up exits.
 FAILURE_WEBHOOK_WAIT = 20.0
+# Seconds a drained process waits, at most, for its webhooks (the readiness one sent
+# as the drain began) before it exits: the pod's grace period is running.
+DRAIN_WEBHOOK_WAIT = 5.0
 
 
 class ServerState(ProbeState):
@@ -127,22 +130,25 @@ class ServerState(ProbeState):
             RequestCounterMetric.increment()
             ResponseTimeAverageMetric.add_value(duration)
 
-    def mark_started(self, seconds: float, **info: Any) -> None:
+    def mark_started(self, seconds: float, **details: Any) -> None:
         """Start-up is done and the app port listens: the startup probe turns 200."""
         self.serving = True
-        super().mark_started(seconds, **info)
+        super().mark_started(seconds, **details)
 
     def busy_connections(self) -> set:
         return set(self.in_flight.values())
 
 
-async def wait_for_delivery(delivery: Any) -> None:
-    """Give the failure webhook a chance to leave before the process exits."""
+async def wait_for_delivery(
+    delivery: Any, timeout: float = FAILURE_WEBHOOK_WAIT, what: str = "failure"
+) -> None:
+    """Give the last webhook (and those before it) a chance to leave before the
+    process exits."""
     if delivery is not None:
         try:
-            await asyncio.wait_for(asyncio.wrap_future(delivery), FAILURE_WEBHOOK_WAIT)
+            await asyncio.wait_for(asyncio.wrap_future(delivery), timeout)
         except asyncio.TimeoutError:
-            logger.warning("The failure webhook was not delivered in time")
+            logger.warning("The %s webhook was not delivered in time", what)
 
 
 def exit_on_second_signal(signum: int, signals_received: int) -> None:
@@ -413,6 +419,11 @@ class Server:
         apply = options.check_migrations == "apply" or options.check_migrations_apply
         if not options.command and not options.check_migrations and not apply:
             return True
+        loop = asyncio.get_running_loop()
+
+        def held_up(error_trace: str) -> None:  # on the start-up tasks' thread
+            loop.call_soon_threadsafe(self.state.startup_held_up, error_trace)
+
         try:
             done = await asyncio.to_thread(
                 run_startup_tasks,
@@ -421,6 +432,7 @@ class Server:
                 apply,
                 self.stop_startup,
                 options.log_format == "json",
+                held_up,
             )
         except StartupFailed as failure:
             await self.fail_startup(f"Start-up failed: {failure}", failure.__cause__ or failure)
@@ -585,7 +597,7 @@ class Server:
 
     async def drain(self, delay: float, restart: bool = False) -> None:
         state = self.state
-        state.draining = True
+        state.start_draining()
         if delay:
             logger.info("Serving for %.1f s more while endpoints update", delay)
             await asyncio.sleep(delay)
@@ -618,6 +630,7 @@ class Server:
         self.app_server.close_idle_connections(set())
         if restart:
             self.exec_restart(sockets)
+        await wait_for_delivery(state.last_webhook, DRAIN_WEBHOOK_WAIT, "draining")
         logger.info("Drained; exiting")
         self.finish(0)
 

@@ -9,6 +9,8 @@ import contextlib
 import logging
 import shlex
 import threading
+import traceback
+from collections.abc import Callable
 from typing import Any
 
 from hurricane.masking import MASK, is_secret, redacted
@@ -102,9 +104,15 @@ def pending_migrations(alias: str) -> list[str]:
     return [f"{migration.app_label}.{migration.name}" for migration, _ in plan]
 
 
-def wait_for_migrations(apply: bool, stop: threading.Event, json_output: bool = False) -> bool:
+def wait_for_migrations(
+    apply: bool,
+    stop: threading.Event,
+    json_output: bool = False,
+    held_up: Callable[[str], None] | None = None,
+) -> bool:
     """Wait until every database answers and has no pending migration; with ``apply``,
-    apply them. Returns False if ``stop`` was set before that."""
+    apply them. Returns False if ``stop`` was set before that. ``held_up`` gets the
+    traceback of each failed look at a database (the "warning" startup webhook)."""
     from django.db import connections
 
     last_report = None
@@ -131,6 +139,8 @@ def wait_for_migrations(apply: bool, stop: threading.Event, json_output: bool = 
                     f"Database command execution has failed with {error} (database {alias!r})"
                 )
                 connections[alias].close()
+                if held_up is not None:
+                    held_up(traceback.format_exc())
         if not problems:
             logger.info("Database was checked successfully")
             logger.info("No pending migrations")
@@ -149,14 +159,16 @@ def run_startup_tasks(
     apply: bool,
     stop: threading.Event,
     json_output: bool = False,
+    held_up: Callable[[str], None] | None = None,
 ) -> bool:
-    """Run every start-up task in order; returns False when stopped by a signal."""
+    """Run every start-up task in order; returns False when stopped by a signal.
+    ``held_up``: see wait_for_migrations."""
     from django.db import connections
 
     try:
         run_management_commands(commands, json_output)
         if check_migrations or apply:
-            return wait_for_migrations(apply, stop, json_output)
+            return wait_for_migrations(apply, stop, json_output, held_up)
         return True
     finally:
         connections.close_all()

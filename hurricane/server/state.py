@@ -12,6 +12,7 @@ from typing import Any
 
 from hurricane.metrics.requests import HealthMetric, ReadinessMetric, StartupTimeMetric
 from hurricane.server.probes import ProbeChecks
+from hurricane.webhooks.base import WebhookStatus
 
 logger = logging.getLogger("hurricane.server.general")
 
@@ -32,12 +33,11 @@ class ProbeState:
         # Set by the subclass when metrics are on: an object with ``render()`` and a
         # ``startup`` gauge (see hurricane.metrics.exposition).
         self.metrics: Any = None
-        # A process that runs is alive; it is not ready until a probe says so.
-        # Webhooks go out on changes from these.
-        self.probe_states = {"liveness": True, "readiness": False}
-        # Probes that answered since the start: a first answer that fails is logged even
-        # though it changes nothing (a pod that is never ready says why, once).
-        self.answered: set[str] = set()
+        # Each probe's last answer; None until its first, which is always a change (as
+        # in django-hurricane 1.6: the first passing liveness probe sends "succeeded",
+        # and a pod that is never ready says why, once). Webhooks go out on changes.
+        self.probe_states: dict[str, bool | None] = {"liveness": None, "readiness": None}
+        self.held_up = False  # the "warning" startup webhook went out
         self.last_webhook: Any = None  # the delivery (a Future) of the last webhook sent
 
     def lifetime_used(self) -> int:
@@ -48,13 +48,32 @@ class ProbeState:
         """Why readiness must fail before any check runs, or None."""
         return None
 
-    def mark_started(self, seconds: float, **info: Any) -> None:
+    def mark_started(self, seconds: float, **details: Any) -> None:
         """Start-up is done: the startup probe turns 200."""
         self.started = True
         StartupTimeMetric.set(seconds)
         if self.metrics is not None:
             self.metrics.startup.set(seconds)
-        self.send_webhook("startup", True, info={"startup_seconds": round(seconds, 3), **info})
+        self.send_webhook(
+            "startup", True, details={"startup_seconds": round(seconds, 3), **details}
+        )
+
+    def start_draining(self) -> None:
+        """The process stops taking work: readiness fails now, with its webhook, not
+        at the next readiness probe (there may be none: a pod deleted by hand)."""
+        if self.draining:
+            return
+        self.draining = True
+        if self.started:
+            # Expected, unlike the other ways to fail readiness: no warning.
+            self._report("readiness", False, ["draining"], logging.INFO)
+
+    def startup_held_up(self, error_trace: str) -> None:
+        """A start-up task waits for something that fails (a database that does not
+        answer): the "warning" startup webhook, once per start."""
+        if not self.held_up:
+            self.held_up = True
+            self.send_webhook("startup", WebhookStatus.WARNING, error_trace)
 
     def report_liveness(self, alive: bool, problems: list[str] | None = None) -> None:
         self._report("liveness", alive, problems)
@@ -62,37 +81,53 @@ class ProbeState:
     def report_readiness(self, ready: bool, problems: list[str] | None = None) -> None:
         self._report("readiness", ready, problems)
 
-    def _report(self, probe: str, ok: bool, problems: list[str] | None) -> None:
+    def _report(
+        self,
+        probe: str,
+        ok: bool,
+        problems: list[str] | None,
+        failing_level: int = logging.WARNING,
+    ) -> None:
         """Record a probe's answer; log and send a webhook only when it changed."""
         if self.metrics_enabled:
             (HealthMetric if probe == "liveness" else ReadinessMetric).set(int(ok))
-        changed = self.probe_states[probe] != ok
-        if not changed and (ok or probe in self.answered):
+        if self.probe_states[probe] == ok:
             return
-        self.answered.add(probe)
         self.probe_states[probe] = ok
         if ok:
             logger.info("%s: passing", probe.capitalize())
         else:
-            logger.warning("%s: failing: %s", probe.capitalize(), "; ".join(problems or []))
-        if changed:
-            self.send_webhook(probe, ok, info={"problems": problems or []})
+            logger.log(
+                failing_level, "%s: failing: %s", probe.capitalize(), "; ".join(problems or [])
+            )
+        self.send_webhook(probe, ok, details={"problems": problems or []})
 
     def send_webhook(
         self,
         code: str,
-        ok: bool,
+        ok: bool | WebhookStatus,
         error_trace: str | None = None,
-        info: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> Any:
+        """Send the webhook ``code`` (succeeded/failed, or the status given); returns
+        its delivery (a Future), or None without --webhook-url."""
+        if isinstance(ok, WebhookStatus):
+            status = ok
+        else:
+            status = WebhookStatus.SUCCEEDED if ok else WebhookStatus.FAILED
+        if code == "startup" and status is not WebhookStatus.SUCCEEDED:
+            # django-hurricane 1.6's line for a start-up that failed or is held up.
+            logger.info(
+                "Webhook with a status %s has been initiated%s",
+                status.value,
+                "" if self.webhook_url else " (not sent: no --webhook-url)",
+            )
         if not self.webhook_url:
             return None
         from hurricane.webhooks import registry
-        from hurricane.webhooks.base import WebhookStatus
 
-        status = WebhookStatus.SUCCEEDED if ok else WebhookStatus.FAILED
         # Webhooks leave one after another: waiting for the last one sent waits for all.
         self.last_webhook = registry.get(code).run(
-            self.webhook_url, status, error_trace, info=info, secret=self.webhook_secret
+            self.webhook_url, status, error_trace, details=details, secret=self.webhook_secret
         )
         return self.last_webhook

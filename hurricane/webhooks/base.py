@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import datetime
 import enum
 import hashlib
 import hmac
@@ -43,9 +42,17 @@ class WebhookStatus(enum.Enum):
 
 
 class Webhook:
-    """A kind of webhook; subclass it with a new ``code`` and register it."""
+    """A kind of webhook; subclass it with a new ``code`` and register it.
+
+    The payload is django-hurricane 1.6's: ``type``, ``info`` (a short description of
+    the kind), ``status``, ``timestamp`` (Unix seconds), ``podname``, ``version`` and,
+    after a failure, ``traceback``; Hurricane adds ``details``, a dict of what it knows
+    about this change. A subclass may set ``data`` (a dict) in ``__init__``, as 1.6's
+    own types did: its keys go into every payload of the kind."""
 
     code: str = ""
+    #: The payload's ``info``; the default is "<code> webhook".
+    info: str = ""
 
     def __init__(self, code: str | None = None) -> None:
         if code:
@@ -58,21 +65,23 @@ class Webhook:
         return registry.get(cls.code)
 
     def get_info(self) -> dict[str, Any]:
-        """Facts every webhook of this kind carries in ``info``; override to add yours."""
+        """Facts every webhook of this kind carries in ``details``; override to add yours."""
         return {}
 
     def build_payload(
-        self, status: WebhookStatus, error_trace: str | None, info: dict[str, Any] | None
+        self, status: WebhookStatus, error_trace: str | None, details: dict[str, Any] | None
     ) -> dict[str, Any]:
         from django.conf import settings
 
         payload: dict[str, Any] = {
             "type": self.code,
+            "info": self.info or f"{self.code} webhook",
+            **(getattr(self, "data", None) or {}),
             "status": status.value,
-            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "timestamp": int(time.time()),
             "podname": socket.gethostname(),
             "version": getattr(settings, "HURRICANE_VERSION", None),
-            "info": {**self.get_info(), **(info or {})},
+            "details": {**self.get_info(), **(details or {})},
         }
         if error_trace:
             payload["traceback"] = error_trace
@@ -80,23 +89,27 @@ class Webhook:
 
     def run(
         self,
-        url: str,
+        url: str | None,
         status: WebhookStatus,
         error_trace: str | None = None,
         close_loop: bool = False,
         loop: Any = None,
-        info: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
         secret: str | None = None,
     ) -> concurrent.futures.Future:
         """Queue the webhook for sending and return at once.
 
         The returned future becomes True once a receiver accepted it (2xx), False
-        after the last failed attempt. ``close_loop`` and ``loop`` are accepted for
-        compatibility with the original library: sending never touches an event loop.
-        With ``secret``, each attempt is signed (:data:`TIMED_SIGNATURE_HEADER`,
-        :data:`SIGNATURE_HEADER`).
+        after the last failed attempt, or at once without ``url`` (nothing is sent).
+        ``close_loop`` and ``loop`` are accepted for compatibility with
+        django-hurricane 1.6: sending never touches an event loop. With ``secret``,
+        each attempt is signed (:data:`TIMED_SIGNATURE_HEADER`, :data:`SIGNATURE_HEADER`).
         """
-        body = json.dumps(self.build_payload(status, error_trace, info)).encode()
+        if not url:
+            unsent: concurrent.futures.Future = concurrent.futures.Future()
+            unsent.set_result(False)
+            return unsent
+        body = json.dumps(self.build_payload(status, error_trace, details)).encode()
         return sender.send(url, body, self.code, secret)
 
 
@@ -194,13 +207,18 @@ def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
             if 200 <= response.status_code < 300:
                 logger.info("Webhook %s sent to %s", code, receiver_shown(url))
                 return True
-            problem = f"answered {response.status_code}"
+            problem = f"answer {response.status_code}"
         except requests.RequestException as error:
-            problem = f"failed ({error.__class__.__name__})"
+            problem = error.__class__.__name__
         if attempt + 1 < ATTEMPTS:
             time.sleep(BACKOFF_SECONDS * 2**attempt)
+    # django-hurricane 1.6's words, with the receiver's origin instead of its URL.
     logger.warning(
-        "Webhook %s to %s %s after %d attempts", code, receiver_shown(url), problem, ATTEMPTS
+        "Sending webhook to %s has failed due to %s (%s webhook, %d attempts)",
+        receiver_shown(url),
+        problem,
+        code,
+        ATTEMPTS,
     )
     return False
 

@@ -5,6 +5,7 @@ A message body is JSON: {"id": ..., "sleep": seconds, "raise": true, "reject": t
 "requeue": true}; other keys are ignored.
 """
 
+import functools
 import json
 import os
 import time
@@ -30,12 +31,50 @@ class RecordingHandler(TopicHandler):
             record(message, outcome="rejected", redelivered=basic_deliver.redelivered)
             self.reject_message(basic_deliver.delivery_tag)
             return
+        if message.get("stop"):
+            record(message, outcome="stopping", redelivered=basic_deliver.redelivered)
+            self.acknowledge_message(basic_deliver.delivery_tag)
+            self.stop()  # django-hurricane 1.6's way to stop from the handler
+            return
         if message.get("requeue"):
             record(message, outcome="requeued", redelivered=basic_deliver.redelivered)
             self.requeue_message(basic_deliver.delivery_tag)
             return
         record(message, outcome="acked", redelivered=basic_deliver.redelivered)
         self.acknowledge_message(basic_deliver.delivery_tag)
+
+
+class LegacyHooksHandler(RecordingHandler):
+    """Overrides django-hurricane 1.6's pika hooks the way 1.6 handlers did; each
+    hook records that it ran."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._prefetch_count = 3
+
+    def setup_queue(self, queue_name):
+        callback = functools.partial(self.on_queue_declareok, userdata=queue_name)
+        self._channel.queue_declare(
+            queue=queue_name, durable=True, arguments={"x-max-length": 1000}, callback=callback
+        )
+
+    def on_bindok(self, _unused_frame, queue_name, routing_key=None):
+        record({"id": f"bound {routing_key}"}, outcome="hook")
+        self.set_qos()
+
+    def stop(self):
+        record({"id": "stop"}, outcome="hook")
+        super().stop()
+
+    def on_connection_closed(self, _unused_connection, reason):
+        record({"id": "connection closed"}, outcome="hook")
+
+
+class OwnChannelHandler(RecordingHandler):
+    """Overrides a step of 1.6's plumbing that Hurricane does itself."""
+
+    def on_channel_open(self, channel):
+        self._channel = channel
 
 
 class AckOnlyHandler(TopicHandler):
