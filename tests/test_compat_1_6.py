@@ -5,9 +5,6 @@ module paths and the debugger warnings that let serving go on."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import socket
 import subprocess
 import sys
 
@@ -15,8 +12,7 @@ import pytest
 import requests
 
 from conftest import TEST_PROJECT, base_env, free_port, wait_until
-from hurricane.testing import HurricaneServerDriver, HurricanServerTest
-from hurricane.testing.actors import HTTPClient
+from hurricane.testing import HurricanServerTest
 
 
 def lines_in_order(output: str, *expected: str) -> None:
@@ -112,108 +108,6 @@ def test_autoreload_and_static_watch_lines_of_1_6(serve, tmp_path):
     wait_until(lambda: "Serving on port" in server.output, 30, "the server to serve", server)
     assert "Autoreload was performed" in server.output
     assert f"Tried to watch {missing}, but it does not exist." in server.output
-
-
-# -- hurricane.testing: 1.6's harness, on our test project -------------------------------
-
-
-def test_the_harness_starts_a_server_reads_its_output_and_stops_it(tmp_path, monkeypatch):
-    monkeypatch.chdir(TEST_PROJECT)
-    for key, value in base_env(tmp_path).items():
-        monkeypatch.setenv(key, value)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], check=True)
-    port = free_port()
-
-    class Driver(HurricaneServerDriver):
-        ports = (port, port + 1)
-
-    driver = Driver()
-    driver.start_server(["--port", str(port)], coverage=False, env={"HURRICANE_MEDIA": "1"})
-    try:
-        # start_server returned once the server serves: no wait needed.
-        assert driver.get_server_host_port() == ("localhost", port)
-        assert driver.get_server_host_port(probe_port=True) == ("localhost", port + 1)
-        response = HTTPClient("localhost", port).get("/hello/")
-        assert (response.status, response.text) == (200, "Hello from Hurricane")
-        assert HTTPClient("localhost", port + 1).post("/ready", None).status == 200
-        output, _ = driver.get_output(read_all=True)
-        assert "Tornado-powered Django web server" in output
-        assert "Serving media files under /media/" in output  # the env reached it
-        assert "200 GET /hello/" in output
-    finally:
-        driver.stop_server()
-    assert driver.proc.returncode == 0
-    with socket.socket() as sock:  # the stop waited: the port is free again
-        sock.bind(("127.0.0.1", port))
-
-
-def test_the_harness_takes_a_port_whose_server_just_stopped(tmp_path, monkeypatch):
-    """A server that closed its connections first leaves them in TIME_WAIT on its
-    port for a minute: the next test's driver must still find the port free."""
-    monkeypatch.chdir(TEST_PROJECT)
-    for key, value in base_env(tmp_path).items():
-        monkeypatch.setenv(key, value)
-    port = free_port()
-
-    class Driver(HurricaneServerDriver):
-        ports = (port, port + 1)
-
-    first = Driver()
-    first.start_server(["--port", str(port)], coverage=False)
-    session = requests.Session()  # a kept connection, which the draining server closes
-    assert session.get(f"http://127.0.0.1:{port + 1}/alive", timeout=10).status_code == 200
-    first.stop_server()
-    second = Driver()
-    second.start_server(["--port", str(port)], coverage=False)
-    try:
-        assert session.get(f"http://127.0.0.1:{port + 1}/alive", timeout=10).status_code == 200
-    finally:
-        second.stop_server()
-
-
-def test_the_harness_refuses_a_taken_port():
-    from hurricane.testing import BusyPortException
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-
-        class Driver(HurricaneServerDriver):
-            ports = (taken.getsockname()[1],)
-
-        with pytest.raises(BusyPortException, match="already in use"):
-            Driver()
-
-
-def test_the_harness_test_case_runs_a_1_6_style_test(tmp_path):
-    """A test module written for 1.6 (cycle_server with args and env, app_client,
-    probe_client), run by Django's test runner against our test project."""
-    port = free_port()
-    module = tmp_path / "legacy_tests.py"
-    module.write_text(
-        "from hurricane.testing import HurricanServerTest\n"
-        "from hurricane.testing.drivers import HurricaneServerDriver\n\n"
-        "class Driver(HurricaneServerDriver):\n"
-        f"    ports = ({port}, {port + 1})\n\n"
-        "class LegacyTests(HurricanServerTest):\n"
-        "    driver = Driver\n\n"
-        f"    @HurricanServerTest.cycle_server(args=['--port', '{port}'], coverage=False,\n"
-        "                                     env={'HURRICANE_MAX_LIFETIME': '5'})\n"
-        "    def test_serves(self):\n"
-        "        self.assertEqual(self.app_client.get('/hello/').status, 200)\n"
-        "        self.assertEqual(self.probe_client.get('/alive').status, 200)\n"
-        "        out, _ = self.driver.get_output(read_all=True)\n"
-        "        self.assertIn('Starting HTTP Server on port', out)\n"
-    )
-    env = base_env(tmp_path, PYTHONPATH=f"{tmp_path}{os.pathsep}{base_env(tmp_path)['PYTHONPATH']}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=TEST_PROJECT, env=env,
-                   check=True)  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "manage.py", "test", "legacy_tests", "-v", "2"],
-        cwd=TEST_PROJECT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"test_serves .* ok", result.stderr), result.stderr
 
 
 def test_the_modules_of_1_6_import():

@@ -177,7 +177,22 @@ class HurricaneBaseDriver:
             proc.wait()
 
 
-class HurricaneServerDriver(HurricaneBaseDriver):
+class _ServerDriver(HurricaneBaseDriver):
+    """A driver of a server: ``start_server`` and ``stop_server``."""
+
+    def start_server(
+        self,
+        params: Sequence[str] | None = None,
+        coverage: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._start(params, coverage, env)
+
+    def stop_server(self) -> None:
+        self._stop()
+
+
+class HurricaneServerDriver(_ServerDriver):
     """``manage.py serve`` in the current directory."""
 
     coverage_base_command = (
@@ -193,19 +208,8 @@ class HurricaneServerDriver(HurricaneBaseDriver):
     #: Written once the app port serves (see hurricane.server.runtime).
     test_string = "Serving on port"
 
-    def start_server(
-        self,
-        params: Sequence[str] | None = None,
-        coverage: bool = True,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        self._start(params, coverage, env)
 
-    def stop_server(self) -> None:
-        self._stop()
-
-
-class HurricaneWebhookServerDriver(HurricaneBaseDriver):
+class HurricaneWebhookServerDriver(_ServerDriver):
     """A receiver of webhooks on port 8074 (hurricane.testing.start_webhook_receiver),
     which writes the status of each webhook it receives to its output."""
 
@@ -221,17 +225,6 @@ class HurricaneWebhookServerDriver(HurricaneBaseDriver):
     )
     base_command = (sys.executable, "-m", "hurricane.testing.start_webhook_receiver")
     test_string = "Started webhook receiver server"
-
-    def start_server(
-        self,
-        params: Sequence[str] | None = None,
-        coverage: bool = True,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        self._start(params, coverage, env)
-
-    def stop_server(self) -> None:
-        self._stop()
 
 
 class HurricaneAMQPDriver(HurricaneBaseDriver):
