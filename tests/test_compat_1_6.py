@@ -110,6 +110,25 @@ def test_autoreload_and_static_watch_lines_of_1_6(serve, tmp_path):
     assert f"Tried to watch {missing}, but it does not exist." in server.output
 
 
+def test_a_database_check_the_project_put_in_place_of_1_6s_holds_the_start(serve, tmp_path):
+    flag = tmp_path / "database-check-fails"
+    flag.touch()
+    server = serve("--check-migrations", env={"TEST_DATABASE_CHECK_FLAG": str(flag)}, wait=False)
+    wait_until(
+        lambda: (
+            "Database command execution has failed with the project's own database check"
+            in server.output
+        ),
+        30,
+        "the project's check to hold the start",
+        server,
+    )
+    assert requests.get(server.probe("/startup"), timeout=10).status_code == 400
+    flag.unlink()
+    server.wait_started()
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+
+
 def test_the_modules_of_1_6_import():
     code = (
         "import django; from django.conf import settings; settings.configure(); "

@@ -104,6 +104,18 @@ def pending_migrations(alias: str) -> list[str]:
     return [f"{migration.app_label}.{migration.name}" for migration, _ in plan]
 
 
+def run_replaced_database_check() -> None:
+    """Run ``hurricane.server.check_databases`` if the project replaced it, as
+    django-hurricane 1.6 let projects do to check their databases their own way: it
+    raising, or returning False, counts as the databases not answering."""
+    import hurricane.server
+    from hurricane.server.legacy import check_databases
+
+    replaced = hurricane.server.check_databases
+    if replaced is not check_databases and replaced() is False:
+        raise RuntimeError("hurricane.server.check_databases returned False")
+
+
 def wait_for_migrations(
     apply: bool,
     stop: threading.Event,
@@ -118,7 +130,13 @@ def wait_for_migrations(
     last_report = None
     while not stop.is_set():
         problems = []
-        for alias in connections:
+        try:
+            run_replaced_database_check()
+        except Exception as error:
+            problems.append(f"Database command execution has failed with {error}")
+            if held_up is not None:
+                held_up(traceback.format_exc())
+        for alias in connections if not problems else ():
             try:
                 pending = pending_migrations(alias)
                 if pending and apply:

@@ -58,3 +58,15 @@ LOG_PROBES = os.environ.get("TEST_LOG_PROBES", "") == "1"
 
 # Any HURRICANE_* setting, as JSON: {"HURRICANE_PORT": 8123}.
 globals().update(json.loads(os.environ.get("TEST_SETTINGS", "{}")))
+
+if os.environ.get("TEST_DATABASE_CHECK_FLAG"):
+    # As django-hurricane 1.6 projects did: a database check of the project's own in
+    # place of hurricane.server.check_databases. It fails while the flag file exists.
+    import hurricane.server
+
+    def project_database_check():
+        if os.path.exists(os.environ["TEST_DATABASE_CHECK_FLAG"]):
+            raise RuntimeError("the project's own database check fails")
+        return True
+
+    hurricane.server.check_databases = project_database_check
