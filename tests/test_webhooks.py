@@ -198,7 +198,7 @@ def test_a_database_that_does_not_answer_at_start_up_sends_one_warning(serve):
             assert hooks.kinds() == [("startup", "warning"), ("startup", "succeeded")]
             lines = [line for line in server.output.splitlines() if "Webhook with a status" in line]
             assert len(lines) == 1 and lines[0].endswith(
-                "INFO hurricane.server Webhook with a status warning has been initiated"
+                "INFO hurricane.server.general Webhook with a status warning has been initiated"
             ), lines
             server.kill()
     finally:
