@@ -298,12 +298,13 @@ class MetricsHandler(HurricaneHandler):
     def initialize(self, metrics: Any) -> None:
         self.metrics = metrics
 
-    def get(self) -> None:
-        from hurricane.metrics.exposition import CONTENT_TYPE
+    async def get(self) -> None:
+        from hurricane.metrics.exposition import CONTENT_TYPE, read_before_scrape
 
+        awaited = await read_before_scrape(CHECK_TIMEOUT)
         self.set_header("Content-Type", CONTENT_TYPE)
         self.set_header("Cache-Control", "no-store")
-        self.finish(self.metrics.render())
+        self.finish(self.metrics.render(awaited))
 
     head = get
 
