@@ -9,7 +9,7 @@ import psycopg
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import POSTGRES_ADMIN, postgres_database, wait_until
+from conftest import POSTGRES_ADMIN, postgres_database, run_serve, wait_until
 
 ALIVE_WITH_TIMES = re.compile(
     r"Average response time: (\d+\.\d\d)ms Request queue size: (\d+) Rx\n"
@@ -166,3 +166,16 @@ def test_liveness_answers_short_phrases_and_logs_the_errors(serve, tmp_path):
         "the errors' own text in the log",
         server,
     )
+
+
+def test_req_queue_len_zero_keeps_the_pod_out_of_the_service(serve, tmp_path):
+    server = serve("--req-queue-len", "0")
+    assert requests.get(server.probe("/startup"), timeout=10).status_code == 200
+    assert requests.get(server.probe("/alive"), timeout=10).status_code == 200
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+    assert requests.get(server.probe("/ready"), timeout=10).status_code == 400
+    _, result = run_serve(tmp_path, HURRICANE_REQ_QUEUE_LEN="-1")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "HURRICANE_REQ_QUEUE_LEN" in lines[0] and "0 or more" in lines[0]
