@@ -273,11 +273,12 @@ class HttpRequestMetrics:
         children[0].inc()
         children[1].observe(seconds)
         children[2].inc()
-        PathCounterMetric.change_by(1)
         RequestCounterMetric.increment()
         ResponseTimeAverageMetric.add_value(seconds * 1000.0)
-        ResponseTimeMetric.observe(seconds)
-        ResponseSizeMetric.observe(size)
+        # Their instruments only: the stored values of these (a total, the last
+        # observation) repeat what request_counter holds or mean nothing.
+        ResponseTimeMetric.prometheus.observe(seconds)
+        ResponseSizeMetric.prometheus.observe(size)
 
 
 IN_FLIGHT_HELP = "Requests on the app port being read, waiting, run or written."

@@ -71,6 +71,10 @@ class ReadinessMetric(StoredMetric):
 
 
 class ResponseTimeMetric(ObservedMetric):
+    """The server observes the instrument only, as for ResponseSizeMetric and
+    PathCounterMetric: their stored values (the last observation, a total that
+    request_counter already holds) change through their own methods alone."""
+
     code = "response_time_seconds"
     description = "Time from an app request's headers to the end of its response."
     prometheus = Histogram(code, description)
