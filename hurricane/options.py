@@ -355,9 +355,9 @@ PROBE_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "req_queue_len",
-        positive_int,
+        non_negative_int,
         10,
-        "Readiness fails while this many requests (or more) wait for a worker.",
+        "Readiness fails while this many requests (or more) wait for a worker; 0: always.",
         metavar="N",
     ),
     flag_option("no_probe", "Do not start the probe server."),

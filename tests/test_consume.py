@@ -427,9 +427,12 @@ def test_max_lifetime_counts_messages(consume, broker, tmp_path):
     assert status(process.probe("/alive")) == 200
     broker.publish(names.exchange, names.queue, [{"id": n} for n in range(3)])
     wait_until(lambda: len(handled_ids(tmp_path)) == 3, 20, "three messages")
+    assert status(process.probe("/alive")) == 200  # fails past, not at, the third
+    broker.publish(names.exchange, names.queue, [{"id": 3}])
+    wait_until(lambda: len(handled_ids(tmp_path)) == 4, 20, "the fourth message")
+    wait_until(lambda: status(process.probe("/alive")) == 400, 10, "liveness to fail")
     response = requests.get(process.probe("/alive"), timeout=5)
-    assert response.status_code == 400
-    assert "max lifetime of 3 messages reached" in response.text
+    assert "max lifetime of 3 messages exceeded" in response.text
 
 
 def test_lost_connection_without_reconnect_exits_with_a_clear_message(

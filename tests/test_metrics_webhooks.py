@@ -190,7 +190,8 @@ def settle() -> None:
 
 
 def test_app_requests_fill_counters_histogram_and_legacy_metrics(serve):
-    server = serve()
+    # A command's arguments may hold secrets: hurricane_info names the command only.
+    server = serve("--media", "--command", "check", "--command", "showmigrations --verbosity 2")
     requests_sent = 7
     with requests.Session() as session:
         get_all(session, [server.url("/hello/")] * requests_sent, 200)
@@ -232,9 +233,20 @@ def test_app_requests_fill_counters_histogram_and_legacy_metrics(serve):
     assert observed == requests_sent
     assert value_of(samples, "hurricane_http_request_duration_seconds_sum", **hello) > 0
 
-    # The original library's names, with sane values.
+    # The original library's families, names, labels and units.
+    assert value_of(samples, "path_requests_total", method="GET", path="/hello/") == requests_sent
+    assert value_of(samples, "path_requests_total", method="other", path="/hello/") == 1
+    answered = requests_sent + 1
+    assert value_of(samples, "response_time_seconds_count") == answered
+    took = value_of(samples, "response_time_seconds_sum")
+    assert value_of(samples, "response_time_seconds_bucket", le="+Inf") == answered
+    # The mean, in milliseconds, of the same durations.
     average = value_of(samples, "response_time_average")
-    assert 0 < average < 5
+    assert average == pytest.approx(took / answered * 1000.0)
+    assert value_of(samples, "response_size_bytes_count") == answered
+    body_bytes = requests_sent * len(b"Hello from Hurricane") + len(brew.content)
+    assert value_of(samples, "response_size_bytes_sum") == body_bytes
+    assert value_of(samples, "response_size_bytes_bucket", le="256.0") == answered
     assert value_of(samples, "request_queue_length") == 0
     startup = value_of(samples, "startup_time")
     assert 0 < startup < 60
@@ -244,6 +256,15 @@ def test_app_requests_fill_counters_histogram_and_legacy_metrics(serve):
     info = samples_of(samples, "hurricane_info")
     assert len(info) == 1, info
     assert info[0].labels["version"] == hurricane.__version__
+    assert info[0].labels == {
+        **info[0].labels,
+        "server_port": str(server.port),
+        "probe_port": str(server.probe_port),
+        "serve_static": "false",
+        "serve_media": "true",
+        "commands": "check,showmigrations",
+    }
+    assert float(info[0].labels["startup_time_seconds"]) == pytest.approx(startup, abs=1e-4)
     assert value_of(samples, "process_resident_memory_bytes") > 1_000_000
 
 
@@ -284,12 +305,38 @@ def test_route_labels_stay_bounded_and_custom_metrics_appear(serve):
             value_of(samples, "hurricane_http_requests_total", route="unmatched", status="404")
             == things
         )
+        # The original library's path label: the matched pattern, never the raw path.
+        assert {
+            sample.labels["path"]: sample.value
+            for sample in samples_of(samples, "path_requests_total", method="GET")
+        } == {"/things/<int:pk>/": things, "unmatched": things}
         # The documented framework's custom counter, and prometheus_client's own.
         assert value_of(samples, "testapp_things_viewed_total") == things
         assert value_of(samples, "testapp_things_viewed_client_total") == things
     # Twice as many distinct URLs, not one series more.
     assert series(first) == series(second)
     assert len(samples_of(second, "hurricane_http_requests_total")) == 2
+    assert len(samples_of(second, "path_requests_total")) == 2
+
+
+def test_custom_metrics_of_every_kind_appear_once_with_their_values(serve):
+    """Metrics of the documented framework with an instrument of their own (as 1.6's
+    were written), calculated ones and async ones: each family once (a family twice
+    fails the whole scrape in Prometheus), with the value the metric gives."""
+    server = serve()
+    with requests.Session() as session:
+        get_all(session, [server.url(f"/things/{pk}/") for pk in range(3)], 200)
+    samples = scrape_until(
+        server, lambda s: value_of(s, "request_counter_total") == 3, "the requests to be counted"
+    )
+    assert value_of(samples, "testapp_things_ordered_total") == 3
+    assert value_of(samples, "testapp_double_things") == 6
+    assert value_of(samples, "testapp_async_stock") == 42
+    assert value_of(samples, "testapp_async_shelves") == 7
+    text = requests.get(server.probe("/metrics"), timeout=5).text
+    declared = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(declared) == len(set(declared)), sorted(declared)
+    assert "never awaited" not in server.output
 
 
 def test_backlog_and_in_flight_while_requests_wait_for_the_only_worker(serve, tmp_path):

@@ -1,21 +1,42 @@
 from hurricane.metrics.registry import MetricsRegistry, registry
 from hurricane.metrics.requests import (
     HealthMetric,
+    InfoMetrics,
+    PathCounterMetric,
     ReadinessMetric,
     RequestCounterMetric,
     RequestQueueLengthMetric,
+    ResponseSizeMetric,
     ResponseTimeAverageMetric,
+    ResponseTimeMetric,
     StartupTimeMetric,
 )
 
 for _metric in (
-    RequestQueueLengthMetric,
     RequestCounterMetric,
+    RequestQueueLengthMetric,
     ResponseTimeAverageMetric,
     StartupTimeMetric,
     HealthMetric,
     ReadinessMetric,
+    ResponseTimeMetric,
+    ResponseSizeMetric,
+    PathCounterMetric,
+    InfoMetrics,
 ):
     registry.register(_metric)
 
-__all__ = ["MetricsRegistry", "registry"]
+__all__ = [
+    "HealthMetric",
+    "InfoMetrics",
+    "MetricsRegistry",
+    "PathCounterMetric",
+    "ReadinessMetric",
+    "RequestCounterMetric",
+    "RequestQueueLengthMetric",
+    "ResponseSizeMetric",
+    "ResponseTimeAverageMetric",
+    "ResponseTimeMetric",
+    "StartupTimeMetric",
+    "registry",
+]

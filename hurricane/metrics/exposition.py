@@ -3,17 +3,24 @@
 The endpoint shows, in one scrape:
 
 - Hurricane's HTTP metrics under conventional names (:class:`HttpMetrics`);
-- the documented metrics of :mod:`hurricane.metrics.registry`, built-in and custom,
-  under the names users of the original library chart (``request_counter_total``...);
+- the original library's families (``request_counter``, ``path_requests``,
+  ``response_time_seconds``, ``response_size_bytes``, ``response_time_average``,
+  ``request_queue_length``, ``hurricane_info``), from the ``prometheus`` instruments
+  of :mod:`hurricane.metrics.requests`;
+- the documented metrics of :mod:`hurricane.metrics.registry` without an instrument of
+  their own, built-in and custom, under their ``code``;
 - whatever the project registered in prometheus_client's default registry, which
   also holds the process, platform and garbage-collector metrics.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import django
 import tornado
@@ -23,7 +30,6 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    Info,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -31,6 +37,18 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 import hurricane
 from hurricane.metrics.registry import registry as metrics_registry
+from hurricane.metrics.requests import (
+    InfoMetrics,
+    PathCounterMetric,
+    RequestCounterMetric,
+    RequestQueueLengthMetric,
+    ResponseSizeMetric,
+    ResponseTimeAverageMetric,
+    ResponseTimeMetric,
+)
+from hurricane.options import probe_port_of
+
+logger = logging.getLogger("hurricane.metrics")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -57,12 +75,28 @@ def route_of(path_info: str) -> str:
     return match.route or "/"
 
 
+def path_label(route: str) -> str:
+    """The ``path`` label of ``path_requests``: the matched pattern as a path, which for
+    a pattern without converters is the path itself (``/orders/``)."""
+    if route == "/" or route == UNMATCHED:
+        return route
+    return "/" + route
+
+
 class StoredMetricsCollector:
-    """Exports every metric of the documented registry (built-in and custom)."""
+    """Exports the metrics of the documented registry (built-in and custom) that have
+    no prometheus_client instrument of their own: those export themselves from the
+    default registry, and a second family of the same name would fail the scrape."""
+
+    def __init__(self) -> None:
+        # The values of the async metrics, awaited before the scrape (read_before_scrape).
+        self.awaited: dict[str, Any] = {}
 
     def collect(self) -> Iterator:
         for code, metric in list(metrics_registry.metrics.items()):
-            value = metric.get() if hasattr(metric, "get_value") else metric.value
+            if getattr(metric, "prometheus", None) is not None:
+                continue
+            value = self.value_of(code, metric)
             if isinstance(value, bool):
                 value = int(value)
             if not isinstance(value, (int, float)):
@@ -73,6 +107,50 @@ class StoredMetricsCollector:
             else:
                 yield GaugeMetricFamily(code, description, value=value)
 
+    def value_of(self, code: str, metric: Any) -> Any:
+        if getattr(metric, "is_async", False):
+            return self.awaited.get(code)
+        if not hasattr(metric, "get_value"):
+            return getattr(metric, "value", None)
+        try:
+            return metric.get()
+        except Exception as error:
+            logger.warning("The metric %s was left out: reading it raised %r", code, error)
+            return None
+
+
+async def read_before_scrape(timeout: float) -> dict[str, Any]:
+    """Read the documented metrics that are computed when read, as the original library
+    did before each scrape: a calculated metric may set its ``prometheus`` instrument
+    as it is read, and an async one is awaited (for ``timeout`` seconds at most: a
+    metric that hangs must not hold the scrape). Returns the async metrics' values."""
+    awaited: dict[str, Any] = {}
+    pending = {}
+    for code, metric in list(metrics_registry.metrics.items()):
+        is_async = getattr(metric, "is_async", False)
+        if not is_async and (
+            getattr(metric, "prometheus", None) is None or not hasattr(metric, "get_value")
+        ):
+            continue
+        try:
+            if is_async:
+                pending[code] = asyncio.ensure_future(metric.get())
+            else:
+                metric.get()
+        except Exception as error:
+            logger.warning("Reading the metric %s raised %r", code, error)
+    if pending:
+        _, late = await asyncio.wait(pending.values(), timeout=timeout)
+        for code, future in pending.items():
+            if future in late:
+                future.cancel()
+                logger.warning("The metric %s did not answer within %g s", code, timeout)
+            elif future.exception() is not None:
+                logger.warning("Reading the metric %s raised %r", code, future.exception())
+            else:
+                awaited[code] = future.result()
+    return awaited
+
 
 class DefaultRegistryCollector:
     """prometheus_client's default registry: process metrics and the project's own."""
@@ -81,42 +159,86 @@ class DefaultRegistryCollector:
         return REGISTRY.collect()
 
 
+class InstrumentCollector:
+    """One prometheus_client instrument, for a registry that leaves the default out."""
+
+    def __init__(self, instrument: Any) -> None:
+        self.instrument = instrument
+
+    def collect(self) -> Iterable:
+        return self.instrument.collect()
+
+
 class ProcessMetrics:
     """What every Hurricane process exposes, in a registry of its own (so several
     servers can live in one process, e.g. in tests): the start-up time, the info
     metric, the documented registry and prometheus_client's default registry."""
 
     startup_help = "Seconds from the start of the process until it served."
+    # Whether hurricane_info tells how the process serves HTTP (ports, files, commands).
+    serves_http = False
 
     def __init__(self, include_default_registry: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.startup = Gauge(
             "hurricane_startup_duration_seconds", self.startup_help, registry=self.registry
         )
-        Info("hurricane", "Hurricane and its platform.", registry=self.registry).info(
-            {
-                "version": hurricane.__version__,
-                "django": django.get_version(),
-                "tornado": tornado.version,
-                "python": platform.python_version(),
-            }
-        )
-        self.registry.register(StoredMetricsCollector())
+        self.info = {
+            "version": hurricane.__version__,
+            "django": django.get_version(),
+            "tornado": tornado.version,
+            "python": platform.python_version(),
+        }
+        show_info(self.info)
+        self.stored = StoredMetricsCollector()
+        self.registry.register(self.stored)
         if include_default_registry:
             self.registry.register(DefaultRegistryCollector())
+        else:
+            self.registry.register(InstrumentCollector(InfoMetrics.prometheus))
 
     def gauge_of(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A gauge whose value is read at scrape time, never set on the request path."""
         Gauge(name, documentation, registry=self.registry).set_function(read)
 
-    def render(self) -> bytes:
+    def mark_started(self, seconds: float, options: Any) -> None:
+        self.startup.set(seconds)
+        if self.serves_http:
+            self.info.update(serving_info(options, seconds))
+            show_info(self.info)
+
+    def render(self, awaited: dict[str, Any] | None = None) -> bytes:
+        """The exposition; ``awaited``: the async metrics' values (read_before_scrape)."""
+        self.stored.awaited = awaited or {}
         return generate_latest(self.registry)
 
 
+def show_info(labels: dict[str, str]) -> None:
+    try:
+        InfoMetrics.set(dict(labels))
+    except KeyError:  # the project unregistered it: the family stays
+        InfoMetrics.prometheus.info(dict(labels))
+
+
+def serving_info(options: Any, seconds: float) -> dict[str, str]:
+    """The original library's labels of ``hurricane_info`` for ``serve``. Of the
+    management commands run before serving, only their names: their arguments may
+    hold secrets, and the probe port answers anyone who reaches it."""
+    return {
+        "server_port": str(options.port),
+        "probe_port": str(probe_port_of(options)),
+        "serve_static": "true" if options.static else "false",
+        "serve_media": "true" if options.media else "false",
+        "commands": ",".join(command[0] for command in options.command or () if command),
+        "startup_time_seconds": str(round(seconds, 5)),
+    }
+
+
 class HttpRequestMetrics:
-    """The per-request instruments. With ``--processes``, each serving process keeps
-    them in prometheus_client's multiprocess files and only the supervisor's
-    registry (:class:`SupervisorMetrics`) shows them, added up."""
+    """The per-request instruments: Hurricane's, labelled with the matched URL pattern,
+    and the original library's (hurricane.metrics.requests). With ``--processes``,
+    each serving process keeps them in prometheus_client's multiprocess files and only
+    the supervisor's registry (:class:`SupervisorMetrics`) shows them, added up."""
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.requests = Counter(
@@ -131,23 +253,32 @@ class HttpRequestMetrics:
             ["method", "route"],
             registry=registry,
         )
-        self._children: dict[tuple[str, int, str], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[str, int, str], tuple[Any, Any, Any]] = {}
 
-    def observe(self, method: str, status: int, route: str, seconds: float) -> None:
+    def observe(self, method: str, status: int, route: str, seconds: float, size: int) -> None:
+        """One app request answered: ``size`` bytes of body sent in ``seconds``."""
         if method not in KNOWN_METHODS:
             method = "other"
-        # labels() checks, converts and looks up under a lock on every call; the pair
-        # of children is looked up once per label combination (as bounded as the
-        # labels: known methods, the project's statuses and URL patterns).
+        # labels() checks, converts and looks up under a lock on every call; the
+        # children are looked up once per label combination (as bounded as the labels:
+        # known methods, the project's statuses and URL patterns).
         key = (method, status, route)
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (
                 self.requests.labels(method, str(status), route),
                 self.duration.labels(method, route),
+                PathCounterMetric.prometheus.labels(method, path_label(route)),
             )
         children[0].inc()
         children[1].observe(seconds)
+        children[2].inc()
+        RequestCounterMetric.increment()
+        ResponseTimeAverageMetric.add_value(seconds * 1000.0)
+        # Their instruments only: the stored values of these (a total, the last
+        # observation) repeat what request_counter holds or mean nothing.
+        ResponseTimeMetric.prometheus.observe(seconds)
+        ResponseSizeMetric.prometheus.observe(size)
 
 
 IN_FLIGHT_HELP = "Requests on the app port being read, waiting, run or written."
@@ -157,6 +288,7 @@ BACKLOG_HELP = "App requests waiting for a free worker thread."
 class HttpMetrics(ProcessMetrics, HttpRequestMetrics):
     """The app server's metrics, with conventional names and units."""
 
+    serves_http = True
     startup_help = "Seconds from the start of serve until the app port listened."
 
     def __init__(self, backlog: Callable[[], float], in_flight: Callable[[], float]) -> None:
@@ -164,6 +296,43 @@ class HttpMetrics(ProcessMetrics, HttpRequestMetrics):
         HttpRequestMetrics.__init__(self, self.registry)
         self.gauge_of("hurricane_http_requests_in_flight", IN_FLIGHT_HELP, in_flight)
         self.gauge_of("hurricane_http_request_backlog", BACKLOG_HELP, backlog)
+
+
+class ServingProcessesCollector:
+    """The serving processes' metrics from prometheus_client's multiprocess files,
+    added up, except the original library's two gauges, which do not add up (a mean
+    and a queue length per process): those are worked out for the whole pod, the mean
+    response time from the added-up ``response_time_seconds``."""
+
+    def __init__(self, multiprocess_dir: str, backlog: Callable[[], float]) -> None:
+        from prometheus_client import multiprocess
+
+        self.files = multiprocess.MultiProcessCollector(None, path=multiprocess_dir)
+        self.backlog = backlog
+
+    def collect(self) -> Iterator:
+        per_process = (ResponseTimeAverageMetric.code, RequestQueueLengthMetric.code)
+        total = count = 0.0
+        for family in self.files.collect():
+            if family.name in per_process:
+                continue
+            if family.name == ResponseTimeMetric.code:
+                for sample in family.samples:
+                    if sample.name.endswith("_sum"):
+                        total = sample.value
+                    elif sample.name.endswith("_count"):
+                        count = sample.value
+            yield family
+        yield GaugeMetricFamily(
+            ResponseTimeAverageMetric.code,
+            ResponseTimeAverageMetric.description,
+            value=total * 1000.0 / count if count else 0.0,
+        )
+        yield GaugeMetricFamily(
+            RequestQueueLengthMetric.code,
+            RequestQueueLengthMetric.description,
+            value=self.backlog(),
+        )
 
 
 class SupervisorMetrics(ProcessMetrics):
@@ -174,6 +343,7 @@ class SupervisorMetrics(ProcessMetrics):
     project's metrics at their import-time values, which would repeat (wrongly) the
     names the multiprocess files carry."""
 
+    serves_http = True
     startup_help = "Seconds from the start of serve until every serving process served."
 
     def __init__(
@@ -183,10 +353,8 @@ class SupervisorMetrics(ProcessMetrics):
         in_flight: Callable[[], float],
         serving: Callable[[], float],
     ) -> None:
-        from prometheus_client import multiprocess
-
         super().__init__(include_default_registry=False)
-        multiprocess.MultiProcessCollector(self.registry, path=multiprocess_dir)
+        self.registry.register(ServingProcessesCollector(multiprocess_dir, backlog))
         self.gauge_of("hurricane_http_requests_in_flight", IN_FLIGHT_HELP, in_flight)
         self.gauge_of("hurricane_http_request_backlog", BACKLOG_HELP, backlog)
         self.gauge_of(

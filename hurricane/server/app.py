@@ -555,6 +555,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         "done",
         "streaming",
         "route",
+        "sent",
         "on_gone",
         "client",
         "spooled",
@@ -574,6 +575,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         self.streaming = False
         self.status = 0
         self.route = "unmatched"  # until the worker names the matched URL pattern
+        self.sent = 0  # bytes of response body written
         self.on_gone = None
         self.client = None
         self.spooled: BinaryIO | None = None  # the body's file, once it is large
@@ -835,6 +837,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
                 headers["Content-Length"] = str(len(body))
         if self.start_line.method == "HEAD":
             body = b""
+        self.sent = len(body)
         try:
             if head is None:
                 written = conn.write_headers(start_line, headers, body)
@@ -881,6 +884,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         if self.closed:
             raise StreamClosedError()
         if self.start_line.method != "HEAD":
+            self.sent += len(chunk)
             await self.conn.write(chunk)
 
     def finish_stream(self) -> None:
@@ -916,6 +920,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             {"Content-Type": "text/plain", "Content-Length": str(len(body))}
         )
         reason = httputil.responses.get(code, "Error")
+        self.sent = len(body)
         self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", code, reason), headers, body)
         self.conn.finish()
         self.status = code
@@ -971,4 +976,5 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
                 time.perf_counter() - self.started,
                 self.route,
                 self.headers,
+                self.sent,
             )

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from django.conf import settings
 
+from hurricane.metrics.requests import RequestQueueLengthMetric, ResponseTimeAverageMetric
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer, log_tornado_request
 from hurricane.server.databases import bound_connection_waits
 from hurricane.server.handlers import (
@@ -45,6 +46,8 @@ PROBE_METHODS = frozenset({"GET", "HEAD", "POST"})
 # policy tolerates on the probe port, and buffers little per connection.
 PROBE_MAX_BODY_SIZE = IGNORED_BODY_LIMIT
 PROBE_MAX_BUFFER_SIZE = 1024 * 1024
+# The original library's phrase for failing Django system checks.
+CHECK_ERROR = "django check error"
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,29 @@ class Problem:
 
 def check_problems(tags: list[str]) -> list[Problem]:
     """Serious messages of the Django system checks with these tags: the project's
-    own words, answered as they are."""
+    own words, answered after the original library's phrase."""
     from django.core.checks import run_checks
 
     messages = run_checks(tags=tags, include_deployment_checks=True)
-    return [Problem(str(m)) for m in messages if m.is_serious() and not m.is_silenced()]
+    return [
+        Problem(f"{CHECK_ERROR}: {message}")
+        for message in messages
+        if message.is_serious() and not message.is_silenced()
+    ]
+
+
+def raised_problem(kind: str, error: Exception) -> Problem:
+    """What a check that raised answers: the original library's phrase for a database
+    error or a SystemCheckError; the error's own text, which for a database names its
+    users and hosts, only in the log and the webhooks."""
+    from django.core.management.base import SystemCheckError
+    from django.db import Error as DatabaseError
+
+    if isinstance(error, DatabaseError):
+        return Problem("database error", str(error))
+    if isinstance(error, SystemCheckError):
+        return Problem(CHECK_ERROR, str(error))
+    return Problem(f"{kind} checks raised {error.__class__.__name__}", str(error))
 
 
 def liveness_errors() -> list[Problem]:
@@ -206,7 +227,7 @@ class ProbeChecks:
             return [Problem(f"{kind} checks did not answer within {CHECK_TIMEOUT:g} s")]
         except Exception as error:
             logger.exception("The %s checks raised", kind)
-            return [Problem(f"{kind} checks raised {error.__class__.__name__}", str(error))]
+            return [raised_problem(kind, error)]
 
 
 class ProbeHandler(HurricaneHandler):
@@ -255,16 +276,16 @@ class DjangoStartupHandler(ProbeHandler):
 class DjangoLivenessHandler(ProbeHandler):
     async def probe(self) -> None:
         state = self.state
-        if state.max_lifetime and state.lifetime_used() >= state.max_lifetime:
-            state.report_liveness(False, ["max lifetime reached"])
-            self.answer(400, f"max lifetime of {state.max_lifetime} {state.lifetime_unit} reached")
+        if state.max_lifetime and state.lifetime_used() > state.max_lifetime:
+            state.report_liveness(False, ["max lifetime exceeded"])
+            self.answer(400, f"max lifetime of {state.max_lifetime} {state.lifetime_unit} exceeded")
             return
         problems = await state.checks.run("liveness", liveness_errors)
         state.report_liveness(not problems, [str(problem) for problem in problems])
         if problems:
             self.answer(500, "\n".join(problem.reason for problem in problems))
         else:
-            self.answer(200, "alive")
+            self.answer(200, alive_text())
 
 
 class DjangoReadinessHandler(ProbeHandler):
@@ -290,6 +311,19 @@ class DjangoReadinessHandler(ProbeHandler):
             self.answer(200, "ready")
 
 
+def alive_text() -> str:
+    """The passing liveness answer, as the original library gave it: once an app request
+    was answered, the mean response time and the requests waiting for a worker."""
+    try:
+        average = ResponseTimeAverageMetric.get()
+        waiting = RequestQueueLengthMetric.get()
+    except KeyError:  # the project unregistered them
+        return "alive"
+    if not average:
+        return "alive"
+    return f"Average response time: {average:.2f}ms Request queue size: {waiting} Rx"
+
+
 # The original library's name for the probe handlers' base class.
 DjangoProbeHandler = ProbeHandler
 
@@ -298,12 +332,13 @@ class MetricsHandler(HurricaneHandler):
     def initialize(self, metrics: Any) -> None:
         self.metrics = metrics
 
-    def get(self) -> None:
-        from hurricane.metrics.exposition import CONTENT_TYPE
+    async def get(self) -> None:
+        from hurricane.metrics.exposition import CONTENT_TYPE, read_before_scrape
 
+        awaited = await read_before_scrape(CHECK_TIMEOUT)
         self.set_header("Content-Type", CONTENT_TYPE)
         self.set_header("Cache-Control", "no-store")
-        self.finish(self.metrics.render())
+        self.finish(self.metrics.render(awaited))
 
     head = get
 

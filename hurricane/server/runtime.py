@@ -15,11 +15,7 @@ import traceback
 import weakref
 from typing import Any
 
-from hurricane.metrics.requests import (
-    RequestCounterMetric,
-    RequestQueueLengthMetric,
-    ResponseTimeAverageMetric,
-)
+from hurricane.metrics.requests import RequestQueueLengthMetric
 from hurricane.options import Options, probe_port_of
 from hurricane.server.affinity import CoreKeeper
 from hurricane.server.app import (
@@ -122,13 +118,12 @@ class ServerState(ProbeState):
         duration: float,
         route: str,
         headers: Any = None,
+        sent: int = 0,
     ) -> None:
         self.requests_served += 1
         log_access(status, start_line.method, start_line.path, remote_ip, duration, headers)
         if self.http_metrics is not None:
-            self.http_metrics.observe(start_line.method, status, route, duration)
-            RequestCounterMetric.increment()
-            ResponseTimeAverageMetric.add_value(duration)
+            self.http_metrics.observe(start_line.method, status, route, duration, sent)
 
     def mark_started(self, seconds: float, **details: Any) -> None:
         """Start-up is done and the app port listens: the startup probe turns 200."""

@@ -22,6 +22,7 @@ class ProbeState:
     lifetime_unit = "requests"
 
     def __init__(self, options: Any) -> None:
+        self.options = options
         self.max_lifetime: int | None = options.max_lifetime
         self.req_queue_len: int = options.req_queue_len
         self.metrics_enabled = not options.no_metrics
@@ -30,8 +31,8 @@ class ProbeState:
         self.started = False
         self.draining = False
         self.checks = ProbeChecks()
-        # Set by the subclass when metrics are on: an object with ``render()`` and a
-        # ``startup`` gauge (see hurricane.metrics.exposition).
+        # Set by the subclass when metrics are on: an object with ``render()`` and
+        # ``mark_started()`` (see hurricane.metrics.exposition.ProcessMetrics).
         self.metrics: Any = None
         # Each probe's last answer; None until its first, which is always a change (as
         # in django-hurricane 1.6: the first passing liveness probe sends "succeeded",
@@ -53,7 +54,7 @@ class ProbeState:
         self.started = True
         StartupTimeMetric.set(seconds)
         if self.metrics is not None:
-            self.metrics.startup.set(seconds)
+            self.metrics.mark_started(seconds, self.options)
         self.send_webhook(
             "startup", True, details={"startup_seconds": round(seconds, 3), **details}
         )

@@ -186,9 +186,10 @@ def bad_header(request):
 
 
 def thing(request, pk):
-    from testapp.metrics import ThingsViewedMetric, things_viewed
+    from testapp.metrics import ThingsOrderedMetric, ThingsViewedMetric, things_viewed
 
     ThingsViewedMetric.increment()
+    ThingsOrderedMetric.increment()
     things_viewed.inc()
     return JsonResponse({"pk": pk})
 
