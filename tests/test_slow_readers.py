@@ -137,7 +137,10 @@ def test_a_client_that_takes_none_of_its_response_is_cut_off(serve, tmp_path):
             sock.close()
         wait_until(lambda: open_fds(pid) <= fds, 10, "the descriptors freed", server)
         memory.append(resident_mb(pid))
-    assert memory[1] < memory[0] + 30, f"resident memory after each wave: {memory} MB"
+    # A wave's responses come to 20 x 8 MB = 160 MB: had the first wave's stayed
+    # held, the second would add as much again. Less than half of that is the
+    # allocator's own slack (glibc keeps freed arenas; 30 MB of it has been seen).
+    assert memory[1] < memory[0] + 80, f"resident memory after each wave: {memory} MB"
     assert "(--write-timeout)" in server.output
     assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
 
