@@ -129,6 +129,36 @@ def test_a_database_check_the_project_put_in_place_of_1_6s_holds_the_start(serve
     assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
 
 
+def test_an_empty_media_root_keeps_1_6s_line_and_publishes_nothing(serve):
+    """1.6 served the working directory under /media/ when MEDIA_ROOT was empty
+    (Django's default): the project's own code. Hurricane serves nothing there, and
+    says so in the words 1.6's scripts wait for."""
+    server = serve("--media", env={"TEST_MEDIA_ROOT": ""})
+    assert "Serving media files under /media/ is off: MEDIA_ROOT is not set" in server.output
+    for leaked in ("/media/manage.py", "/media/testproject/settings.py"):
+        assert requests.get(server.url(leaked), timeout=10).status_code == 404
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+
+
+def test_a_failed_start_ends_with_1_6s_last_line_after_the_webhook(tmp_path):
+    """A failing --command: the failure webhook is tried first (its receiver named by
+    scheme and host, where 1.6 wrote the whole URL), then 1.6's last line, exit 1."""
+    origin = f"http://localhost:{free_port()}"  # nothing listens there
+    down = f"{origin}/webhook"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--port", str(free_port()), "--command",
+         "nosuchcommand", "--webhook-url", down],
+        cwd=TEST_PROJECT, env=base_env(tmp_path), capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines_in_order(
+        result.stdout + result.stderr,
+        "Start-up failed: management command 'nosuchcommand' failed",
+        f"Sending webhook to {origin} has failed due to ConnectionError (startup webhook",
+        "Loop will be closed; exiting with status 1",
+    )
+
+
 def test_the_modules_of_1_6_import():
     code = (
         "import django; from django.conf import settings; settings.configure(); "

@@ -94,11 +94,18 @@ def make_file_application(
     prefixes: list[str] = []
 
     def add(url: str | None, root: str | None, setting: str, user_uploads: bool) -> None:
-        if not url or not root or "://" in url:
-            logger.warning("Not serving %s: its URL or root is not a local path", setting)
+        what = "media" if user_uploads else "static"
+        if not url or "://" in url:
+            url_setting = setting.replace("_ROOT", "_URL")
+            logger.warning("Not serving %s: %s is not a local path", setting, url_setting)
             return
         prefix = "/" + url.strip("/") + "/"
-        what = "media" if user_uploads else "static"
+        if not root:
+            # django-hurricane 1.6 served the working directory here (the project's
+            # code, settings and SQLite file); its start-up line's words stay, as
+            # scripts wait for them.
+            logger.warning("Serving %s files under %s is off: %s is not set", what, prefix, setting)
+            return
         logger.info("Serving %s files under %s from %s", what, prefix, root)
         arguments = {"path": str(root), "sandbox_active_types": user_uploads}
         handlers.append((re.escape(prefix) + "(.*)", FileHandler, arguments))

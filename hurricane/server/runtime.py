@@ -446,6 +446,8 @@ class Server:
         logger.error("%s", message, exc_info=error)
         trace = "".join(traceback.format_exception(error)) if error is not None else message
         await wait_for_delivery(self.state.send_webhook("startup", False, trace))
+        # django-hurricane 1.6's last line of a failed start, which scripts wait for.
+        logger.info("Loop will be closed; exiting with status 1")
         self.exit_code = 1
 
     def build_wsgi_application(self, asgi: bool = False) -> Any:
