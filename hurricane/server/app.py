@@ -26,6 +26,20 @@ from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
 from hurricane.server.body import Body, rewound, spool
 from hurricane.server.refusals import announced_length, refuse_and_close
+from hurricane.server.tornado_compat import (
+    adopt_stream,
+    body_read,
+    buffered_bytes,
+    close_after_response,
+    closes_after_response,
+    header_field_count,
+    listen_with,
+    open_connections,
+    start_line_parsed,
+    stop_timing_headers,
+    wrote_whole_response,
+)
+from hurricane.server.tornado_compat import stop_accepting as stop_accepting_on
 from hurricane.server.wsgi import ResponseSink
 
 if TYPE_CHECKING:
@@ -333,7 +347,7 @@ class GuardedIOStream(IOStream):
             request = self.current_request
             # The header read is the only one bounded while no start line is parsed
             # (a chunk-size line has a bound too, but then the start line is known).
-            if request is None or request._request_start_line is None:
+            if request is None or not start_line_parsed(request):
                 self._answer_headers_too_large()
         super().close(exc_info)
 
@@ -373,16 +387,17 @@ class GuardedHTTPServer(HTTPServer):
             # Its streams are SSLIOStreams, which handle_stream must not turn into ours.
             raise ValueError("GuardedHTTPServer serves plain HTTP only")
         super().initialize(request_callback, max_header_size=limits.max_header_size, **kwargs)
-        self.conn_params.header_timeout = None  # the sweep times the header reads
+        stop_timing_headers(self)
         self.limits = limits
         self.accept_per_wakeup = accept_per_wakeup
         self.sweeper: PeriodicCallback | None = None
 
     def add_sockets(self, sockets: Any) -> None:
         for sock in sockets:
-            self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = add_accept_handler(
-                sock, self._handle_connection, self.accept_per_wakeup
+            listen_with(
+                self,
+                sock,
+                lambda sock, callback: add_accept_handler(sock, callback, self.accept_per_wakeup),
             )
         if self.sweeper is None:
             self.io_loop = IOLoop.current()
@@ -390,7 +405,7 @@ class GuardedHTTPServer(HTTPServer):
             self.sweeper.start()
 
     def handle_stream(self, stream: IOStream, address: tuple) -> None:
-        stream.__class__ = GuardedIOStream
+        adopt_stream(stream, GuardedIOStream)
         stream.accepted_at = self.io_loop.time()  # type: ignore[attr-defined]
         stream.set_nodelay(True)
         super().handle_stream(stream, address)
@@ -415,7 +430,7 @@ class GuardedHTTPServer(HTTPServer):
         }
         now = self.io_loop.time()
         closed = {IDLE: 0, HEADERS: 0, BODY: 0, WRITE: 0}
-        for conn in list(self._connections):
+        for conn in open_connections(self):
             stream = conn.stream
             if stream.closed() or not isinstance(stream, GuardedIOStream):
                 continue
@@ -466,13 +481,13 @@ def connection_phase(stream: GuardedIOStream, request: Any) -> str | None:
     the server's to answer (or no longer Tornado's to read, once detached)."""
     if stream.writing():  # a response the client has yet to take
         return WRITE
-    if request is None or request._request_start_line is None:
+    if request is None or not start_line_parsed(request):
         # Bytes in the buffer without a complete header block: headers arrive. A
         # connection that never sent a request is timed as sending headers too.
-        if stream.requests_started > 1 and not stream._read_buffer_size:
+        if stream.requests_started > 1 and not buffered_bytes(stream):
             return IDLE
         return HEADERS
-    if request.stream is None or request._read_finished:
+    if request.stream is None or body_read(request):
         return None
     return BODY
 
@@ -483,17 +498,14 @@ class AppHTTPServer(GuardedHTTPServer):
     def stop_accepting(self) -> list:
         """Stop taking new connections but keep the listening sockets open (for a
         restart that hands them to the next process); returns them."""
-        for remove_handler in self._handlers.values():
-            remove_handler()
-        self._handlers.clear()
-        return list(self._sockets.values())
+        return stop_accepting_on(self)
 
     def close_idle_connections(self, busy: set, spare_unused: Any = None) -> int:
         """Close connections without a request in progress; with ``spare_unused`` (the
         connections that ever sent a request), only those that did: keep-alive ones."""
         idle = [
             conn
-            for conn in self._connections
+            for conn in open_connections(self)
             if conn not in busy and (spare_unused is None or conn in spare_unused)
         ]
         for conn in idle:
@@ -502,7 +514,7 @@ class AppHTTPServer(GuardedHTTPServer):
 
     def fresh_connections(self, used: Any) -> int:
         """Open connections that have not sent a request yet."""
-        return sum(1 for conn in self._connections if conn not in used)
+        return sum(1 for conn in open_connections(self) if conn not in used)
 
 
 class RequestRouter(httputil.HTTPServerConnectionDelegate):
@@ -598,7 +610,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             self.start_line = start_line._replace(path=start_line.path[:100] + "...")
             self._reply_and_close(414, b"Request line too long\n")
             return None
-        if sum(map(len, headers._as_list.values())) > state.max_headers:
+        if header_field_count(headers) > state.max_headers:
             self._reply_and_close(431, b"Too many header fields\n")
             return None
         app = router.tornado_app_for(start_line.path)
@@ -772,7 +784,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             text += "Date: " + http_date_now() + "\r\n"
         if self.router.state.draining:
             self._close_after_response()
-        if self.conn._disconnect_on_finish:  # type: ignore[attr-defined]
+        if closes_after_response(self.conn):
             text += "Connection: close\r\n"
         self.status = code
         return (text + "\r\n").encode("latin-1")
@@ -861,13 +873,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             # holds in memory while the client reads it.
             stream.write(head)
             written = stream.write(body)
-        # What write_headers records for a response of known length, whose
-        # HTTPHeaders were not built: finish() then ends the request once the bytes
-        # are written, and keeps the connection or closes it.
-        conn = self.conn
-        conn._chunking_output = False  # type: ignore[attr-defined]
-        conn._expected_content_remaining = 0  # type: ignore[attr-defined]
-        conn._pending_write = written  # type: ignore[attr-defined]
+        wrote_whole_response(self.conn, written)
         return written
 
     def start_stream(self, status: str, header_list: list[tuple[str, str]]) -> None:
@@ -909,9 +915,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
     # -- helpers --------------------------------------------------------------------------
 
     def _close_after_response(self) -> None:
-        # Tornado has no public switch for this; it closes the connection after the
-        # response and adds "Connection: close" when this flag is set.
-        self.conn._disconnect_on_finish = True  # type: ignore[attr-defined]
+        close_after_response(self.conn)
 
     def _reply_and_close(self, code: int, body: bytes) -> None:
         self.done = True

@@ -33,6 +33,7 @@ from hurricane.server.pool import WorkerPool
 from hurricane.server.probes import ProbeServerThread, make_probe_application, probe_paths
 from hurricane.server.startup import StartupError, StartupFailed, run_startup_tasks
 from hurricane.server.state import ProbeState
+from hurricane.server.tornado_compat import close_after_response
 from hurricane.server.wsgi import HurricaneWSGIContainer
 
 logger = logging.getLogger("hurricane.server.general")
@@ -605,7 +606,7 @@ class Server:
         # In-flight requests close their connection after the response; idle
         # keep-alive connections close now.
         for request_conn in list(state.in_flight):
-            request_conn._disconnect_on_finish = True
+            close_after_response(request_conn)
         self.app_server.close_idle_connections(state.busy_connections(), state.used_connections)
         deadline = time.monotonic() + self.options.graceful_timeout
         try:

@@ -1,0 +1,190 @@
+"""Every use of Tornado's private internals, in one place.
+
+Tornado's public API serves HTTP well; Hurricane goes below it where a measured cost or
+a limit of that API made it worth it. Each function here says what it buys. Nothing
+else in Hurricane touches an attribute of Tornado's that starts with an underscore.
+
+``tests/test_tornado_compat.py`` holds each function to its contract on real sockets,
+so a Tornado release that changes what one relies on fails there first, and
+``TESTED_TORNADO`` and the upper bound on ``tornado`` in pyproject.toml name the
+releases it was checked against.
+"""
+
+from __future__ import annotations
+
+import socket
+from asyncio import Future
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from tornado import httputil
+from tornado.http1connection import HTTP1Connection
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
+from tornado.platform.asyncio import AsyncIOMainLoop
+
+# The Tornado releases (major, minor) this module is checked against; pyproject.toml
+# admits these and nothing newer.
+TESTED_TORNADO = ((6, 4), (6, 5), (6, 6))
+
+
+# -- the request being read ---------------------------------------------------------------
+
+
+def start_line_parsed(conn: HTTP1Connection) -> bool:
+    """Whether the connection has a complete request line and headers. Tornado has one
+    timeout for an idle keep-alive connection and a client sending its headers
+    slowly; the sweep (hurricane.server.app) tells them apart by this, and times
+    both without a timer per request."""
+    return conn._request_start_line is not None  # type: ignore[attr-defined]
+
+
+def body_read(conn: HTTP1Connection) -> bool:
+    """Whether the request's body has been read whole: the sweep's ``--body-timeout``
+    runs only until then."""
+    return bool(conn._read_finished)  # type: ignore[attr-defined]
+
+
+def buffered_bytes(stream: IOStream) -> int:
+    """Bytes the stream has read and nobody has asked for yet: on a keep-alive
+    connection, the start of the next request (timed as headers, not as idle)."""
+    return int(stream._read_buffer_size)
+
+
+def header_field_count(headers: httputil.HTTPHeaders) -> int:
+    """How many header lines a request sent (a name sent twice counts twice), for
+    ``--max-headers``, on every request: one list length per name, 0.6 µs for 8
+    lines where counting the public ``get_all()`` takes 2.3 µs (timeit)."""
+    return sum(map(len, headers._as_list.values()))  # type: ignore[attr-defined]
+
+
+# -- the response being written --------------------------------------------------------------
+
+
+def close_after_response(conn: HTTP1Connection) -> None:
+    """Close the connection once its response is written, and say ``Connection:
+    close`` in it if its headers are still to be written: for a drain, a memory
+    restart and a refused request. Tornado has no public switch for this."""
+    conn._disconnect_on_finish = True  # type: ignore[attr-defined]
+
+
+def closes_after_response(conn: HTTP1Connection) -> bool:
+    """Whether the connection closes after this response (the client asked for it,
+    or :func:`close_after_response` was called): a response head Hurricane writes
+    itself must say ``Connection: close`` then."""
+    return bool(conn._disconnect_on_finish)  # type: ignore[attr-defined]
+
+
+def wrote_whole_response(conn: HTTP1Connection, written: Future) -> None:
+    """Record on the connection what ``write_headers`` records for a response of
+    known length, after Hurricane wrote the head and body to the stream itself
+    (``written``: the future of its last byte), so that ``conn.finish()`` ends the
+    request once the bytes are written and keeps or closes the connection.
+
+    Writing the head Hurricane joined and checked in one pass, instead of building
+    Tornado's HTTPHeaders and having write_headers format and check them again, took
+    6% fewer instructions per /plain request (callgrind, bench/results/profile-plain.md).
+    """
+    conn._chunking_output = False  # type: ignore[attr-defined]
+    conn._expected_content_remaining = 0  # type: ignore[attr-defined]
+    conn._pending_write = written  # type: ignore[attr-defined]
+
+
+# -- the server's connections and listening sockets -------------------------------------------
+
+
+def open_connections(server: HTTPServer) -> Iterable[HTTP1Connection]:
+    """The server's open connections (a copy), for the sweep and a drain, which close
+    idle ones; Tornado keeps them only to close them all at ``close_all_connections``."""
+    return list(server._connections)  # type: ignore[attr-defined]
+
+
+def listen_with(
+    server: HTTPServer,
+    sock: socket.socket,
+    add_accept_handler: Callable[[socket.socket, Callable[[socket.socket, Any], None]], Any],
+) -> None:
+    """Serve on ``sock`` with ``add_accept_handler`` in place of Tornado's own, which
+    takes every waiting connection per wake-up and spins when accept() runs out of
+    file descriptors (2.98 CPU-s in 3 s and 18,627 tracebacks at ``ulimit -n 64``).
+    The server's ``stop``, :func:`stop_accepting` and :func:`listening_sockets` see the
+    socket as if ``add_sockets`` had added it."""
+    server._sockets[sock.fileno()] = sock  # type: ignore[attr-defined]
+    server._handlers[sock.fileno()] = add_accept_handler(  # type: ignore[attr-defined]
+        sock,
+        server._handle_connection,  # type: ignore[attr-defined]
+    )
+
+
+def stop_accepting(server: HTTPServer) -> list[socket.socket]:
+    """Stop taking connections but leave the listening sockets open, and return them:
+    an in-place restart hands them to the next process, so that no connection is
+    refused meanwhile (``server.stop()`` would close them)."""
+    handlers = server._handlers  # type: ignore[attr-defined]
+    for remove_handler in handlers.values():
+        remove_handler()
+    handlers.clear()
+    return list(server._sockets.values())  # type: ignore[attr-defined]
+
+
+def adopt_stream(stream: IOStream, subclass: type[IOStream]) -> None:
+    """Make a stream Tornado's server created an instance of ``subclass`` (of
+    IOStream, adding attributes and overriding public methods only): TCPServer
+    builds its streams itself and has no hook for their class."""
+    if not issubclass(subclass, type(stream)):
+        raise TypeError(f"{subclass.__name__} does not extend {type(stream).__name__}")
+    stream.__class__ = subclass
+
+
+def stop_timing_headers(server: HTTPServer) -> None:
+    """Turn off Tornado's per-request header timer: the sweep times header reads."""
+    server.conn_params.header_timeout = None  # type: ignore[attr-defined]
+
+
+# -- the event loop -----------------------------------------------------------------------
+
+
+class LazyReaderIOLoop(AsyncIOMainLoop):
+    """Tornado's IOLoop on the running asyncio loop, leaving a socket's reader
+    registered while its stream pauses reading.
+
+    Under load, the next request of a keep-alive connection often arrives before
+    Tornado asks for it: the stream reads it into its buffer and stops listening for
+    reads until the read for it begins, then listens again: a ``remove_reader`` and
+    an ``add_reader`` per request, several ``epoll_ctl`` calls (and with uvloop a new
+    poll handle), 13% of the event loop's CPU on /plain (py-spy). Here a reader that
+    the stream stops wanting stays registered until it fires; most are wanted again
+    before that and cost nothing. One that fires unwanted is removed then, and the
+    stream is not called: the client's further bytes wait in the kernel, as they
+    would with Tornado's own IOLoop.
+
+    It relies on BaseAsyncIOLoop's ``readers`` (the fds with a reader),
+    ``selector_loop`` (the asyncio loop) and ``_handle_events`` (the callback every
+    ready fd goes through).
+    """
+
+    def initialize(self, **kwargs: Any) -> None:
+        super().initialize(**kwargs)
+        self.unwanted_readers: set[int] = set()
+
+    def update_handler(self, fd: Any, events: int) -> None:
+        fd, _ = self.split_fd(fd)
+        if events & IOLoop.READ:
+            self.unwanted_readers.discard(fd)
+        elif fd in self.readers:
+            self.unwanted_readers.add(fd)
+            events |= IOLoop.READ  # stays registered
+        super().update_handler(fd, events)
+
+    def remove_handler(self, fd: Any) -> None:
+        self.unwanted_readers.discard(self.split_fd(fd)[0])
+        super().remove_handler(fd)
+
+    def _handle_events(self, fd: int, events: int) -> None:
+        if events == IOLoop.READ and fd in self.unwanted_readers:
+            self.unwanted_readers.discard(fd)
+            self.readers.discard(fd)
+            self.selector_loop.remove_reader(fd)
+            return
+        super()._handle_events(fd, events)

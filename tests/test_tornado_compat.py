@@ -1,0 +1,300 @@
+"""The contract of hurricane.server.tornado_compat, held against Tornado's own
+HTTPServer on real sockets: each private internal Hurricane relies on still does what
+the function that wraps it promises. A Tornado release that changes one fails here."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import tomllib
+import tornado
+from tornado import httputil
+from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
+from tornado.netutil import add_accept_handler, bind_sockets
+
+from conftest import ROOT
+from hurricane.server import tornado_compat as compat
+
+
+class Recorder(httputil.HTTPServerConnectionDelegate):
+    """Tornado's delegate protocol, recording what the compat functions say of each
+    connection at each step, and answering through ``respond``."""
+
+    def __init__(self, respond: Callable[[Any, Any], None] | None = None) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.connections: list[Any] = []
+        self.respond = respond or (lambda conn, delegate: write_plain(conn, b"ok"))
+
+    def start_request(self, server_conn: Any, request_conn: Any) -> httputil.HTTPMessageDelegate:
+        self.connections.append(request_conn)
+        recorder = self
+
+        class Delegate(httputil.HTTPMessageDelegate):
+            def headers_received(self, start_line: Any, headers: Any) -> None:
+                recorder.seen.append(
+                    {
+                        "parsed": compat.start_line_parsed(request_conn),
+                        "body_read": compat.body_read(request_conn),
+                        "fields": compat.header_field_count(headers),
+                        "closes": compat.closes_after_response(request_conn),
+                        "path": start_line.path,
+                    }
+                )
+
+            def finish(self) -> None:
+                recorder.seen[-1]["body_read_at_finish"] = compat.body_read(request_conn)
+                recorder.respond(request_conn, self)
+
+        return Delegate()
+
+
+def write_plain(conn: Any, body: bytes) -> None:
+    headers = httputil.HTTPHeaders({"Content-Length": str(len(body))})
+    conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", 200, "OK"), headers, body)
+    conn.finish()
+
+
+async def serving(
+    delegate: httputil.HTTPServerConnectionDelegate,
+    test: Callable[[HTTPServer, int], Awaitable[None]],
+    **server_options: Any,
+) -> None:
+    server = HTTPServer(delegate, **server_options)
+    sockets = bind_sockets(0, "127.0.0.1")
+    server.add_sockets(sockets)
+    try:
+        await test(server, sockets[0].getsockname()[1])
+    finally:
+        server.stop()
+        await server.close_all_connections()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = int(re.search(rb"content-length: *(\d+)", head, re.I).group(1))
+    return head, await asyncio.wait_for(reader.readexactly(length), 5)
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_request_being_read():
+    """Before the headers are complete nothing is parsed; in headers_received the start
+    line is, the body not yet; at finish the body is; a header sent twice counts
+    twice; a pipelined request waits in the stream's buffer."""
+    recorder = Recorder()
+
+    async def test(server: HTTPServer, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n")
+        await writer.drain()
+        await until(lambda: compat.open_connections(server), "the connection")
+        [conn] = compat.open_connections(server)
+        await asyncio.sleep(0.05)
+        assert not recorder.seen  # headers incomplete: no request yet
+        writer.write(b"X-A: 2\r\nContent-Length: 3\r\n\r\n")
+        await writer.drain()
+        await until(lambda: recorder.seen, "the headers")
+        assert recorder.seen[0]["parsed"] is True
+        assert recorder.seen[0]["body_read"] is False
+        assert recorder.seen[0]["fields"] == 4  # Host, X-A twice, Content-Length
+        assert recorder.seen[0]["closes"] is False
+        # The body, and right behind it a second request, pipelined.
+        writer.write(b"abcGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        assert (await read_response(reader))[1] == b"ok"
+        assert (await read_response(reader))[1] == b"ok"
+        assert recorder.seen[0]["body_read_at_finish"] is True
+        assert recorder.seen[1]["path"] == "/b"
+        assert compat.open_connections(server) == [conn]  # both on one connection
+        writer.close()
+
+    asyncio.run(serving(recorder, test))
+
+
+def test_buffered_bytes_are_what_the_stream_read_and_nobody_asked_for():
+    async def main() -> None:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            ours.setblocking(False)
+            stream = IOStream(ours)
+            assert compat.buffered_bytes(stream) == 0
+            theirs.sendall(b"GET / HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n")
+            first = await stream.read_until(b"\r\n\r\n")
+            assert first == b"GET / HTTP/1.1\r\n\r\n"
+            assert compat.buffered_bytes(stream) == len(b"GET /next HTTP/1.1\r\n\r\n")
+            stream.close()
+
+    asyncio.run(main())
+
+
+def test_close_after_response_closes_and_says_so():
+    """Asked for while the request is read, the response says Connection: close and
+    the connection closes after it; closes_after_response tells the client's own
+    Connection: close apart from a keep-alive request."""
+
+    def respond(conn: Any, delegate: Any) -> None:
+        if recorder.seen[-1]["path"] == "/close":
+            compat.close_after_response(conn)
+            recorder.seen[-1]["closes_now"] = compat.closes_after_response(conn)
+        write_plain(conn, b"ok")
+
+    recorder = Recorder(respond)
+
+    async def test(server: HTTPServer, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /keep HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _ = await read_response(reader)
+        assert b"connection: close" not in head.lower()
+        writer.write(b"GET /close HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = await read_response(reader)
+        assert b"connection: close" in head.lower() and body == b"ok"
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        assert recorder.seen[1]["closes_now"] is True
+        writer.close()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /asked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await read_response(reader)
+        assert recorder.seen[-1]["closes"] is True
+        writer.close()
+
+    asyncio.run(serving(recorder, test))
+
+
+def test_a_response_written_whole_keeps_the_connection_and_ends_when_written():
+    """The head and body written to the stream directly: finish() ends the request,
+    and the same connection serves the next one."""
+    finished: list[Any] = []
+
+    def respond(conn: Any, delegate: Any) -> None:
+        body = b"whole"
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+        written = conn.stream.write(head + body)
+        compat.wrote_whole_response(conn, written)
+        finished.append(conn.finish())
+
+    recorder = Recorder(respond)
+
+    async def test(server: HTTPServer, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(3):
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await read_response(reader))[1] == b"whole"
+        assert len(recorder.seen) == 3
+        assert len(compat.open_connections(server)) == 1  # one connection for all three
+        await until(lambda: all(f is None or f.done() for f in finished), "finish")
+        writer.close()
+
+    asyncio.run(serving(recorder, test))
+
+
+def test_listen_with_our_accept_handler_then_stop_accepting_keeps_the_socket():
+    accepted: list[Any] = []
+
+    def counting_accept_handler(sock: socket.socket, callback: Callable) -> Callable:
+        def counted(connection: socket.socket, address: Any) -> None:
+            accepted.append(address)
+            callback(connection, address)
+
+        return add_accept_handler(sock, counted)
+
+    async def main() -> None:
+        server = HTTPServer(Recorder())
+        [sock] = bind_sockets(0, "127.0.0.1")
+        port = sock.getsockname()[1]
+        compat.listen_with(server, sock, counting_accept_handler)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_response(reader))[1] == b"ok"
+        assert len(accepted) == 1
+        assert [conn.stream.closed() for conn in compat.open_connections(server)] == [False]
+
+        kept = compat.stop_accepting(server)
+        assert kept == [sock] and sock.fileno() >= 0  # still open, to be handed on
+        late = socket.create_connection(("127.0.0.1", port))  # queued, never accepted
+        await asyncio.sleep(0.1)
+        assert len(accepted) == 1
+        late.close()
+        sock.close()
+        writer.close()
+        await server.close_all_connections()
+
+        # Tornado's own stop() sees a socket listen_with added, as one add_sockets added.
+        other = HTTPServer(Recorder())
+        [sock] = bind_sockets(0, "127.0.0.1")
+        compat.listen_with(other, sock, counting_accept_handler)
+        other.stop()
+        assert sock.fileno() == -1
+
+    asyncio.run(main())
+
+
+def test_adopt_stream_gives_a_servers_stream_our_subclass():
+    class Counting(IOStream):
+        extra = "ours"
+
+    class Unrelated:
+        pass
+
+    async def main() -> None:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            ours.setblocking(False)
+            stream = IOStream(ours)
+            compat.adopt_stream(stream, Counting)
+            assert isinstance(stream, Counting) and stream.extra == "ours"
+            assert not stream.closed()
+            with pytest.raises(TypeError):
+                compat.adopt_stream(stream, Unrelated)  # type: ignore[arg-type]
+            stream.close()
+
+    asyncio.run(main())
+
+
+def test_stop_timing_headers_leaves_a_slow_header_client_to_the_sweep():
+    """Tornado closes a connection whose headers do not arrive within
+    idle_connection_timeout; with its timer off, the connection stays open."""
+
+    async def slow_client(port: int) -> bool:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and no end of the headers
+        await writer.drain()
+        try:
+            closed = await asyncio.wait_for(reader.read(), 0.6) == b""
+        except asyncio.TimeoutError:
+            closed = False
+        writer.close()
+        return closed
+
+    results: dict[str, bool] = {}
+
+    async def timed(server: HTTPServer, port: int) -> None:
+        results["timed"] = await slow_client(port)
+
+    async def untimed(server: HTTPServer, port: int) -> None:
+        compat.stop_timing_headers(server)
+        results["untimed"] = await slow_client(port)
+
+    asyncio.run(serving(Recorder(), timed, idle_connection_timeout=0.2))
+    asyncio.run(serving(Recorder(), untimed, idle_connection_timeout=0.2))
+    assert results == {"timed": True, "untimed": False}
+
+
+def test_the_tornado_in_use_is_one_checked_and_pyproject_admits_no_newer():
+    assert tornado.version_info[:2] in compat.TESTED_TORNADO, tornado.version
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    [requirement] = [d for d in pyproject["project"]["dependencies"] if d.startswith("tornado")]
+    newest = max(compat.TESTED_TORNADO)
+    assert f"<{newest[0]}.{newest[1] + 1}" in requirement, requirement
