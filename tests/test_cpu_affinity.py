@@ -103,7 +103,7 @@ def test_a_core_another_process_keeps_busy_is_left(serve):
     try:
         wait_until(
             lambda: cores_of_threads(pid) not in ({core}, set()),
-            40,  # a look every 2-3 s; the other core must be half idle meanwhile
+            60,  # a look every 2-3 s, two crowded in a row; the other core half idle
             f"the server to leave CPU {core}",
             server,
         )
@@ -134,3 +134,48 @@ def test_cpu_quota_reads_the_cgroup_limit(tmp_path):
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert cpu_quota(str(v1)) is None
     assert cpu_quota(str(tmp_path / "none")) is None
+
+
+def test_a_move_needs_two_crowded_looks_and_a_minute_since_the_last(monkeypatch, caplog):
+    """One busy look does not move the process; two in a row do; then no move for a
+    minute however crowded; the first move is logged at INFO, later ones at DEBUG."""
+    from hurricane.server import affinity
+
+    clock = [1000.0]
+    monkeypatch.setattr(affinity.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(affinity, "read_core_times", lambda: {})
+    keeper = affinity.CoreKeeper([0, 1])
+    keeper.core = 0
+    looks = iter([])
+    monkeypatch.setattr(keeper, "_quieter_core", lambda: next(looks))
+    moves: list[int] = []
+
+    def move_to(core: int) -> None:
+        moves.append(core)
+        keeper.core = core
+
+    monkeypatch.setattr(keeper, "move_to", move_to)
+
+    def look(crowded: bool) -> int | None:
+        nonlocal looks
+        other = 1 - keeper.core
+        looks = iter([(other, (0.6, 0.9)) if crowded else (None, (0.1, 0.0))])
+        clock[0] += 2.5
+        return keeper.check()
+
+    caplog.set_level("DEBUG", logger="hurricane.server.general")
+    assert look(True) is None  # once: a busy moment
+    assert look(False) is None
+    assert look(True) is None
+    assert look(True) == 1  # twice in a row: moved
+    assert "Moved to CPU 1: other processes used 60% of CPU 0, and CPU 1 was 90% idle" in (
+        caplog.text
+    )
+    assert [r.levelname for r in caplog.records if "Moved" in r.message] == ["INFO"]
+    # Crowded at every look for the next minute: no move.
+    assert [look(True) for _ in range(23)] == [None] * 23
+    assert moves == [1]
+    clock[0] = keeper.moved_at + affinity.MOVE_INTERVAL
+    assert look(True) == 0
+    assert moves == [1, 0]
+    assert [r.levelname for r in caplog.records if "Moved" in r.message] == ["INFO", "DEBUG"]

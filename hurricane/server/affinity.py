@@ -10,7 +10,9 @@ per request; /db doubled, /sleep gained 5-7% (bench/results/profile-plain.md).
 
 A pinned process cannot move away from a core that other processes keep busy, so
 this checks every few seconds how much of its core the others took, and moves all
-its threads to a core that has more to spare.
+its threads to a core that has more to spare: when the core stayed crowded at two
+looks in a row, at most once a minute. The first move is logged at INFO, later ones
+at DEBUG.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ CHECK_JITTER = 1.0
 CROWDED_SHARE = 0.3
 # ...and another core had at least this share idle: move there.
 SPARE_SHARE = 0.5
+# A move needs the core crowded at this many looks in a row (one busy moment is not
+# a neighbour that stays) and at least this long since the last move: on a busy
+# 2-core machine, processes moved every few seconds, each move logged.
+CROWDED_LOOKS = 2
+MOVE_INTERVAL = 60.0
 # The first core of a process of its own: the idlest during start-up (shares within
 # one bucket count as equal, and the tie is broken from a random starting point).
 IDLE_BUCKET = 0.1
@@ -122,6 +129,9 @@ class CoreKeeper:
         self.jitter = random.Random()  # their own: when each looks
         self.core: int | None = None
         self.last: tuple[float, float, dict[int, CoreTimes]] | None = None
+        self.crowded_looks = 0
+        self.moved_at: float | None = None  # the last move after the first core
+        self.moves = 0
         # Read as start-up begins, so that the first core is chosen by how idle each
         # was during start-up, with no wait just to measure.
         self.since = read_core_times()
@@ -175,24 +185,36 @@ class CoreKeeper:
         return CHECK_INTERVAL + self.jitter.uniform(0.0, CHECK_JITTER)
 
     def check(self) -> int | None:
-        """Move to a core with more to spare if others crowd this one; the new core,
-        or None when it stays."""
+        """Move to a core with more to spare if others crowded this one at the last
+        CROWDED_LOOKS looks and the last move is MOVE_INTERVAL ago; the new core, or
+        None when it stays."""
         try:
             target, others = self._quieter_core()
             if target is None:
+                self.crowded_looks = 0
+                return None
+            self.crowded_looks += 1
+            now = time.monotonic()
+            if self.crowded_looks < CROWDED_LOOKS or (
+                self.moved_at is not None and now - self.moved_at < MOVE_INTERVAL
+            ):
                 return None
             was = self.core
             self.move_to(target)
+            self.crowded_looks, self.moved_at = 0, now
+            self.moves += 1
         except (OSError, ValueError, KeyError) as error:  # a passing failure: next time
             logger.warning("--cpu-affinity auto: the look at the cores failed (%s)", error)
             return None
-        logger.info(
-            "Moved to CPU %d: other processes used %d%% of CPU %d, and CPU %d was %d%% idle",
+        logger.log(
+            logging.INFO if self.moves == 1 else logging.DEBUG,
+            "Moved to CPU %d: other processes used %d%% of CPU %d, and CPU %d was %d%% idle%s",
             target,
             round(others[0] * 100),
             was,
             target,
             round(others[1] * 100),
+            "; later moves, at most one a minute, are logged at DEBUG" if self.moves == 1 else "",
         )
         return target
 

@@ -105,6 +105,10 @@ class ChildRole:
     # The same in every serving process of one supervisor, and differs between
     # supervisors (pods): where the processes start taking cores (--cpu-affinity).
     core_seed: int = 0
+    heartbeat_interval = HEARTBEAT_INTERVAL
+
+    def make_state(self, options: Options, port: int) -> ChildServerState:
+        return ChildServerState(options, port)
 
     def report(self, state: ServerState) -> None:
         self.slots.write(

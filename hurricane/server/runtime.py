@@ -353,21 +353,19 @@ class Server:
 
     def make_state(self) -> ServerState:
         if self.child is not None:
-            from hurricane.server.processes import ChildServerState
-
-            return ChildServerState(self.options, self.port)
+            return self.child.make_state(self.options, self.port)
         return ServerState(self.options, self.port)
 
     def report_to_supervisor(self) -> None:
         """Write this process's row for the supervisor's probes, every heartbeat; a
         process whose supervisor is gone drains and exits."""
-        from hurricane.server.processes import HEARTBEAT_INTERVAL
-
         self.child.report(self.state)
         if self.child.orphaned() and not self.state.draining:
             logger.warning("The supervisor is gone: draining")
             asyncio.ensure_future(self.drain(0.0))
-        asyncio.get_running_loop().call_later(HEARTBEAT_INTERVAL, self.report_to_supervisor)
+        asyncio.get_running_loop().call_later(
+            self.child.heartbeat_interval, self.report_to_supervisor
+        )
 
     # -- start-up ------------------------------------------------------------------------
 
