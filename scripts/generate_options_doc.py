@@ -195,7 +195,7 @@ NOTES = {
         "`hurricane.startup`; see [Start-up](shutdown.md#start-up)."
     ),
     "graceful_timeout": "See [Shutdown](shutdown.md#shutdown-without-losing-a-request).",
-    "log_format": "See [Logging](logging.md).",
+    "log_format": "On stdout; see [Logging](logging.md).",
     "log_level": (
         "Any case. The access log writes a request at `INFO`, a 4xx answer at `WARNING` "
         "and a 5xx at `ERROR` (as django-hurricane 1.6 did), so `WARNING` leaves out the "
@@ -206,7 +206,10 @@ NOTES = {
         "reaches it runs code in the process."
     ),
     "pycharm_host": "Needs the extra `pycharm`.",
-    "forbid_debugger": "See [Security defaults](security.md).",
+    "forbid_debugger": (
+        "The one option not decided by the first source alone. See "
+        "[Security defaults](security.md)."
+    ),
 }
 SERVE_NOTES = {
     "probe_port": "App requests then get 503 until start-up is done.",
@@ -215,8 +218,8 @@ SERVE_NOTES = {
         "collectstatic needed then."
     ),
     "command": (
-        "In the variable or a text setting: one command per line; a list setting: one "
-        "command per item. See [Start-up](shutdown.md#start-up)."
+        "Run in order. In the variable or a text setting: one command per line; a list "
+        "setting: one command per item. See [Start-up](shutdown.md#start-up)."
     ),
     "check_migrations": "Every database in `DATABASES`; `apply` applies them.",
     "check_migrations_apply": "Waits for the databases to answer.",
@@ -237,7 +240,8 @@ SERVE_NOTES = {
         "serving processes use it; the supervisor keeps asyncio's."
     ),
     "cpu_affinity": (
-        "With `--processes`, one core each; a process moves when other processes take "
+        "The first core is the idlest at start-up; with `--processes`, one core each; a "
+        "process moves when other processes take "
         "more than 30% of its core. Spread over cores, a process's threads cost up to "
         "half the CPU time per request on the benchmark. Linux only (elsewhere `auto` "
         "does nothing); the start-up log names the core. See "
@@ -248,6 +252,7 @@ SERVE_NOTES = {
         "not in memory (see [Limits and timeouts](limits.md))."
     ),
     "max_buffer_size": "Tornado's buffer.",
+    "static_watch": "Such a change does not restart the process.",
     "max_headers": "A repeated name counts each time.",
     "keep_alive_timeout": "See [Limits and timeouts](limits.md#limits-and-timeouts).",
     "header_timeout": "Cuts off slowloris clients.",
