@@ -313,33 +313,33 @@ def test_image_carries_no_compiler_cache_or_build_file(base_image: str, stand_in
     assert 0 < size_above_base < MAX_SIZE_ABOVE_BASE
 
 
-def readme_dockerfile_block(first_line: str) -> str:
-    """The README's ```dockerfile block that starts with ``first_line``."""
+def docs_dockerfile_block(first_line: str) -> str:
+    """The ```dockerfile block of docs/image.md that starts with ``first_line``."""
     match = re.search(
         r"```dockerfile\n(" + re.escape(first_line) + r".*?)```",
-        (ROOT / "README.md").read_text(),
+        (ROOT / "docs" / "image.md").read_text(),
         re.S,
     )
     if match:
         return match.group(1)
-    pytest.fail(f"no ```dockerfile block starting {first_line!r} in the README")
+    pytest.fail(f"no ```dockerfile block starting {first_line!r} in docs/image.md")
 
 
 def users_dockerfile() -> str:
-    """The user's Dockerfile that the README shows."""
-    return readme_dockerfile_block("FROM blueshoe/hurricane:")
+    """The user's Dockerfile that docs/image.md shows."""
+    return docs_dockerfile_block("FROM blueshoe/hurricane:")
 
 
 def test_users_short_dockerfile_installs_requirements_as_non_root(
     base_image: str, tmp_path: Path
 ) -> None:
-    """The README's Dockerfile, on the demo project with one more requirement: its
+    """The Dockerfile of docs/image.md, on the demo project with one more requirement: its
     `RUN pip install` runs as the image's non-root user and the result serves. With
-    the README's lines that compile the project at build time appended: the compiled
+    the page's lines that compile the project at build time appended: the compiled
     files are there, and the server still runs as the image's user."""
     dockerfile = users_dockerfile()
     assert len(dockerfile.splitlines()) <= 5, "the user's Dockerfile stays short"
-    dockerfile += readme_dockerfile_block("USER root\nRUN python -m compileall")
+    dockerfile += docs_dockerfile_block("USER root\nRUN python -m compileall")
     context = tmp_path / "project"
     local_files = shutil.ignore_patterns("__pycache__", "*.sqlite3", "staticfiles")
     shutil.copytree(DEMO_PROJECT, context, ignore=local_files)

@@ -1,6 +1,6 @@
 """k8s-manifests/: every kustomization rendered, validated against the Kubernetes
 schemas and cross-referenced by scripts/check_manifests.py (the script CI and the
-README name); yamllint and checkov pass; one broken fixture per kind of mistake is
+docs/kubernetes.md name); yamllint and checkov pass; one broken fixture per kind of mistake is
 rejected. And the manifests' wiring runs for real: the web and consumer containers,
 started by the image's entrypoint with the environment the rendered ConfigMaps and
 Secret give them, wait for the migration Job's command against PostgreSQL, serve,

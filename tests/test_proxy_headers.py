@@ -21,7 +21,7 @@ from conftest import port_open, run_serve
 from hurricane.server.forwarded import TrustedProxies, parse_address
 
 ASGI_ENV = {"TEST_SETTINGS": json.dumps({"ASGI_APPLICATION": "testproject.asgi.application"})}
-# The X-Forwarded-For entries looked at, from the right, as the README states.
+# The X-Forwarded-For entries looked at, from the right, as docs/proxies.md states.
 HOPS_WALKED = 16
 
 

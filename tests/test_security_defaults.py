@@ -1,4 +1,4 @@
-"""Security defaults (README: Security defaults), each as a user meets it:
+"""Security defaults (docs/security.md), each as a user meets it:
 
 - the probe/metrics port is not the app port unless asked, and no Service of the
   manifests publishes it;
@@ -54,14 +54,12 @@ import check_manifests  # noqa: E402
 MANIFESTS = ROOT / "k8s-manifests"
 PRODUCTION = MANIFESTS / "overlays" / "production"
 DEBUGGER_COMPONENT = MANIFESTS / "components" / "debugger"
-README = (ROOT / "README.md").read_text()
 NO_SETTINGS = object()
 
 
-def readme_section(title: str) -> str:
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", README, re.M | re.S)
-    assert match, f"no section '## {title}' in the README"
-    return " ".join(match.group(1).split())
+def docs_page(name: str) -> str:
+    """The page docs/``name``, its lines joined (a phrase may span two)."""
+    return " ".join((ROOT / "docs" / name).read_text().split())
 
 
 # -- the probe port ---------------------------------------------------------------------
@@ -177,11 +175,11 @@ def test_every_pod_is_spared_service_links():
     assert pods >= 10
 
 
-def test_readme_warns_not_to_expose_the_probe_port():
-    section = readme_section("Security defaults")
+def test_the_docs_warn_not_to_expose_the_probe_port():
+    section = docs_page("security.md")
     assert "Never expose the probe port" in section
     assert "/metrics" in section and "PodMonitor" in section
-    kubernetes = readme_section("Kubernetes: `k8s-manifests/`")
+    kubernetes = docs_page("kubernetes.md")
     assert f"kubectl label namespace monitoring {SCRAPE_LABEL}=true" in kubernetes
 
 

@@ -1,5 +1,5 @@
 """Webhooks as a receiver and an operator see them: the timed signature verified by
-the README's own code, what the log shows of the receiver's URL, drops logged once
+the code of docs/webhooks.md, what the log shows of the receiver's URL, drops logged once
 per burst, the webhooks of a drain and of a start-up held up by the database, and
 django-hurricane 1.6's webhook classes. Real ``manage.py serve``/``consume``
 processes, a real HTTP receiver, the real PostgreSQL and RabbitMQ."""
@@ -22,25 +22,22 @@ from test_metrics_webhooks import SECRET, expected_signature, receiver
 from conftest import ROOT, TEST_PROJECT, base_env, consumer_args, postgres_database, wait_until
 
 TIMED_SIGNATURE_HEADER = "x-hurricane-timed-signature"
-# The queue of webhooks waiting for the receiver holds this many, as the README says.
+# The queue of webhooks waiting for the receiver holds this many, as docs/webhooks.md says.
 QUEUED = 100
 
 
-def readme_verify() -> Callable[..., bool]:
-    """The ``verify`` function of the README's Webhooks section, run as a receiver
-    would paste it."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Webhooks") :]
-    section = section[: section.index("\n## ")]
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "def verify(" in b]
-    assert len(blocks) == 1, "one verify example in the README's Webhooks section"
+def docs_verify() -> Callable[..., bool]:
+    """The ``verify`` function of docs/webhooks.md, run as a receiver would paste it."""
+    page = (ROOT / "docs" / "webhooks.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "def verify(" in b]
+    assert len(blocks) == 1, "one verify example in docs/webhooks.md"
     namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    exec(compile(blocks[0], "docs/webhooks.md", "exec"), namespace)
     return namespace["verify"]
 
 
-def test_timed_signature_verifies_with_the_readme_code_and_goes_stale(serve):
-    verify = readme_verify()
+def test_timed_signature_verifies_with_the_documented_code_and_goes_stale(serve):
+    verify = docs_verify()
     with receiver() as hooks:
         # Where chat services keep their credential: the path; others: user part, query.
         host = hooks.url.removesuffix("/hook").removeprefix("http://")
@@ -111,12 +108,12 @@ def test_drops_are_logged_once_per_burst_with_their_count(serve, tmp_path):
 
 
 def test_verify_example_is_the_documented_procedure():
-    """The README's code, alone: a signature made as documented (with the secret,
+    """The code of docs/webhooks.md, alone: a signature made as documented (with the secret,
     "<t>." and the body) verifies while fresh, and not once stale."""
     import hashlib
     import hmac
 
-    verify = readme_verify()
+    verify = docs_verify()
     body = json.dumps({"type": "startup"}).encode()
 
     def header(sent: int) -> str:
