@@ -23,7 +23,7 @@ from hurricane.amqp.basehandler import (
 )
 from hurricane.amqp.worker import AMQPClient
 from hurricane.metrics.requests import RequestQueueLengthMetric
-from hurricane.options import OptionError, Options
+from hurricane.options import ConsumeOptions, OptionError
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer
 from hurricane.server.listening import urls_of
 from hurricane.server.probes import make_probe_application, probe_http_server
@@ -53,7 +53,7 @@ def load_handler(path: str) -> type[_AMQPConsumer]:
     return handler
 
 
-def require(options: Options, name: str, flag: str, variable: str) -> None:
+def require(options: ConsumeOptions, name: str, flag: str, variable: str) -> None:
     if getattr(options, name) is None:
         raise OptionError(f"no {name.replace('_', ' ')} given: pass {flag} or set {variable}")
 
@@ -63,7 +63,7 @@ class ConsumerState(ProbeState, ConsumerObserver):
 
     lifetime_unit = "messages"
 
-    def __init__(self, options: Options, began: float) -> None:
+    def __init__(self, options: ConsumeOptions, began: float) -> None:
         super().__init__(options)
         self.began = began
         self.connected = False
@@ -129,7 +129,7 @@ class Consumer:
     """One ``consume`` process: ``main()`` starts the probes and consumes until a
     signal; exits 0 after a clean stop, 1 when the broker cannot be used."""
 
-    def __init__(self, options: Options, handle_signals: bool = True) -> None:
+    def __init__(self, options: ConsumeOptions, handle_signals: bool = True) -> None:
         # Without --queue the broker names one, as django-hurricane 1.6 allowed.
         require(options, "handler", "HANDLER (the first argument)", "HURRICANE_HANDLER")
         require(options, "exchange", "--exchange", "HURRICANE_EXCHANGE")
@@ -211,7 +211,7 @@ class Consumer:
         self.client.request_stop()
 
 
-def run_consumer(options: Options) -> int:
+def run_consumer(options: ConsumeOptions) -> int:
     """Run ``consume`` with resolved options; returns the process exit code. Bad
     options raise OptionError before anything starts."""
     from django.conf import settings

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, NoReturn
+from typing import Any, Generic, NoReturn, TypeVar
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from hurricane.options import Option, OptionError, Options, add_arguments, resolve
+from hurricane.options import Option, OptionError, Options, add_arguments, resolve_values
 from hurricane.server.logs import json_line
 
+OptionsT = TypeVar("OptionsT", bound=Options)
 UNRECOGNIZED = "unrecognized arguments: "
 
 
@@ -26,10 +27,11 @@ def without_argument_values(message: str) -> str:
     return UNRECOGNIZED + " ".join([*shown, "(values not shown)"])
 
 
-class HurricaneCommand(BaseCommand):
-    """A Hurricane runtime as a management command: ``option_spec`` on the command
-    line, ``start(options)`` returns the exit code."""
+class HurricaneCommand(BaseCommand, Generic[OptionsT]):
+    """A Hurricane runtime as a management command: ``option_spec`` (the table of
+    ``options_class``) on the command line, ``start(options)`` returns the exit code."""
 
+    options_class: type[OptionsT]
     option_spec: tuple[Option, ...] = ()
     logger_name = "hurricane"
     # Hurricane runs Django's system checks itself once logging is set up
@@ -58,7 +60,7 @@ class HurricaneCommand(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         add_arguments(parser, self.option_spec)
 
-    def start(self, options: Options) -> int:
+    def start(self, options: OptionsT) -> int:
         raise NotImplementedError
 
     def handle(self, *args: Any, **command_line: Any) -> None:
@@ -66,7 +68,9 @@ class HurricaneCommand(BaseCommand):
         from hurricane.server.startup import StartupError
 
         try:
-            options = resolve(self.option_spec, command_line, settings)
+            options = self.options_class.of(
+                resolve_values(self.option_spec, command_line, settings)
+            )
             exit_code = self.start(options)
         except (OptionError, StartupError, DebuggerError) as error:
             self.fail(str(error), command_line)
@@ -90,6 +94,7 @@ class HurricaneCommand(BaseCommand):
         error may be about this very option)."""
         spec = tuple(option for option in self.option_spec if option.name == "log_format")
         try:
-            return resolve(spec, command_line, settings).log_format
+            log_format: str = resolve_values(spec, command_line, settings).values["log_format"]
+            return log_format
         except OptionError:
             return "text"

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hurricane.options import Options
+from hurricane.options import Options, ServeOptions
 from hurricane.server.legacy import check_databases, signal_handler, static_watch
 
 logger = logging.getLogger("hurricane.server.general")
@@ -18,7 +18,7 @@ logger = logging.getLogger("hurricane.server.general")
 __all__ = ["check_databases", "run_server", "signal_handler", "static_watch"]
 
 
-def run_server(options: Options) -> int:
+def run_server(options: ServeOptions) -> int:
     """Run ``serve`` with resolved options; returns the process exit code."""
     from hurricane.server.processes import Supervisor, child_options, child_role_from_environment
     from hurricane.server.runtime import Server, StartupError

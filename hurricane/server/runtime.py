@@ -16,7 +16,7 @@ import weakref
 from typing import Any
 
 from hurricane.metrics.requests import RequestQueueLengthMetric
-from hurricane.options import Options, probe_port_of
+from hurricane.options import Options, ServeOptions, probe_port_of
 from hurricane.server.affinity import CoreKeeper
 from hurricane.server.app import (
     ACCEPT_PER_WAKEUP,
@@ -59,7 +59,7 @@ class ServerState(ProbeState):
 
     lifetime_unit = "requests"
 
-    def __init__(self, options: Options, port: int) -> None:
+    def __init__(self, options: ServeOptions, port: int) -> None:
         super().__init__(options)
         self.port = port
         self.max_body_size: int = options.max_body_size
@@ -223,7 +223,9 @@ class Server:
     """One ``serve`` process: ``main()`` starts the probes, runs the start-up tasks,
     opens the app port and waits; ``on_signal()`` and ``drain()`` end it."""
 
-    def __init__(self, options: Options, handle_signals: bool = True, child: Any = None) -> None:
+    def __init__(
+        self, options: ServeOptions, handle_signals: bool = True, child: Any = None
+    ) -> None:
         self.options = options
         self.handle_signals = handle_signals
         # A ChildRole when a supervisor (``--processes``) started this process.

@@ -10,7 +10,7 @@ import logging
 import shlex
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hurricane.masking import MASK, is_secret, redacted
@@ -65,7 +65,7 @@ def call_command_logged(json_output: bool, name: str, *args: Any, **options: Any
         call_command(name, *args, stdout=stdout, stderr=stderr, **options)
 
 
-def run_management_commands(commands: list[list[str]], json_output: bool = False) -> None:
+def run_management_commands(commands: Sequence[Sequence[str]], json_output: bool = False) -> None:
     """Run each command in turn. Commands read from a file (HURRICANE_COMMANDS_FILE)
     are a secret, as every value so read: the log names them by their place in the
     file, and a failure's message masks every word of the command."""
@@ -172,7 +172,7 @@ def wait_for_migrations(
 
 
 def run_startup_tasks(
-    commands: list[list[str]],
+    commands: Sequence[Sequence[str]],
     check_migrations: bool,
     apply: bool,
     stop: threading.Event,
