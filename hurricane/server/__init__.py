@@ -28,12 +28,16 @@ def run_server(options: ServeOptions) -> int:
         served = child_options(options)
         return run_process(served, lambda handle_signals: Server(served, True, child).run())
     banner = f"Tornado-powered Django web server. Version: {hurricane_version()}"
+    watch: Callable[[], None] | None = None
+    if options.static_watch:
+        static_watch = options.static_watch
 
-    def watch() -> None:
-        watch_static_files(Path(options.static_watch).resolve())
+        def watch_static() -> None:
+            watch_static_files(Path(static_watch).resolve())
 
-    if options.static_watch and not options.autoreload:
-        logger.warning("--static-watch works with --autoreload only; ignoring it")
+        watch = watch_static
+        if not options.autoreload:
+            logger.warning("--static-watch works with --autoreload only; ignoring it")
     if options.processes > 1:
         if options.autoreload:
             raise StartupError("--processes and --autoreload cannot be combined")
@@ -41,10 +45,7 @@ def run_server(options: ServeOptions) -> int:
             options, lambda handle_signals: Supervisor(options, handle_signals).run(), banner=banner
         )
     return run_process(
-        options,
-        lambda handle_signals: Server(options, handle_signals).run(),
-        watch if options.static_watch else None,
-        banner=banner,
+        options, lambda handle_signals: Server(options, handle_signals).run(), watch, banner=banner
     )
 
 

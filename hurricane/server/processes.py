@@ -273,8 +273,10 @@ class Supervisor(Server):
         for index in range(self.count):
             self.spawn(index)
         self.mode = f"{self.count} processes"
+        stopping = self.stopping
+        assert stopping is not None  # main() made it before the start
         while len([row for row in self.live_rows() if row["serving"]]) < self.count:
-            if self.stopping.done():
+            if stopping.done():
                 return False
             for index, child in enumerate(self.children):
                 if child is not None and child.poll() is not None:
@@ -300,13 +302,13 @@ class Supervisor(Server):
             },
         )
         self.slots.write(index, 0, 0, 0, 0, 0, 0)
-        self.children[index] = subprocess.Popen(
+        child = self.children[index] = subprocess.Popen(
             [sys.executable, *sys.orig_argv[1:]],
             env=env,
             pass_fds=tuple(sock.fileno() for sock in self.app_sockets),
         )
         self.started_at[index] = time.monotonic()
-        logger.info("Started serving process %d (pid %d)", index, self.children[index].pid)
+        logger.info("Started serving process %d (pid %d)", index, child.pid)
 
     # -- children that end -----------------------------------------------------------------
 
@@ -370,5 +372,5 @@ class Supervisor(Server):
                 child.kill()
                 child.wait()
 
-    def watch_memory(self, loop: asyncio.AbstractEventLoop) -> None:
+    def watch_memory(self, loop: asyncio.AbstractEventLoop, max_memory: int) -> None:
         """Each serving process watches its own memory (and restarts in place)."""
