@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, Generic, NoReturn, TypeVar
 
 from django.conf import settings
@@ -44,7 +45,8 @@ class HurricaneCommand(BaseCommand, Generic[OptionsT]):
         # --amqp-password, and nothing that masks secrets by the option's name (the
         # entrypoint's summary line) would know to hide it.
         parser = super().create_parser(prog_name, subcommand, allow_abbrev=False, **kwargs)
-        complain = parser.error
+        # Django's CommandParser.error raises CommandError or exits as argparse's does.
+        complain: Callable[[str], NoReturn] = parser.error
 
         def error(message: str) -> NoReturn:
             message = without_argument_values(message)

@@ -217,9 +217,9 @@ class ProbeChecks:
             thread = self.threads.get(kind)
             if thread is None:
                 thread = self.threads[kind] = WorkerPool(1, f"hurricane-probe-{kind}")
-            future = concurrent.futures.Future()
-            thread.submit(_run_into, check, future)
-            future = asyncio.wrap_future(future)
+            result: concurrent.futures.Future[list[Problem]] = concurrent.futures.Future()
+            thread.submit(_run_into, check, result)
+            future = asyncio.wrap_future(result)
             self.running[kind] = future
         try:
             return await asyncio.wait_for(asyncio.shield(future), CHECK_TIMEOUT)
