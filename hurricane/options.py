@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import ipaddress
 import os
 import re
 import shlex
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar, NamedTuple, Self
 
 from hurricane.masking import mentions, shown_value
 
@@ -184,7 +185,7 @@ def parse_url(value: Any) -> str:
     return url
 
 
-def parse_commands(value: Any) -> list[list[str]]:
+def parse_commands(value: Any) -> tuple[tuple[str, ...], ...]:
     """Management commands, each a command line such as ``"compilemessages --no-color"``.
 
     From the environment or a setting given as text, one command per line;
@@ -198,7 +199,7 @@ def parse_commands(value: Any) -> list[list[str]]:
         lines = list(value)
     else:
         raise ValueError("management commands, one per line")
-    commands = []
+    commands: list[tuple[str, ...]] = []
     for line in lines:
         if isinstance(line, (list, tuple)) and len(line) == 1 and isinstance(line[0], str):
             line = line[0]
@@ -214,8 +215,8 @@ def parse_commands(value: Any) -> list[list[str]]:
         else:
             raise ValueError("management commands, one per line")
         if words:
-            commands.append(words)
-    return commands
+            commands.append(tuple(words))
+    return tuple(commands)
 
 
 LOG_FORMATS = ("text", "json")
@@ -246,9 +247,19 @@ def parse_log_level(value: Any) -> str:
     raise ValueError("one of " + ", ".join(LOG_LEVELS))
 
 
-def parse_loop(value: Any) -> str:
-    from hurricane.server.eventloop import LOOPS, uvloop_installed
+# The event loops of --loop ("auto": uvloop where it is installed).
+LOOPS = ("auto", "uvloop", "asyncio")
+# The modes of --cpu-affinity.
+AFFINITY_MODES = ("auto", "off")
 
+
+def uvloop_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def parse_loop(value: Any) -> str:
     name = _one_of(value, LOOPS, "auto, uvloop or asyncio")
     if name == "uvloop" and not uvloop_installed():
         raise ValueError("auto or asyncio, since uvloop is not installed (pip install uvloop)")
@@ -256,8 +267,6 @@ def parse_loop(value: Any) -> str:
 
 
 def parse_cpu_affinity(value: Any) -> str:
-    from hurricane.server.affinity import AFFINITY_MODES
-
     return _one_of(value, AFFINITY_MODES, "auto or off")
 
 
@@ -285,12 +294,51 @@ def parse_interface(value: Any) -> str | None:
     return host
 
 
-def parse_forwarded_allow_ips(value: Any) -> Any:
-    """The proxies whose X-Forwarded-* headers are believed (``None``: no one); the
-    rule lives in :mod:`hurricane.server.forwarded`."""
-    from hurricane.server.forwarded import TrustedProxies
+FORWARDED_ALLOW_IPS_EXPECTED = (
+    "IP addresses or networks (e.g. 10.0.0.0/8, fd00::/8), comma-separated, or *"
+)
 
-    return TrustedProxies.parse(value)
+
+@dataclass(frozen=True)
+class ProxyNetworks:
+    """``--forwarded-allow-ips`` read: the networks whose X-Forwarded-* headers are
+    believed, or everyone (``*``). The server asks it through
+    :class:`hurricane.server.forwarded.TrustedProxies`."""
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    everyone: bool = False
+
+    def __repr__(self) -> str:
+        shown = "*" if self.everyone else ", ".join(str(network) for network in self.networks)
+        return f"ProxyNetworks({shown})"
+
+
+def parse_forwarded_allow_ips(value: Any) -> ProxyNetworks | None:
+    """Comma-separated addresses and networks (IPv4 or IPv6), or ``*``; a Django
+    setting may also give a list. ``None`` when the value names no one. Raises
+    ValueError naming the first bad entry."""
+    if isinstance(value, str):
+        entries = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        entries = [str(entry) for entry in value]
+    else:
+        raise ValueError(FORWARDED_ALLOW_IPS_EXPECTED)
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    everyone = False
+    for entry in (entry.strip() for entry in entries):
+        if not entry:
+            continue
+        if entry == "*":
+            everyone = True
+            continue
+        try:
+            # strict=False: "10.1.2.3/8" is read as the network it lies in.
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{FORWARDED_ALLOW_IPS_EXPECTED}; {entry!r} is neither") from None
+    if not everyone and not networks:
+        return None
+    return ProxyNetworks(tuple(networks), everyone)
 
 
 @dataclass(frozen=True)
@@ -467,7 +515,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
         "command",
         parse_commands,
-        [],
+        (),
         "Management command to run before serving; repeatable; quote a command with its "
         'arguments: --command "compilemessages --no-color".',
         metavar="COMMAND",
@@ -850,16 +898,67 @@ def variable_of(name: str) -> str:
     return name
 
 
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Options:
-    """Resolved option values, as attributes (``options.probe_port``)."""
+    """Resolved option values, typed and frozen (``options.probe_port``): the options
+    ``serve`` (:class:`ServeOptions`) and ``consume`` (:class:`ConsumeOptions`) share.
 
-    def __init__(
-        self, values: dict[str, Any], sources: dict[str, str], warnings: Sequence[str] = ()
-    ) -> None:
-        self.__dict__.update(values)
-        self.sources = sources
-        # To log once logging is set up: names of django-hurricane 1.6, misspelt names.
-        self.warnings = list(warnings)
+    One field per option of the command's table, named as the option, besides
+    ``sources`` and ``warnings`` (tests/test_options.py checks that fields and tables
+    name the same options). A changed copy: :func:`dataclasses.replace`. Compared and
+    hashed by identity (``eq=False``), as the options were before they were frozen."""
+
+    # The table a subclass resolves (Options.resolve); the shared options have none.
+    option_table: ClassVar[tuple[Option, ...]] = ()
+
+    # The probes (PROBE_OPTIONS).
+    probe_port: int | None
+    interface: str | None
+    startup_probe: str
+    readiness_probe: str
+    liveness_probe: str
+    req_queue_len: int
+    no_probe: bool
+    no_metrics: bool
+    metrics: str
+    webhook_url: str | None
+    webhook_secret: str | None
+    max_lifetime: int | None
+    autoreload: bool
+    debug: bool
+    skip_checks: bool
+    graceful_timeout: float
+    # LOG_OPTIONS.
+    log_format: str
+    log_level: str
+    # DEBUGGER_OPTIONS.
+    debugger: bool
+    debugger_port: int
+    pycharm_host: str | None
+    pycharm_port: int | None
+    forbid_debugger: bool
+
+    # Not options. Where each value came from ("default", "command line --port",
+    # "environment HURRICANE_PORT", ...), by option name; and the warnings to log once
+    # logging is set up: names of django-hurricane 1.6, misspelt names.
+    sources: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def resolve(
+        cls,
+        command_line: Mapping[str, Any],
+        settings: Any,
+        environ: Mapping[str, str] | None = None,
+    ) -> Self:
+        """The options of :attr:`option_table`, resolved as :func:`resolve` does."""
+        if not cls.option_table:
+            raise TypeError(f"{cls.__name__} has no option table to resolve")
+        return cls.of(resolve_values(cls.option_table, command_line, settings, environ))
+
+    @classmethod
+    def of(cls, resolved: Resolved) -> Self:
+        return cls(**resolved.values, sources=resolved.sources, warnings=resolved.warnings)
 
     def shown(self, name: str) -> Any:
         """The value of option ``name`` as a log may show it (hurricane.masking)."""
@@ -867,13 +966,82 @@ class Options:
 
     def __repr__(self) -> str:
         values = {name: self.shown(name) for name in self.sources}
-        return f"Options({values})"
+        return f"{type(self).__name__}({values})"
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class ServeOptions(Options):
+    """``serve``'s resolved options (:data:`SERVE_OPTIONS`)."""
+
+    option_table: ClassVar[tuple[Option, ...]] = SERVE_OPTIONS
+
+    port: int
+    app_interface: str | None
+    static: bool
+    media: bool
+    command: tuple[tuple[str, ...], ...]  # each command's words
+    check_migrations: bool | str  # True, False or "apply"
+    check_migrations_apply: bool
+    max_memory: int | None
+    workers: int
+    max_workers: int
+    processes: int
+    asgi: bool | None  # None: when ASGI_APPLICATION is set
+    loop: str
+    cpu_affinity: str
+    static_watch: str | None
+    max_body_size: int
+    max_buffer_size: int
+    max_request_line: int
+    max_header_size: int
+    max_headers: int
+    keep_alive_timeout: float
+    header_timeout: float
+    body_timeout: float
+    write_timeout: float
+    forwarded_allow_ips: ProxyNetworks | None
+    shutdown_delay: float
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class ConsumeOptions(Options):
+    """``consume``'s resolved options (:data:`CONSUME_OPTIONS`)."""
+
+    option_table: ClassVar[tuple[Option, ...]] = CONSUME_OPTIONS
+
+    probe_port: int  # consume's has a default (8001)
+    handler: str | None  # required: hurricane.amqp.runtime says so when it is missing
+    queue: str | None
+    exchange: str | None
+    routing_key: str | None
+    amqp_host: str | None
+    amqp_port: int
+    amqp_vhost: str
+    amqp_user: str | None
+    amqp_password: str | None
+    amqp_heartbeat: int | None
+    prefetch: int
+    durable: bool
+    queue_type: str
+    dead_letter_exchange: str | None
+    dead_letter_queue: str | None
+    requeue_on_error: bool
+    max_deliveries: int
+    max_message_size: int
+    reconnect: bool
+
+
+OPTIONS_CLASSES: tuple[type[Options], ...] = (ServeOptions, ConsumeOptions)
 
 
 def probe_port_of(options: Options) -> int:
     """Where the probe server listens: ``--probe-port``, else (``serve``, whose default
     is None) the app port + 1."""
-    return options.probe_port or options.port + 1
+    if options.probe_port:
+        return options.probe_port
+    if not isinstance(options, ServeOptions):
+        raise TypeError(f"{type(options).__name__} has no probe port and no app port")
+    return options.port + 1
 
 
 def add_arguments(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
@@ -970,16 +1138,25 @@ def old_name_warning(option: Option, given: Given, winner: str) -> str:
     )
 
 
-def resolve(
+class Resolved(NamedTuple):
+    """What :func:`resolve_values` found: each option's value and where it came from,
+    by option name, and the warnings to log."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    warnings: list[str]
+
+
+def resolve_values(
     options: Sequence[Option],
     command_line: Mapping[str, Any],
     settings: Any,
     environ: Mapping[str, str] | None = None,
-) -> Options:
+) -> Resolved:
     """Resolve every option: command line, then Django settings, then environment,
     then the names of django-hurricane 1.6 (a safety switch: on from any of them).
     The warnings to log come with the options: one for each 1.6 name given, one for
-    each HURRICANE_* setting or variable that nothing reads."""
+    each HURRICANE_* setting or variable that nothing reads. Any table, or part of one."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -998,7 +1175,27 @@ def resolve(
         ]
     warnings += unknown_names((name for name in dir(settings) if name.isupper()), "setting")
     warnings += unknown_names(environ, "environment variable")
-    return Options(values, sources, warnings)
+    return Resolved(values, sources, warnings)
+
+
+def resolve(
+    options: Sequence[Option],
+    command_line: Mapping[str, Any],
+    settings: Any,
+    environ: Mapping[str, str] | None = None,
+) -> Options:
+    """:func:`resolve_values` for the table of a command, as its options class:
+    :class:`ServeOptions` for :data:`SERVE_OPTIONS`, :class:`ConsumeOptions` for
+    :data:`CONSUME_OPTIONS` (or for a table naming the same options). TypeError for a
+    table of other options: :func:`resolve_values` resolves those."""
+    names = {option.name for option in options}
+    for options_class in OPTIONS_CLASSES:
+        if names == {option.name for option in options_class.option_table}:
+            return options_class.of(resolve_values(options, command_line, settings, environ))
+    raise TypeError(
+        "no options class has exactly these options (resolve_values resolves any): "
+        + ", ".join(sorted(names))
+    )
 
 
 # HURRICANE_* names that are no option, and so no misspelling of one either.
@@ -1047,3 +1244,11 @@ def unknown_names(names: Iterable[str], kind: str) -> list[str]:
         hint = f"; did you mean {closest}?" if closest else ""
         warnings.append(f"Unknown {kind} {name}: Hurricane does not read it{hint}")
     return warnings
+
+
+def described_option(options: Options, name: str) -> str:
+    """``--interface, from environment HURRICANE_INTERFACE``: the flag, and where its
+    value came from unless it is the default, for an error that names it."""
+    flag = "--" + name.replace("_", "-")
+    source = options.sources.get(name, "default")
+    return flag if source == "default" else f"{flag}, from {source}"

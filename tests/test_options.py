@@ -1,5 +1,6 @@
 """The options resolver: precedence, parsing, and one clear line for a bad value."""
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -20,13 +21,18 @@ from conftest import (
     run_serve,
 )
 from hurricane.options import (
+    AMQP_CREDENTIAL_OPTIONS,
     CONSUME_OPTIONS,
     DJANGO_HURRICANE_16_NAMES,
     KNOWN_NAMES,
     OLD_NAMES,
     SERVE_OPTIONS,
+    ConsumeOptions,
     OptionError,
+    Options,
+    ServeOptions,
     resolve,
+    resolve_values,
     unknown_names,
 )
 from hurricane.server import eventloop
@@ -43,7 +49,7 @@ def test_defaults():
     assert options.req_queue_len == 10
     assert options.metrics == "/metrics"
     assert options.debugger_port == 5678
-    assert options.command == []
+    assert options.command == ()
     assert options.static is False
     assert options.shutdown_delay == 0.0
     assert options.graceful_timeout == 30.0
@@ -62,6 +68,73 @@ def test_consume_defaults():
     assert options.max_deliveries == 5
     assert options.max_message_size == 16 * 1024**2
     assert options.queue_type == "classic"
+
+
+@pytest.mark.parametrize(
+    "options_class, table",
+    [(ServeOptions, SERVE_OPTIONS), (ConsumeOptions, CONSUME_OPTIONS)],
+    ids=["serve", "consume"],
+)
+def test_option_classes_have_one_field_per_option_of_their_table(options_class, table):
+    """The typed classes and the option tables cannot drift apart: a field for every
+    option, an option for every field (besides where each value came from, and the
+    warnings), and the class resolves its own table."""
+    fields = [field.name for field in dataclasses.fields(options_class)]
+    names = [option.name for option in table]
+    assert len(set(names)) == len(names)
+    assert sorted(fields) == sorted([*names, "sources", "warnings"])
+    assert options_class.option_table is table
+    resolved = resolve(table, {}, settings(), {})
+    assert type(resolved) is options_class
+    assert set(resolved.sources) == set(names)
+    shared = {field.name for field in dataclasses.fields(Options)}
+    assert shared <= set(fields)
+
+
+def test_resolved_options_are_frozen():
+    options = resolve(SERVE_OPTIONS, {}, settings(), {})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.port = 9000
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.not_an_option = 1
+    assert options.port == 8000
+    consume = resolve(CONSUME_OPTIONS, {}, settings(), {"AMQP_PASSWORD": "pw"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        consume.amqp_password = "other"
+    changed = dataclasses.replace(options, port=9000)
+    assert (changed.port, options.port) == (9000, 8000)
+    assert isinstance(options, Options) and isinstance(consume, Options)
+    assert repr(consume).startswith("ConsumeOptions(") and "pw" not in repr(consume)
+
+
+def test_resolve_wants_a_table_of_a_command_and_resolve_values_any():
+    with pytest.raises(TypeError, match="no options class"):
+        resolve(AMQP_CREDENTIAL_OPTIONS, {}, settings(), {})
+    resolved = resolve_values(AMQP_CREDENTIAL_OPTIONS, {}, settings(AMQP_USER="me"), {})
+    assert resolved.values == {"amqp_user": "me", "amqp_password": None}
+    assert resolved.sources == {"amqp_user": "setting AMQP_USER", "amqp_password": "default"}
+
+
+def test_child_options_turn_off_what_the_supervisor_does():
+    from hurricane.server.processes import child_options
+
+    environ = {
+        "HURRICANE_COMMANDS": "check",
+        "HURRICANE_WEBHOOK_URL": "http://x",
+        "HURRICANE_X": "1",
+    }
+    options = resolve(SERVE_OPTIONS, {"processes": "2", "debugger": True}, settings(), environ)
+    assert options.warnings  # HURRICANE_X
+    child = child_options(options)
+    assert type(child) is ServeOptions and child.processes == 2
+    assert (child.no_probe, child.command, child.webhook_url, child.debugger) == (
+        True,
+        (),
+        None,
+        False,
+    )
+    assert child.warnings == [] and child.sources == options.sources
+    assert (options.no_probe, options.command) == (False, (("check",),))
 
 
 def test_broker_settings_command_line_then_setting_then_environment():
@@ -146,13 +219,13 @@ def test_djangos_debug_never_turns_on_debug_nor_does_consume_read_16_names():
 
 def test_16_command_variable_and_setting():
     old_shape = settings(COMMAND=[["record f from-setting"], ["check"]])
-    assert resolve(SERVE_OPTIONS, {}, old_shape, {}).command == [
-        ["record", "f", "from-setting"],
-        ["check"],
-    ]
+    assert resolve(SERVE_OPTIONS, {}, old_shape, {}).command == (
+        ("record", "f", "from-setting"),
+        ("check",),
+    )
     environ = {"HURRICANE_COMMAND": "migrate --noinput\ncheck"}
     options = resolve(SERVE_OPTIONS, {}, old_shape, environ)
-    assert options.command == [["migrate", "--noinput"], ["check"]]
+    assert options.command == (("migrate", "--noinput"), ("check",))
     assert options.warnings == [
         f"Deprecated environment variable HURRICANE_COMMAND ({OLD}) sets --command: rename "
         "it HURRICANE_COMMANDS",
@@ -160,7 +233,7 @@ def test_16_command_variable_and_setting():
         f"environment HURRICANE_COMMAND, {OLD}: remove it, or rename it HURRICANE_COMMANDS",
     ]
     environ["HURRICANE_COMMANDS"] = "check"
-    assert resolve(SERVE_OPTIONS, {}, old_shape, environ).command == [["check"]]
+    assert resolve(SERVE_OPTIONS, {}, old_shape, environ).command == (("check",),)
 
 
 def test_a_bad_16_value_is_an_error_unless_a_hurricane_name_wins():
@@ -340,11 +413,11 @@ def test_boolean_setting_as_python_value():
 def test_commands_one_per_line_with_arguments():
     environ = {"HURRICANE_COMMANDS": "migrate --noinput\n\n  compilemessages --no-color \n"}
     options = resolve(SERVE_OPTIONS, {}, settings(), environ)
-    assert options.command == [["migrate", "--noinput"], ["compilemessages", "--no-color"]]
+    assert options.command == (("migrate", "--noinput"), ("compilemessages", "--no-color"))
     cli = resolve(SERVE_OPTIONS, {"command": ["record '/tmp/a b' x"]}, settings(), environ)
-    assert cli.command == [["record", "/tmp/a b", "x"]]
+    assert cli.command == (("record", "/tmp/a b", "x"),)
     listed = resolve(SERVE_OPTIONS, {}, settings(HURRICANE_COMMANDS=["migrate", "check"]), {})
-    assert listed.command == [["migrate"], ["check"]]
+    assert listed.command == (("migrate",), ("check",))
 
 
 def test_migration_check_modes():
@@ -413,6 +486,10 @@ def test_loop_option_makes_that_loop(name, module):
 def test_loop_without_uvloop_installed(monkeypatch):
     """Where uvloop is not installed (Windows, PyPy), auto falls back to asyncio's own
     loop, and asking for uvloop by name is a clear error instead."""
+    import hurricane.options
+
+    # The option's check (hurricane.options) and the loop's choice (eventloop) ask.
+    monkeypatch.setattr(hurricane.options, "uvloop_installed", lambda: False)
     monkeypatch.setattr(eventloop, "uvloop_installed", lambda: False)
     options = resolve(SERVE_OPTIONS, {}, settings(), {})
     assert eventloop.loop_kind(options.loop) == "asyncio"

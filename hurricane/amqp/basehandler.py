@@ -28,7 +28,7 @@ import inspect
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pika
@@ -230,7 +230,7 @@ class _AMQPConsumer:
 
     def __init__(
         self,
-        queue_name: str,
+        queue_name: str | None,
         exchange_name: str,
         host: str = "127.0.0.1",
         port: int = 5672,
@@ -277,7 +277,7 @@ class _AMQPConsumer:
         self._stop_requested = False
         self._stop_event: asyncio.Event | None = None
         # What run() runs (set by the AMQPClient that made this consumer).
-        self._runner: Callable[[], Awaitable[None]] | None = None
+        self._runner: Callable[[], Coroutine[Any, Any, None]] | None = None
         # The declaration chain in progress: what it does now, when it is done, and
         # the bindings it still waits for.
         self._setup_step = ""
@@ -438,10 +438,11 @@ class _AMQPConsumer:
             return
         # Carried out later, on the loop: a channel lost (or closed by a stop) by then
         # has returned the message to the queue already, and the operation is dropped.
+        loop = self._loop
+        if loop is None:  # never connected: no message was delivered to settle
+            return
         try:
-            self._loop.call_soon_threadsafe(
-                self._loop.call_later, delay, self._post, operation, generation
-            )
+            loop.call_soon_threadsafe(loop.call_later, delay, self._post, operation, generation)
         except RuntimeError:  # the loop has closed: the broker requeues the message
             pass
 
@@ -738,8 +739,9 @@ class _AMQPConsumer:
 
         def on_open_error(_connection: Any, error: BaseException) -> None:
             self._fail_waiters(self._connection_error(error))
-            if not self.closed.done():
-                self.closed.set_result(error)
+            closed = self.closed
+            if closed is not None and not closed.done():
+                closed.set_result(error)
 
         self._connection = AsyncioConnection(
             self.connection_parameters(),
@@ -919,7 +921,10 @@ class _AMQPConsumer:
 
     def _waiter(self) -> asyncio.Future:
         """A future that fails if the channel or connection closes first."""
-        future = self._loop.create_future()
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("nothing to wait for before connect()")
+        future = loop.create_future()
         self._waiters.add(future)
         future.add_done_callback(self._waiters.discard)
         return future

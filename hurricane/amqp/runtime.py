@@ -14,6 +14,7 @@ import logging
 import signal
 import time
 import traceback
+from typing import TypeVar
 
 from hurricane.amqp.basehandler import (
     BrokerError,
@@ -23,7 +24,7 @@ from hurricane.amqp.basehandler import (
 )
 from hurricane.amqp.worker import AMQPClient
 from hurricane.metrics.requests import RequestQueueLengthMetric
-from hurricane.options import OptionError, Options
+from hurricane.options import ConsumeOptions, OptionError
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer
 from hurricane.server.listening import urls_of
 from hurricane.server.probes import make_probe_application, probe_http_server
@@ -36,6 +37,7 @@ from hurricane.server.runtime import (
 from hurricane.server.state import ProbeState
 
 logger = logging.getLogger("hurricane.amqp.general")
+T = TypeVar("T")
 
 
 def load_handler(path: str) -> type[_AMQPConsumer]:
@@ -53,9 +55,11 @@ def load_handler(path: str) -> type[_AMQPConsumer]:
     return handler
 
 
-def require(options: Options, name: str, flag: str, variable: str) -> None:
-    if getattr(options, name) is None:
+def require(value: T | None, name: str, flag: str, variable: str) -> T:
+    """``value`` of the option ``name``, which must be given."""
+    if value is None:
         raise OptionError(f"no {name.replace('_', ' ')} given: pass {flag} or set {variable}")
+    return value
 
 
 class ConsumerState(ProbeState, ConsumerObserver):
@@ -63,7 +67,7 @@ class ConsumerState(ProbeState, ConsumerObserver):
 
     lifetime_unit = "messages"
 
-    def __init__(self, options: Options, began: float) -> None:
+    def __init__(self, options: ConsumeOptions, began: float) -> None:
         super().__init__(options)
         self.began = began
         self.connected = False
@@ -129,13 +133,15 @@ class Consumer:
     """One ``consume`` process: ``main()`` starts the probes and consumes until a
     signal; exits 0 after a clean stop, 1 when the broker cannot be used."""
 
-    def __init__(self, options: Options, handle_signals: bool = True) -> None:
+    def __init__(self, options: ConsumeOptions, handle_signals: bool = True) -> None:
         # Without --queue the broker names one, as django-hurricane 1.6 allowed.
-        require(options, "handler", "HANDLER (the first argument)", "HURRICANE_HANDLER")
-        require(options, "exchange", "--exchange", "HURRICANE_EXCHANGE")
-        require(options, "amqp_host", "--amqp-host", "AMQP_HOST")
+        handler = require(
+            options.handler, "handler", "HANDLER (the first argument)", "HURRICANE_HANDLER"
+        )
+        self.exchange = require(options.exchange, "exchange", "--exchange", "HURRICANE_EXCHANGE")
+        self.amqp_host = require(options.amqp_host, "amqp_host", "--amqp-host", "AMQP_HOST")
         self.options = options
-        self.handler_class = load_handler(options.handler)
+        self.handler_class = load_handler(handler)
         problem = setup_problem(
             self.handler_class, options.queue, options.queue_type, options.dead_letter_exchange
         )
@@ -156,8 +162,8 @@ class Consumer:
         self.client = client = AMQPClient(
             self.handler_class,
             options.queue,
-            options.exchange,
-            options.amqp_host,
+            self.exchange,
+            self.amqp_host,
             options.amqp_port,
             options.amqp_vhost,
             amqp_user=options.amqp_user,
@@ -211,7 +217,7 @@ class Consumer:
         self.client.request_stop()
 
 
-def run_consumer(options: Options) -> int:
+def run_consumer(options: ConsumeOptions) -> int:
     """Run ``consume`` with resolved options; returns the process exit code. Bad
     options raise OptionError before anything starts."""
     from django.conf import settings

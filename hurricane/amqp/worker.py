@@ -44,10 +44,10 @@ def broker_credentials() -> tuple[str | None, str | None]:
     """AMQP_USER and AMQP_PASSWORD: the Django setting, else the environment."""
     from django.conf import settings
 
-    from hurricane.options import AMQP_CREDENTIAL_OPTIONS, resolve
+    from hurricane.options import AMQP_CREDENTIAL_OPTIONS, resolve_values
 
-    options = resolve(AMQP_CREDENTIAL_OPTIONS, {}, settings)
-    return options.amqp_user, options.amqp_password
+    values = resolve_values(AMQP_CREDENTIAL_OPTIONS, {}, settings).values
+    return values["amqp_user"], values["amqp_password"]
 
 
 class AMQPClient:
@@ -56,7 +56,7 @@ class AMQPClient:
     def __init__(
         self,
         consumer_klass: type[_AMQPConsumer],
-        queue_name: str,
+        queue_name: str | None,
         exchange_name: str,
         amqp_host: str,
         amqp_port: int,
@@ -84,7 +84,7 @@ class AMQPClient:
         self.consumer._runner = lambda: self.main(self._reconnect)
         self.graceful_timeout = graceful_timeout
         self.reconnects = 0
-        self._reconnect = False
+        self._reconnect: bool = False
         self._stop: asyncio.Event | None = None
 
     @property
@@ -123,43 +123,45 @@ class AMQPClient:
         broker cannot be reached or is lost and ``reconnect`` is off, or when reconnecting
         cannot help (bad credentials, unknown vhost, a refused topology)."""
         consumer = self.consumer
-        self._stop = consumer._watch_for_stop()
-        if self._stop.is_set():
+        stop = self._stop = consumer._watch_for_stop()
+        if stop.is_set():
             return
         attempt = 0
         while True:
             try:
-                if not await self._until_stopped(consumer.connect()):
+                if not await self._until_stopped(consumer.connect(), stop):
                     consumer.abort()
                     return
             except BrokerError as error:
                 if error.fatal or not reconnect:
                     raise
-                if await self._wait_to_reconnect(str(error), attempt):
+                if await self._wait_to_reconnect(str(error), attempt, stop):
                     return
                 attempt += 1
                 continue
             attempt = 0
             self.observer.connection_changed(True)
-            if not await self._until_stopped(asyncio.shield(consumer.closed)):
+            closed = consumer.closed
+            assert closed is not None  # connect() made it before it returned
+            if not await self._until_stopped(asyncio.shield(closed), stop):
                 await consumer.shutdown(self.graceful_timeout)
                 return
             reason = (
                 f"lost the connection to the broker at {consumer.broker}: "
-                f"{describe_broker_error(consumer.closed.result())}"
+                f"{describe_broker_error(closed.result())}"
             )
             self.observer.connection_changed(False, reason)
             if not reconnect:
                 raise BrokerError(f"{reason}; not reconnecting (--reconnect is off)")
             self.reconnects += 1
-            if await self._wait_to_reconnect(reason, attempt):
+            if await self._wait_to_reconnect(reason, attempt, stop):
                 return
             attempt += 1
 
-    async def _until_stopped(self, awaitable: Any) -> bool:
-        """Await ``awaitable`` unless a stop comes first; False if it did."""
+    async def _until_stopped(self, awaitable: Any, stop_event: asyncio.Event) -> bool:
+        """Await ``awaitable`` unless ``stop_event`` is set first; False if it was."""
         task = asyncio.ensure_future(awaitable)
-        stop = asyncio.ensure_future(self._stop.wait())
+        stop = asyncio.ensure_future(stop_event.wait())
         await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
         if task.done():
@@ -170,12 +172,12 @@ class AMQPClient:
             await task
         return False
 
-    async def _wait_to_reconnect(self, reason: str, attempt: int) -> bool:
-        """Log and sleep before the next attempt; True if a stop came meanwhile."""
+    async def _wait_to_reconnect(self, reason: str, attempt: int, stop: asyncio.Event) -> bool:
+        """Log and sleep before the next attempt; True if ``stop`` was set meanwhile."""
         delay = reconnect_delay(attempt)
         logger.warning("%s; connecting again in %.1f s", reason, delay)
         try:
-            await asyncio.wait_for(self._stop.wait(), delay)
+            await asyncio.wait_for(stop.wait(), delay)
         except asyncio.TimeoutError:
             return False
         return True

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, Generic, NoReturn, TypeVar
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from hurricane.options import Option, OptionError, Options, add_arguments, resolve
+from hurricane.options import Option, OptionError, Options, add_arguments, resolve_values
 from hurricane.server.logs import json_line
 
+OptionsT = TypeVar("OptionsT", bound=Options)
 UNRECOGNIZED = "unrecognized arguments: "
 
 
@@ -26,10 +28,11 @@ def without_argument_values(message: str) -> str:
     return UNRECOGNIZED + " ".join([*shown, "(values not shown)"])
 
 
-class HurricaneCommand(BaseCommand):
-    """A Hurricane runtime as a management command: ``option_spec`` on the command
-    line, ``start(options)`` returns the exit code."""
+class HurricaneCommand(BaseCommand, Generic[OptionsT]):
+    """A Hurricane runtime as a management command: ``option_spec`` (the table of
+    ``options_class``) on the command line, ``start(options)`` returns the exit code."""
 
+    options_class: type[OptionsT]
     option_spec: tuple[Option, ...] = ()
     logger_name = "hurricane"
     # Hurricane runs Django's system checks itself once logging is set up
@@ -42,7 +45,8 @@ class HurricaneCommand(BaseCommand):
         # --amqp-password, and nothing that masks secrets by the option's name (the
         # entrypoint's summary line) would know to hide it.
         parser = super().create_parser(prog_name, subcommand, allow_abbrev=False, **kwargs)
-        complain = parser.error
+        # Django's CommandParser.error raises CommandError or exits as argparse's does.
+        complain: Callable[[str], NoReturn] = parser.error
 
         def error(message: str) -> NoReturn:
             message = without_argument_values(message)
@@ -58,7 +62,7 @@ class HurricaneCommand(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         add_arguments(parser, self.option_spec)
 
-    def start(self, options: Options) -> int:
+    def start(self, options: OptionsT) -> int:
         raise NotImplementedError
 
     def handle(self, *args: Any, **command_line: Any) -> None:
@@ -66,7 +70,9 @@ class HurricaneCommand(BaseCommand):
         from hurricane.server.startup import StartupError
 
         try:
-            options = resolve(self.option_spec, command_line, settings)
+            options = self.options_class.of(
+                resolve_values(self.option_spec, command_line, settings)
+            )
             exit_code = self.start(options)
         except (OptionError, StartupError, DebuggerError) as error:
             self.fail(str(error), command_line)
@@ -90,6 +96,7 @@ class HurricaneCommand(BaseCommand):
         error may be about this very option)."""
         spec = tuple(option for option in self.option_spec if option.name == "log_format")
         try:
-            return resolve(spec, command_line, settings).log_format
+            log_format: str = resolve_values(spec, command_line, settings).values["log_format"]
+            return log_format
         except OptionError:
             return "text"

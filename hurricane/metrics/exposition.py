@@ -155,7 +155,7 @@ async def read_before_scrape(timeout: float) -> dict[str, Any]:
 class DefaultRegistryCollector:
     """prometheus_client's default registry: process metrics and the project's own."""
 
-    def collect(self) -> Iterator:
+    def collect(self) -> Iterable:
         return REGISTRY.collect()
 
 

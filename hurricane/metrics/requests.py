@@ -4,6 +4,7 @@ the original exported one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, Info
@@ -30,7 +31,7 @@ class RequestQueueLengthMetric(CalculatedMetric):
     # With ``serve --processes``, each serving process's gauge is kept while it lives.
     prometheus = Gauge(code, description, multiprocess_mode="liveall")
     # Set by the server at start-up: a callable returning the backlog.
-    backlog_source = None
+    backlog_source: Callable[[], int] | None = None
 
     @classmethod
     def get_value(cls) -> int:

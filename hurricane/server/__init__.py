@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hurricane.options import Options
+from hurricane.options import Options, ServeOptions
 from hurricane.server.legacy import check_databases, signal_handler, static_watch
 
 logger = logging.getLogger("hurricane.server.general")
@@ -18,7 +18,7 @@ logger = logging.getLogger("hurricane.server.general")
 __all__ = ["check_databases", "run_server", "signal_handler", "static_watch"]
 
 
-def run_server(options: Options) -> int:
+def run_server(options: ServeOptions) -> int:
     """Run ``serve`` with resolved options; returns the process exit code."""
     from hurricane.server.processes import Supervisor, child_options, child_role_from_environment
     from hurricane.server.runtime import Server, StartupError
@@ -28,12 +28,16 @@ def run_server(options: Options) -> int:
         served = child_options(options)
         return run_process(served, lambda handle_signals: Server(served, True, child).run())
     banner = f"Tornado-powered Django web server. Version: {hurricane_version()}"
+    watch: Callable[[], None] | None = None
+    if options.static_watch:
+        static_watch = options.static_watch
 
-    def watch() -> None:
-        watch_static_files(Path(options.static_watch).resolve())
+        def watch_static() -> None:
+            watch_static_files(Path(static_watch).resolve())
 
-    if options.static_watch and not options.autoreload:
-        logger.warning("--static-watch works with --autoreload only; ignoring it")
+        watch = watch_static
+        if not options.autoreload:
+            logger.warning("--static-watch works with --autoreload only; ignoring it")
     if options.processes > 1:
         if options.autoreload:
             raise StartupError("--processes and --autoreload cannot be combined")
@@ -41,10 +45,7 @@ def run_server(options: Options) -> int:
             options, lambda handle_signals: Supervisor(options, handle_signals).run(), banner=banner
         )
     return run_process(
-        options,
-        lambda handle_signals: Server(options, handle_signals).run(),
-        watch if options.static_watch else None,
-        banner=banner,
+        options, lambda handle_signals: Server(options, handle_signals).run(), watch, banner=banner
     )
 
 

@@ -25,7 +25,6 @@ from typing import NamedTuple
 
 logger = logging.getLogger("hurricane.server.general")
 
-AFFINITY_MODES = ("auto", "off")
 # How often, and over what window, the others' use of the core is judged; jittered
 # so that processes that share a core do not all move at the same moment.
 CHECK_INTERVAL = 2.0

@@ -17,9 +17,10 @@ import time
 from asyncio import Future
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from tornado import httputil
+from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
@@ -376,7 +377,9 @@ class GuardedHTTPServer(HTTPServer):
     path, and slow clients are told apart from idle ones.
     """
 
-    def initialize(
+    # Tornado's Configurable passes the constructor's arguments to initialize; this
+    # server takes its limits there too.
+    def initialize(  # type: ignore[override]
         self,
         request_callback: Any,
         limits: ConnectionLimits,
@@ -578,7 +581,8 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
     ) -> None:
         self.router = router
         self.server_conn = server_conn
-        self.conn = request_conn
+        # Tornado's HTTP server makes HTTP1Connections only.
+        self.conn = cast(HTTP1Connection, request_conn)
         self.inner: httputil.HTTPMessageDelegate | None = None
         self.chunks: list[bytes] = []
         self.size = 0
@@ -594,7 +598,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
 
     # -- reading the request (on the loop) ----------------------------------------------
 
-    def headers_received(
+    def headers_received(  # type: ignore[override]  # a server reads requests only
         self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders
     ) -> Awaitable[None] | None:
         router = self.router
@@ -617,7 +621,8 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         if app is not None:
             refusal = app.refusal(start_line, headers)
             if refusal is not None:  # a body sent to the probes or the files
-                return self._refuse(*refusal)
+                self._refuse(*refusal)
+                return None
             self.inner = app.start_request(self.server_conn, self.conn)
             self._finish_tracking_on_response_end()
             return self.inner.headers_received(start_line, headers)
@@ -627,7 +632,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             return None
         length = announced_length(headers)
         if length is not None and length > state.max_body_size:
-            return self._refuse(413, "Request body too large")
+            self._refuse(413, "Request body too large")
         return None
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -865,7 +870,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
     def _write_whole(self, head: bytes, body: bytes) -> Future:
         """Write a response whose head _whole_response built; returns the future of
         its last byte."""
-        stream = self.conn.stream  # type: ignore[attr-defined]
+        stream = self.conn.stream
         if len(body) < JOIN_BELOW:
             written = stream.write(head + body)  # one write, one system call
         else:
@@ -956,7 +961,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         flight, and a response ended early had its connection closed under a client
         still reading it (4 of 8 MB arrived)."""
         if written is None:
-            stream = self.conn.stream  # type: ignore[attr-defined]
+            stream = self.conn.stream
             if stream is None or stream.closed():
                 self._end()
                 return
@@ -976,7 +981,8 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             state.app_request_done(
                 self.start_line,
                 self.status,
-                self.client or self.conn.context.remote_ip,
+                # Typed object; Tornado's HTTP server sets one with remote_ip.
+                self.client or self.conn.context.remote_ip,  # type: ignore[attr-defined]
                 time.perf_counter() - self.started,
                 self.route,
                 self.headers,

@@ -220,7 +220,12 @@ class HurricaneASGIContainer:
 
     async def _run(self, scope: dict[str, Any], body: Body, sink: ResponseSink) -> None:
         gone = asyncio.get_running_loop().create_future()
-        sink.on_gone = lambda: gone.done() or gone.set_result(None)
+
+        def on_gone() -> None:
+            if not gone.done():
+                gone.set_result(None)
+
+        sink.on_gone = on_gone
         exchange = ASGIExchange(body, sink, gone)
         error: BaseException | None = None
         try:

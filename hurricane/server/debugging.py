@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from hurricane.options import DEBUGGER_OPTIONS, Options
+from hurricane.options import DEBUGGER_OPTIONS, Options, described_option
 from hurricane.server.exceptions import IncompatibleOptions
 from hurricane.server.listening import (
     ListenError,
@@ -51,8 +51,6 @@ def debugger_interface(options: Options) -> tuple[str | None, str]:
     (``--app-interface``); for ``consume``, which has no app server, where its probes
     do (``--interface``). Narrowing the server for local development narrows the
     debugger with it."""
-    from hurricane.server.runtime import described_option
-
     name = "app_interface" if hasattr(options, "app_interface") else "interface"
     return getattr(options, name), described_option(options, name)
 

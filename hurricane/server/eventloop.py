@@ -10,18 +10,12 @@ blocking-view and 7% more async-view requests, with 13-17% less CPU per request
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from collections.abc import Callable
 
 from tornado.ioloop import IOLoop
 
+from hurricane.options import uvloop_installed
 from hurricane.server.tornado_compat import LazyReaderIOLoop
-
-LOOPS = ("auto", "uvloop", "asyncio")
-
-
-def uvloop_installed() -> bool:
-    return importlib.util.find_spec("uvloop") is not None
 
 
 def loop_kind(name: str) -> str:

@@ -24,6 +24,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from hurricane.options import FORWARDED_ALLOW_IPS_EXPECTED, ProxyNetworks, parse_forwarded_allow_ips
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -50,32 +52,14 @@ class TrustedProxies:
         self.trusts = functools.lru_cache(maxsize=TRUST_CACHE_SIZE)(self._trusts)
 
     @classmethod
+    def of(cls, allowed: ProxyNetworks | None) -> TrustedProxies | None:
+        """For the resolved ``--forwarded-allow-ips``; None when it names no one."""
+        return None if allowed is None else cls(allowed.networks, allowed.everyone)
+
+    @classmethod
     def parse(cls, value: Any) -> TrustedProxies | None:
-        """From the option's value: comma-separated addresses and networks (IPv4 or
-        IPv6), or ``*``; a Django setting may also give a list. ``None`` when the
-        value names no one. Raises ValueError naming the first bad entry."""
-        if isinstance(value, str):
-            entries = value.split(",")
-        elif isinstance(value, (list, tuple)):
-            entries = [str(entry) for entry in value]
-        else:
-            raise ValueError(EXPECTED)
-        networks: list[IPNetwork] = []
-        everyone = False
-        for entry in (entry.strip() for entry in entries):
-            if not entry:
-                continue
-            if entry == "*":
-                everyone = True
-                continue
-            try:
-                # strict=False: "10.1.2.3/8" is read as the network it lies in.
-                networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                raise ValueError(f"{EXPECTED}; {entry!r} is neither") from None
-        if not everyone and not networks:
-            return None
-        return cls(networks, everyone)
+        """From the option's value (see hurricane.options.parse_forwarded_allow_ips)."""
+        return cls.of(parse_forwarded_allow_ips(value))
 
     def __repr__(self) -> str:
         if self.everyone:
@@ -126,7 +110,7 @@ class TrustedProxies:
         return client
 
 
-EXPECTED = "IP addresses or networks (e.g. 10.0.0.0/8, fd00::/8), comma-separated, or *"
+EXPECTED = FORWARDED_ALLOW_IPS_EXPECTED
 
 
 def parse_address(entry: str) -> IPAddress | None:

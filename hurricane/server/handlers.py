@@ -85,8 +85,12 @@ class _BodilessRequest(httputil.HTTPMessageDelegate):
         self.inner: Any = None  # the application's delegate, once the request is taken
 
     def headers_received(
-        self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
     ) -> Any:
+        # Tornado's delegates are typed for both ends; a server's gets requests only.
+        assert isinstance(start_line, httputil.RequestStartLine)
         refusal = self.owner.refusal(start_line, headers)
         if refusal is not None:
             refuse_and_close(self.conn, headers, *refusal)

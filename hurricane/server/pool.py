@@ -178,8 +178,8 @@ class CpuMeter:
 class _Worker:
     __slots__ = ("thread", "busy", "done")
 
-    def __init__(self) -> None:
-        self.thread: threading.Thread | None = None
+    def __init__(self, work: Callable[[_Worker], None], name: str) -> None:
+        self.thread = threading.Thread(target=work, args=(self,), name=name, daemon=True)
         self.busy = False
         self.done = 0  # tasks finished; written by its own thread only, so no lock
 
@@ -259,11 +259,8 @@ class WorkerPool:
         self._queue.put((function, args))
 
     def _start_worker(self) -> None:  # under self._lock
-        worker = _Worker()
+        worker = _Worker(self._work, f"{self.name}-{self._numbered}")
         self._numbered += 1
-        worker.thread = threading.Thread(
-            target=self._work, args=(worker,), name=f"{self.name}-{self._numbered - 1}", daemon=True
-        )
         self._workers.append(worker)
         worker.thread.start()
 

@@ -21,6 +21,7 @@ import tornado.web
 from django.conf import settings
 
 from hurricane.metrics.requests import RequestQueueLengthMetric, ResponseTimeAverageMetric
+from hurricane.options import Options
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer, log_tornado_request
 from hurricane.server.databases import bound_connection_waits
 from hurricane.server.handlers import (
@@ -217,9 +218,9 @@ class ProbeChecks:
             thread = self.threads.get(kind)
             if thread is None:
                 thread = self.threads[kind] = WorkerPool(1, f"hurricane-probe-{kind}")
-            future = concurrent.futures.Future()
-            thread.submit(_run_into, check, future)
-            future = asyncio.wrap_future(future)
+            result: concurrent.futures.Future[list[Problem]] = concurrent.futures.Future()
+            thread.submit(_run_into, check, result)
+            future = asyncio.wrap_future(result)
             self.running[kind] = future
         try:
             return await asyncio.wait_for(asyncio.shield(future), CHECK_TIMEOUT)
@@ -353,7 +354,7 @@ def log_probe_request(handler: tornado.web.RequestHandler) -> None:
         log_tornado_request(handler)
 
 
-def make_probe_application(state: ProbeState, options: Any) -> BodilessApplication:
+def make_probe_application(state: ProbeState, options: Options) -> BodilessApplication:
     handlers: list[Any] = [
         (_path_pattern(options.startup_probe), DjangoStartupHandler, {"state": state}),
         (_path_pattern(options.readiness_probe), DjangoReadinessHandler, {"state": state}),
@@ -366,7 +367,7 @@ def make_probe_application(state: ProbeState, options: Any) -> BodilessApplicati
     return bodiless_application(handlers, PROBE_METHODS, options.debug, log_probe_request)
 
 
-def probe_paths(options: Any, with_metrics: bool) -> frozenset[str]:
+def probe_paths(options: Options, with_metrics: bool) -> frozenset[str]:
     paths = {options.startup_probe, options.readiness_probe, options.liveness_probe}
     if with_metrics:
         paths.add(options.metrics)

@@ -30,10 +30,10 @@ import sys
 import tempfile
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from hurricane.options import Options
+from hurricane.options import ServeOptions
 from hurricane.server.affinity import usable_cores
 from hurricane.server.runtime import (
     DRAIN_WEBHOOK_WAIT,
@@ -107,7 +107,7 @@ class ChildRole:
     core_seed: int = 0
     heartbeat_interval = HEARTBEAT_INTERVAL
 
-    def make_state(self, options: Options, port: int) -> ChildServerState:
+    def make_state(self, options: ServeOptions, port: int) -> ChildServerState:
         return ChildServerState(options, port)
 
     def report(self, state: ServerState) -> None:
@@ -130,7 +130,7 @@ class ChildServerState(ServerState):
     multiprocess files, which the supervisor shows added up; it has no metrics
     endpoint (nor gauges) of its own."""
 
-    def __init__(self, options: Options, port: int) -> None:
+    def __init__(self, options: ServeOptions, port: int) -> None:
         super().__init__(options, port)
         self.metrics = None
 
@@ -153,23 +153,31 @@ def child_role_from_environment() -> ChildRole | None:
     return ChildRole(int(index), slots, os.getppid(), zlib.crc32(folder.encode()))
 
 
-def child_options(options: Options) -> Options:
+def child_options(options: ServeOptions) -> ServeOptions:
     """A serving process's options: the supervisor answers probes, sends the webhooks
     (one startup webhook per pod, not one more per process and per replaced process),
     ran the start-up tasks and already waited --shutdown-delay before it passes
     SIGTERM on."""
-    values = {k: v for k, v in vars(options).items() if k != "sources"}
-    values.update(no_probe=True, command=[], shutdown_delay=0.0, autoreload=False)
-    values.update(webhook_url=None)
-    values.update(check_migrations=False, check_migrations_apply=False)
-    values.update(debugger=False, pycharm_host=None)
-    return Options(values, options.sources)
+    return replace(
+        options,
+        no_probe=True,
+        command=(),
+        shutdown_delay=0.0,
+        autoreload=False,
+        webhook_url=None,
+        check_migrations=False,
+        check_migrations_apply=False,
+        debugger=False,
+        pycharm_host=None,
+        # The supervisor logged them.
+        warnings=[],
+    )
 
 
 class SupervisorState(ServerState):
     """The probes' view of all serving processes, read from their rows."""
 
-    def __init__(self, options: Options, port: int, supervisor: Supervisor) -> None:
+    def __init__(self, options: ServeOptions, port: int, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
         super().__init__(options, port)
         self.backlog = lambda: sum(row["backlog"] for row in supervisor.live_rows())
@@ -197,7 +205,7 @@ class SupervisorState(ServerState):
 class Supervisor(Server):
     """The process Kubernetes sees: probes, start-up tasks, the socket, N children."""
 
-    def __init__(self, options: Options, handle_signals: bool = True) -> None:
+    def __init__(self, options: ServeOptions, handle_signals: bool = True) -> None:
         super().__init__(options, handle_signals)
         if self.same_port and not options.no_probe:
             raise StartupError(
@@ -269,8 +277,10 @@ class Supervisor(Server):
         for index in range(self.count):
             self.spawn(index)
         self.mode = f"{self.count} processes"
+        stopping = self.stopping
+        assert stopping is not None  # main() made it before the start
         while len([row for row in self.live_rows() if row["serving"]]) < self.count:
-            if self.stopping.done():
+            if stopping.done():
                 return False
             for index, child in enumerate(self.children):
                 if child is not None and child.poll() is not None:
@@ -296,13 +306,13 @@ class Supervisor(Server):
             },
         )
         self.slots.write(index, 0, 0, 0, 0, 0, 0)
-        self.children[index] = subprocess.Popen(
+        child = self.children[index] = subprocess.Popen(
             [sys.executable, *sys.orig_argv[1:]],
             env=env,
             pass_fds=tuple(sock.fileno() for sock in self.app_sockets),
         )
         self.started_at[index] = time.monotonic()
-        logger.info("Started serving process %d (pid %d)", index, self.children[index].pid)
+        logger.info("Started serving process %d (pid %d)", index, child.pid)
 
     # -- children that end -----------------------------------------------------------------
 
@@ -366,5 +376,5 @@ class Supervisor(Server):
                 child.kill()
                 child.wait()
 
-    def watch_memory(self, loop: asyncio.AbstractEventLoop) -> None:
+    def watch_memory(self, loop: asyncio.AbstractEventLoop, max_memory: int) -> None:
         """Each serving process watches its own memory (and restarts in place)."""

@@ -16,7 +16,7 @@ import weakref
 from typing import Any
 
 from hurricane.metrics.requests import RequestQueueLengthMetric
-from hurricane.options import Options, probe_port_of
+from hurricane.options import Options, ServeOptions, described_option, probe_port_of
 from hurricane.server.affinity import CoreKeeper
 from hurricane.server.app import (
     ACCEPT_PER_WAKEUP,
@@ -28,6 +28,7 @@ from hurricane.server.app import (
 )
 from hurricane.server.eventloop import install_tornado_ioloop, loop_factory, loop_kind
 from hurricane.server.files import make_file_application, staticfiles_installed
+from hurricane.server.forwarded import TrustedProxies
 from hurricane.server.listening import ListenError, bind_listeners, check_port_free, urls_of
 from hurricane.server.pool import WorkerPool
 from hurricane.server.probes import ProbeServerThread, make_probe_application, probe_paths
@@ -60,7 +61,7 @@ class ServerState(ProbeState):
 
     lifetime_unit = "requests"
 
-    def __init__(self, options: Options, port: int) -> None:
+    def __init__(self, options: ServeOptions, port: int) -> None:
         super().__init__(options)
         self.port = port
         self.max_body_size: int = options.max_body_size
@@ -155,14 +156,6 @@ def exit_on_second_signal(signum: int, signals_received: int) -> None:
         os._exit(128 + signum)
 
 
-def described_option(options: Options, name: str) -> str:
-    """``--interface, from environment HURRICANE_INTERFACE``: the flag, and where its
-    value came from unless it is the default, for an error that names it."""
-    flag = "--" + name.replace("_", "-")
-    source = options.sources.get(name, "default")
-    return flag if source == "default" else f"{flag}, from {source}"
-
-
 def bind_port(
     port: int,
     option: str,
@@ -224,7 +217,9 @@ class Server:
     """One ``serve`` process: ``main()`` starts the probes, runs the start-up tasks,
     opens the app port and waits; ``on_signal()`` and ``drain()`` end it."""
 
-    def __init__(self, options: Options, handle_signals: bool = True, child: Any = None) -> None:
+    def __init__(
+        self, options: ServeOptions, handle_signals: bool = True, child: Any = None
+    ) -> None:
         self.options = options
         self.handle_signals = handle_signals
         # A ChildRole when a supervisor (``--processes``) started this process.
@@ -321,7 +316,7 @@ class Server:
                 " (after an in-place restart)" if restarted else "",
             )
         if self.options.max_memory:
-            self.watch_memory(loop)
+            self.watch_memory(loop, self.options.max_memory)
         elif self.child is None:
             logger.info("Starting without memory allocation check")
         await self.stopping
@@ -483,8 +478,8 @@ class Server:
     def open_app_port(self, inherited: dict[int, list[socket.socket]]) -> None:
         """Listen on the app port; app requests get 503 until an application is attached."""
         options = self.options
-        self.pool = WorkerPool(options.workers, max_size=options.max_workers)
-        self.state.backlog = lambda: self.pool.backlog
+        self.pool = pool = WorkerPool(options.workers, max_size=options.max_workers)
+        self.state.backlog = lambda: pool.backlog
         RequestQueueLengthMetric.backlog_source = self.state.backlog
         file_app, prefixes = make_file_application(options, log_tornado_request)
         self.router = RequestRouter(
@@ -543,11 +538,14 @@ class Server:
         from hurricane.metrics.exposition import route_of as metrics_route_of
 
         route_of = metrics_route_of if self.state.http_metrics is not None else None
-        proxies = self.options.forwarded_allow_ips  # None: no one's X-Forwarded-* believed
+        # None: no one's X-Forwarded-* believed.
+        proxies = TrustedProxies.of(self.options.forwarded_allow_ips)
+        pool = self.pool
+        assert pool is not None  # open_app_port made it
         if not self.uses_asgi():
             self.mode = "WSGI"
             self.router.container = HurricaneWSGIContainer(
-                self.build_wsgi_application(), self.pool, loop, route_of, proxies
+                self.build_wsgi_application(), pool, loop, route_of, proxies
             )
             return
         from hurricane.server.asgi import (
@@ -575,7 +573,7 @@ class Server:
                 proxies,
             ),
             HurricaneWSGIContainer(
-                self.build_wsgi_application(asgi=True), self.pool, loop, route_of, proxies
+                self.build_wsgi_application(asgi=True), pool, loop, route_of, proxies
             ),
         )
 
@@ -597,7 +595,9 @@ class Server:
         if delay:
             logger.info("Serving for %.1f s more while endpoints update", delay)
             await asyncio.sleep(delay)
-        sockets = self.app_server.stop_accepting()
+        app_server = self.app_server
+        assert app_server is not None  # a drain begins once the app port is open
+        sockets = app_server.stop_accepting()
         if not restart:
             for sock in sockets:
                 sock.close()
@@ -605,14 +605,14 @@ class Server:
         # keep-alive connections close now.
         for request_conn in list(state.in_flight):
             close_after_response(request_conn)
-        self.app_server.close_idle_connections(state.busy_connections(), state.used_connections)
+        app_server.close_idle_connections(state.busy_connections(), state.used_connections)
         deadline = time.monotonic() + self.options.graceful_timeout
         try:
             await asyncio.wait_for(state.all_done.wait(), self.options.graceful_timeout)
             # A connection accepted just before the listener stopped may not have sent
             # its request yet: closing it now would lose that request.
             fresh_until = min(deadline, time.monotonic() + FRESH_CONNECTION_GRACE)
-            while self.app_server.fresh_connections(state.used_connections) and (
+            while app_server.fresh_connections(state.used_connections) and (
                 time.monotonic() < fresh_until
             ):
                 await asyncio.sleep(0.02)
@@ -623,7 +623,7 @@ class Server:
                 len(state.in_flight),
                 self.options.graceful_timeout,
             )
-        self.app_server.close_idle_connections(set())
+        app_server.close_idle_connections(set())
         if restart:
             self.exec_restart(sockets)
         await wait_for_delivery(state.last_webhook, DRAIN_WEBHOOK_WAIT, "draining")
@@ -637,41 +637,40 @@ class Server:
 
     # -- in-place restart past --max-memory --------------------------------------------------
 
-    def watch_memory(self, loop: asyncio.AbstractEventLoop) -> None:
+    def watch_memory(self, loop: asyncio.AbstractEventLoop, max_memory: int) -> None:
         """Check the memory every MEMORY_CHECK_INTERVAL, unless a fresh process already
-        takes more than --max-memory: it would restart in place for ever, so say so
-        once and leave it."""
+        takes more than ``max_memory`` (--max-memory): it would restart in place for
+        ever, so say so once and leave it."""
         used = resident_memory_mb()
-        if used <= self.options.max_memory:
+        if used <= max_memory:
             logger.info(
-                "Starting memory allocation check with maximum memory set to %d Mb",
-                self.options.max_memory,
+                "Starting memory allocation check with maximum memory set to %d Mb", max_memory
             )
-            loop.call_later(MEMORY_CHECK_INTERVAL, self.check_memory)
+            loop.call_later(MEMORY_CHECK_INTERVAL, self.check_memory, max_memory)
             return
         logger.error(
             "--max-memory %d MB is below the %.0f MB this process takes as soon as it "
             "serves: a restart could not bring it under, so it does not restart for "
             "memory; set --max-memory well above %.0f MB",
-            self.options.max_memory,
+            max_memory,
             used,
             used,
         )
 
-    def check_memory(self) -> None:
+    def check_memory(self, max_memory: int) -> None:
         if self.state.draining:
             return
         used = resident_memory_mb()
-        if used > self.options.max_memory:
+        if used > max_memory:
             logger.warning(
                 "Memory (rss) usage is too high. Restarting. Current memory usage is %.0f Mb, "
                 "over --max-memory %d MB: restarting in place",
                 used,
-                self.options.max_memory,
+                max_memory,
             )
             asyncio.ensure_future(self.drain(0.0, restart=True))
             return
-        asyncio.get_running_loop().call_later(MEMORY_CHECK_INTERVAL, self.check_memory)
+        asyncio.get_running_loop().call_later(MEMORY_CHECK_INTERVAL, self.check_memory, max_memory)
 
     def exec_restart(self, app_sockets: list[socket.socket]) -> None:
         """Replace this process by a fresh one that keeps the listening sockets: new

@@ -8,9 +8,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import shlex
+import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hurricane.masking import MASK, is_secret, redacted
@@ -65,7 +66,7 @@ def call_command_logged(json_output: bool, name: str, *args: Any, **options: Any
         call_command(name, *args, stdout=stdout, stderr=stderr, **options)
 
 
-def run_management_commands(commands: list[list[str]], json_output: bool = False) -> None:
+def run_management_commands(commands: Sequence[Sequence[str]], json_output: bool = False) -> None:
     """Run each command in turn. Commands read from a file (HURRICANE_COMMANDS_FILE)
     are a secret, as every value so read: the log names them by their place in the
     file, and a failure's message masks every word of the command."""
@@ -108,10 +109,11 @@ def run_replaced_database_check() -> None:
     """Run ``hurricane.server.check_databases`` if the project replaced it, as
     django-hurricane 1.6 let projects do to check their databases their own way: it
     raising, or returning False, counts as the databases not answering."""
-    import hurricane.server
     from hurricane.server.legacy import check_databases
 
-    replaced = hurricane.server.check_databases
+    # Read from the package module the project assigned to, loaded before any of its
+    # modules (this one too): importing the package here would make a circle.
+    replaced = getattr(sys.modules["hurricane.server"], "check_databases", check_databases)
     if replaced is not check_databases and replaced() is False:
         raise RuntimeError("hurricane.server.check_databases returned False")
 
@@ -172,7 +174,7 @@ def wait_for_migrations(
 
 
 def run_startup_tasks(
-    commands: list[list[str]],
+    commands: Sequence[Sequence[str]],
     check_migrations: bool,
     apply: bool,
     stop: threading.Event,

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from hurricane.metrics.requests import HealthMetric, ReadinessMetric, StartupTimeMetric
+from hurricane.options import Options
 from hurricane.server.probes import ProbeChecks
 from hurricane.webhooks.base import WebhookStatus
 
@@ -21,7 +22,7 @@ class ProbeState:
     #: What ``--max-lifetime`` counts, for the liveness answer.
     lifetime_unit = "requests"
 
-    def __init__(self, options: Any) -> None:
+    def __init__(self, options: Options) -> None:
         self.options = options
         self.max_lifetime: int | None = options.max_lifetime
         self.req_queue_len: int = options.req_queue_len

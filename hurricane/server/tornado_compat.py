@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import socket
 from asyncio import Future
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from tornado import httputil
-from tornado.http1connection import HTTP1Connection
+from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
@@ -37,13 +37,13 @@ def start_line_parsed(conn: HTTP1Connection) -> bool:
     timeout for an idle keep-alive connection and a client sending its headers
     slowly; the sweep (hurricane.server.app) tells them apart by this, and times
     both without a timer per request."""
-    return conn._request_start_line is not None  # type: ignore[attr-defined]
+    return conn._request_start_line is not None
 
 
 def body_read(conn: HTTP1Connection) -> bool:
     """Whether the request's body has been read whole: the sweep's ``--body-timeout``
     runs only until then."""
-    return bool(conn._read_finished)  # type: ignore[attr-defined]
+    return bool(conn._read_finished)
 
 
 def buffered_bytes(stream: IOStream) -> int:
@@ -56,7 +56,7 @@ def header_field_count(headers: httputil.HTTPHeaders) -> int:
     """How many header lines a request sent (a name sent twice counts twice), for
     ``--max-headers``, on every request: one list length per name, 0.6 µs for 8
     lines where counting the public ``get_all()`` takes 2.3 µs (timeit)."""
-    return sum(map(len, headers._as_list.values()))  # type: ignore[attr-defined]
+    return sum(map(len, headers._as_list.values()))
 
 
 # -- the response being written --------------------------------------------------------------
@@ -66,14 +66,14 @@ def close_after_response(conn: HTTP1Connection) -> None:
     """Close the connection once its response is written, and say ``Connection:
     close`` in it if its headers are still to be written: for a drain, a memory
     restart and a refused request. Tornado has no public switch for this."""
-    conn._disconnect_on_finish = True  # type: ignore[attr-defined]
+    conn._disconnect_on_finish = True
 
 
 def closes_after_response(conn: HTTP1Connection) -> bool:
     """Whether the connection closes after this response (the client asked for it,
     or :func:`close_after_response` was called): a response head Hurricane writes
     itself must say ``Connection: close`` then."""
-    return bool(conn._disconnect_on_finish)  # type: ignore[attr-defined]
+    return bool(conn._disconnect_on_finish)
 
 
 def wrote_whole_response(conn: HTTP1Connection, written: Future) -> None:
@@ -86,18 +86,18 @@ def wrote_whole_response(conn: HTTP1Connection, written: Future) -> None:
     Tornado's HTTPHeaders and having write_headers format and check them again, took
     6% fewer instructions per /plain request (callgrind, bench/results/profile-plain.md).
     """
-    conn._chunking_output = False  # type: ignore[attr-defined]
-    conn._expected_content_remaining = 0  # type: ignore[attr-defined]
-    conn._pending_write = written  # type: ignore[attr-defined]
+    conn._chunking_output = False
+    conn._expected_content_remaining = 0
+    conn._pending_write = written
 
 
 # -- the server's connections and listening sockets -------------------------------------------
 
 
-def open_connections(server: HTTPServer) -> Iterable[HTTP1Connection]:
+def open_connections(server: HTTPServer) -> list[HTTP1ServerConnection]:
     """The server's open connections (a copy), for the sweep and a drain, which close
     idle ones; Tornado keeps them only to close them all at ``close_all_connections``."""
-    return list(server._connections)  # type: ignore[attr-defined]
+    return list(server._connections)
 
 
 def listen_with(
@@ -110,10 +110,10 @@ def listen_with(
     file descriptors (2.98 CPU-s in 3 s and 18,627 tracebacks at ``ulimit -n 64``).
     The server's ``stop``, :func:`stop_accepting` and :func:`listening_sockets` see the
     socket as if ``add_sockets`` had added it."""
-    server._sockets[sock.fileno()] = sock  # type: ignore[attr-defined]
-    server._handlers[sock.fileno()] = add_accept_handler(  # type: ignore[attr-defined]
+    server._sockets[sock.fileno()] = sock
+    server._handlers[sock.fileno()] = add_accept_handler(
         sock,
-        server._handle_connection,  # type: ignore[attr-defined]
+        server._handle_connection,
     )
 
 
@@ -121,11 +121,11 @@ def stop_accepting(server: HTTPServer) -> list[socket.socket]:
     """Stop taking connections but leave the listening sockets open, and return them:
     an in-place restart hands them to the next process, so that no connection is
     refused meanwhile (``server.stop()`` would close them)."""
-    handlers = server._handlers  # type: ignore[attr-defined]
+    handlers = server._handlers
     for remove_handler in handlers.values():
         remove_handler()
     handlers.clear()
-    return list(server._sockets.values())  # type: ignore[attr-defined]
+    return list(server._sockets.values())
 
 
 def adopt_stream(stream: IOStream, subclass: type[IOStream]) -> None:
@@ -139,7 +139,7 @@ def adopt_stream(stream: IOStream, subclass: type[IOStream]) -> None:
 
 def stop_timing_headers(server: HTTPServer) -> None:
     """Turn off Tornado's per-request header timer: the sweep times header reads."""
-    server.conn_params.header_timeout = None  # type: ignore[attr-defined]
+    server.conn_params.header_timeout = None
 
 
 # -- the event loop -----------------------------------------------------------------------
@@ -164,7 +164,8 @@ class LazyReaderIOLoop(AsyncIOMainLoop):
     ready fd goes through).
     """
 
-    def initialize(self, **kwargs: Any) -> None:
+    # AsyncIOMainLoop takes keyword arguments only, which its stubs do not say.
+    def initialize(self, **kwargs: Any) -> None:  # type: ignore[override]
         super().initialize(**kwargs)
         self.unwanted_readers: set[int] = set()
 

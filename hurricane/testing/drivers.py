@@ -300,6 +300,8 @@ class HurricaneAMQPDriver(HurricaneBaseDriver):
 
     def get_test_publisher(self, vhost: str = "/") -> TestPublisher:
         host, port = self.get_amqp_host_port()
+        if host is None or port is None:
+            raise RuntimeError("no broker to publish to: start_amqp() first")
         return TestPublisher(host, port, vhost)
 
     def start_consumer(

@@ -68,7 +68,8 @@ class HurricanServerTest(HurricanBaseTest):
     """Tests of ``manage.py serve``: ``@HurricanServerTest.cycle_server(args=[...])``
     starts a server for a test and stops it after."""
 
-    driver = HurricaneServerDriver
+    # The driver's class; setUpClass makes it an instance (as in django-hurricane 1.6).
+    driver: Any = HurricaneServerDriver
 
     @property
     def app_client(self) -> HTTPClient:
@@ -93,7 +94,7 @@ class HurricanServerTest(HurricanBaseTest):
 class HurricaneWebhookServerTest(HurricanServerTest):
     """Tests with a webhook receiver on port 8074 (``cycle_server`` starts it)."""
 
-    driver = HurricaneWebhookServerDriver
+    driver: Any = HurricaneWebhookServerDriver
 
 
 class HurricaneAMQPTest(HurricanBaseTest):
@@ -101,7 +102,7 @@ class HurricaneAMQPTest(HurricanBaseTest):
     starts a broker and a consumer of it (``--amqp-host``/``--amqp-port`` added
     unless the arguments end with ``--no_host_port``)."""
 
-    driver = HurricaneAMQPDriver
+    driver: Any = HurricaneAMQPDriver
 
     @classmethod
     def tearDownClass(cls) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from hurricane.management.base import HurricaneCommand
-from hurricane.options import CONSUME_OPTIONS, Options
+from hurricane.options import CONSUME_OPTIONS, ConsumeOptions
 
 
-class Command(HurricaneCommand):
+class Command(HurricaneCommand[ConsumeOptions]):
     help = (
         "Consume a RabbitMQ queue with a handler class derived from "
         "hurricane.amqp.basehandler.TopicHandler, with startup/readiness/liveness probes "
@@ -16,6 +16,7 @@ class Command(HurricaneCommand):
         "setting or environment variable HURRICANE_<OPTION>; the broker connection with "
         "AMQP_HOST, AMQP_PORT, AMQP_VHOST, AMQP_USER and AMQP_PASSWORD."
     )
+    options_class = ConsumeOptions
     option_spec = CONSUME_OPTIONS
     logger_name = "hurricane.amqp.general"
 
@@ -35,7 +36,7 @@ class Command(HurricaneCommand):
         command_line["handler"] = positional or command_line.get("handler")
         super().handle(*args, **command_line)
 
-    def start(self, options: Options) -> int:
+    def start(self, options: ConsumeOptions) -> int:
         from hurricane.amqp.runtime import run_consumer
 
         return run_consumer(options)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from hurricane.management.base import HurricaneCommand
-from hurricane.options import SERVE_OPTIONS, Options
+from hurricane.options import SERVE_OPTIONS, ServeOptions
 
 
-class Command(HurricaneCommand):
+class Command(HurricaneCommand[ServeOptions]):
     help = (
         "Serve the Django project with Tornado, with startup/readiness/liveness probes and "
         "Prometheus metrics on the probe port. Every option can also be set with the Django "
         "setting or environment variable HURRICANE_<OPTION> (e.g. HURRICANE_PROBE_PORT)."
     )
+    options_class = ServeOptions
     option_spec = SERVE_OPTIONS
     logger_name = "hurricane.server.general"
 
-    def start(self, options: Options) -> int:
+    def start(self, options: ServeOptions) -> int:
         from hurricane.server import run_server
 
         return run_server(options)
