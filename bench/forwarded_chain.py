@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from tornado.httputil import HTTPHeaders  # noqa: E402
 
-from hurricane.server.forwarded import TrustedProxies  # noqa: E402
+from hurricane.http.forwarded import TrustedProxies  # noqa: E402
 
 TRUSTED = "10.0.0.0/8,127.0.0.1"
 ENTRIES = 6000

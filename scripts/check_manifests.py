@@ -38,7 +38,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hurricane.options import (  # noqa: E402
+from hurricane.config.options import (  # noqa: E402
     CONSUME_OPTIONS,
     SERVE_OPTIONS,
     OptionError,

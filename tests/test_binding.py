@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from conftest import ROOT, TEST_PROJECT, base_env, consumer_args, free_port, port_open, run_serve
-from hurricane.options import SERVE_OPTIONS, OptionError, resolve
+from hurricane.config.options import SERVE_OPTIONS, OptionError, resolve
 
 # In the documentation range TEST-NET-3: an address no machine here has.
 FOREIGN_ADDRESS = "203.0.113.9"

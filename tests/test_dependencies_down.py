@@ -320,7 +320,7 @@ def test_readiness_sees_the_database_again_as_soon_as_a_partition_ends(kept_conn
 def test_the_bounds_keep_what_the_project_set():
     from types import SimpleNamespace
 
-    from hurricane.server.databases import SILENCE_OPTIONS, bound_connection_waits
+    from hurricane.django.databases import SILENCE_OPTIONS, bound_connection_waits
 
     mine = {"connect_timeout": 1, "tcp_user_timeout": 20000, "sslmode": "require"}
     connection = SimpleNamespace(vendor="postgresql", settings_dict={"OPTIONS": mine})
@@ -339,7 +339,7 @@ def test_an_older_libpq_gets_no_tcp_user_timeout(monkeypatch):
     """libpq before 12 refuses the option, and with it every connection."""
     from types import SimpleNamespace
 
-    from hurricane.server import databases
+    from hurricane.django import databases
 
     monkeypatch.setattr(databases, "libpq_version", lambda: 110000)
     connection = SimpleNamespace(vendor="postgresql", settings_dict={"OPTIONS": {}})

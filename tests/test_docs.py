@@ -12,7 +12,7 @@ import sys
 import requests
 
 from conftest import DEMO_PROJECT, ROOT, wait_until
-from hurricane.options import CONSUME_OPTIONS, SERVE_OPTIONS
+from hurricane.config.options import CONSUME_OPTIONS, SERVE_OPTIONS
 
 DOCS = ROOT / "docs"
 
@@ -72,7 +72,7 @@ def test_the_readme_demo_command_serves_what_the_readme_says(serve, tmp_path):
 
 def test_the_options_page_is_generated_from_the_option_table():
     """docs/options.md is what scripts/generate_options_doc.py writes from
-    hurricane/options.py now: a changed option, default or help text without a run of
+    hurricane/config/options.py now: a changed option, default or help text without a run of
     the script fails here, with the command to run."""
     check = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "generate_options_doc.py"), "--check"],

@@ -1,4 +1,4 @@
-"""The app server's Tornado IOLoop (hurricane.server.eventloop.LazyReaderIOLoop) and its
+"""The app server's Tornado IOLoop (hurricane.http.eventloop.LazyReaderIOLoop) and its
 connections' socket options, on real TCP sockets and on both loops ``--loop`` offers."""
 
 import asyncio
@@ -8,8 +8,8 @@ import pytest
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
+from hurricane.http.eventloop import LazyReaderIOLoop, install_tornado_ioloop, loop_factory
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer, GuardedIOStream
-from hurricane.server.eventloop import LazyReaderIOLoop, install_tornado_ioloop, loop_factory
 
 
 class CountingLoop:

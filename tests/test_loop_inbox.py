@@ -5,7 +5,7 @@ directly and waits for (a streamed response: start_stream, then each chunk)."""
 import asyncio
 import threading
 
-from hurricane.server.wsgi import LoopInbox
+from hurricane.django.wsgi import LoopInbox
 
 
 def test_every_callback_runs_on_the_loop_in_each_threads_order() -> None:

@@ -20,7 +20,7 @@ from conftest import (
     port_open,
     run_serve,
 )
-from hurricane.options import (
+from hurricane.config.options import (
     AMQP_CREDENTIAL_OPTIONS,
     CONSUME_OPTIONS,
     DJANGO_HURRICANE_16_NAMES,
@@ -35,7 +35,7 @@ from hurricane.options import (
     resolve_values,
     unknown_names,
 )
-from hurricane.server import eventloop
+from hurricane.http import eventloop
 
 
 def settings(**values):
@@ -486,10 +486,10 @@ def test_loop_option_makes_that_loop(name, module):
 def test_loop_without_uvloop_installed(monkeypatch):
     """Where uvloop is not installed (Windows, PyPy), auto falls back to asyncio's own
     loop, and asking for uvloop by name is a clear error instead."""
-    import hurricane.options
+    import hurricane.config.options
 
-    # The option's check (hurricane.options) and the loop's choice (eventloop) ask.
-    monkeypatch.setattr(hurricane.options, "uvloop_installed", lambda: False)
+    # The option's check (hurricane.config.options) and the loop's choice (eventloop) ask.
+    monkeypatch.setattr(hurricane.config.options, "uvloop_installed", lambda: False)
     monkeypatch.setattr(eventloop, "uvloop_installed", lambda: False)
     options = resolve(SERVE_OPTIONS, {}, settings(), {})
     assert eventloop.loop_kind(options.loop) == "asyncio"

@@ -18,7 +18,7 @@ import requests
 from test_http import wait_for_log
 
 from conftest import port_open, run_serve
-from hurricane.server.forwarded import TrustedProxies, parse_address
+from hurricane.http.forwarded import TrustedProxies, parse_address
 
 ASGI_ENV = {"TEST_SETTINGS": json.dumps({"ASGI_APPLICATION": "testproject.asgi.application"})}
 # The X-Forwarded-For entries looked at, from the right, as docs/proxies.md states.

@@ -39,8 +39,8 @@ from conftest import (
     status,
     wait_until,
 )
-from hurricane import masking
-from hurricane.options import (
+from hurricane.config import masking
+from hurricane.config.options import (
     CONSUME_OPTIONS,
     SERVE_OPTIONS,
     OptionError,

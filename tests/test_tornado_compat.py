@@ -1,4 +1,4 @@
-"""The contract of hurricane.server.tornado_compat, held against Tornado's own
+"""The contract of hurricane.http.tornado_compat, held against Tornado's own
 HTTPServer on real sockets: each private internal Hurricane relies on still does what
 the function that wraps it promises. A Tornado release that changes one fails here."""
 
@@ -19,7 +19,7 @@ from tornado.iostream import IOStream
 from tornado.netutil import add_accept_handler, bind_sockets
 
 from conftest import ROOT
-from hurricane.server import tornado_compat as compat
+from hurricane.http import tornado_compat as compat
 
 
 class Recorder(httputil.HTTPServerConnectionDelegate):

@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from conftest import TEST_PROJECT, base_env
-from hurricane.options import SERVE_OPTIONS, OptionError, resolve
-from hurricane.server.pool import WorkerPool
+from hurricane.config.options import SERVE_OPTIONS, OptionError, resolve
+from hurricane.django.pool import WorkerPool
 
 
 def settings(**values):
@@ -182,7 +182,7 @@ import json, threading, time
 import django
 django.setup()
 from django.db import connections
-from hurricane.server.pool import WorkerPool
+from hurricane.django.pool import WorkerPool
 
 pool = WorkerPool(1, max_size=4, idle_timeout=0.5)
 barrier = threading.Barrier(4)

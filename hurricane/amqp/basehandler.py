@@ -38,7 +38,7 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from hurricane.amqp import logger
 from hurricane.amqp.bodies import body_size, limit_body_size
 from hurricane.amqp.deliveries import Delivery, DeliveryCounter
-from hurricane.masking import shown_value
+from hurricane.config.masking import shown_value
 
 # Seconds to wait for the broker to answer one step of opening or closing.
 BROKER_STEP_TIMEOUT = 15.0
@@ -720,7 +720,7 @@ class _AMQPConsumer:
     @property
     def broker(self) -> str:
         """Where the broker is, for messages: ``host:port/vhost``, each part masked
-        when it was read from a file (hurricane.masking)."""
+        when it was read from a file (hurricane.config.masking)."""
         vhost = self._vhost if self._vhost.startswith("/") else "/" + self._vhost
         host = shown_value("AMQP_HOST", self._host)
         port = shown_value("AMQP_PORT", self._port)

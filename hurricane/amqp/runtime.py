@@ -23,10 +23,10 @@ from hurricane.amqp.basehandler import (
     setup_problem,
 )
 from hurricane.amqp.worker import AMQPClient
+from hurricane.config.options import ConsumeOptions, OptionError
 from hurricane.metrics.requests import RequestQueueLengthMetric
-from hurricane.options import ConsumeOptions, OptionError
+from hurricane.platform.listening import urls_of
 from hurricane.server.app import ConnectionLimits, GuardedHTTPServer
-from hurricane.server.listening import urls_of
 from hurricane.server.probes import make_probe_application, probe_http_server
 from hurricane.server.runtime import (
     DRAIN_WEBHOOK_WAIT,
@@ -222,8 +222,8 @@ def run_consumer(options: ConsumeOptions) -> int:
     options raise OptionError before anything starts."""
     from django.conf import settings
 
+    from hurricane.platform.logfilters import quiet_pika_log
     from hurricane.server import run_process
-    from hurricane.server.logfilters import quiet_pika_log
 
     consumer = Consumer(options)
 

@@ -44,7 +44,7 @@ def broker_credentials() -> tuple[str | None, str | None]:
     """AMQP_USER and AMQP_PASSWORD: the Django setting, else the environment."""
     from django.conf import settings
 
-    from hurricane.options import AMQP_CREDENTIAL_OPTIONS, resolve_values
+    from hurricane.config.options import AMQP_CREDENTIAL_OPTIONS, resolve_values
 
     values = resolve_values(AMQP_CREDENTIAL_OPTIONS, {}, settings).values
     return values["amqp_user"], values["amqp_password"]

@@ -11,8 +11,8 @@ from typing import Any, Generic, NoReturn, TypeVar
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from hurricane.options import Option, OptionError, Options, add_arguments, resolve_values
-from hurricane.server.logs import json_line
+from hurricane.config.options import Option, OptionError, Options, add_arguments, resolve_values
+from hurricane.platform.logs import json_line
 
 OptionsT = TypeVar("OptionsT", bound=Options)
 UNRECOGNIZED = "unrecognized arguments: "

@@ -36,6 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 import hurricane
+from hurricane.config.options import probe_port_of
 from hurricane.metrics.registry import registry as metrics_registry
 from hurricane.metrics.requests import (
     InfoMetrics,
@@ -46,7 +47,6 @@ from hurricane.metrics.requests import (
     ResponseTimeAverageMetric,
     ResponseTimeMetric,
 )
-from hurricane.options import probe_port_of
 
 logger = logging.getLogger("hurricane.metrics")
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hurricane.options import Options, ServeOptions
+from hurricane.config.options import Options, ServeOptions
 from hurricane.server.legacy import check_databases, signal_handler, static_watch
 
 logger = logging.getLogger("hurricane.server.general")
@@ -70,8 +70,8 @@ def run_process(
     (django-hurricane 1.6's, which scripts wait for)."""
     from django.conf import settings
 
+    from hurricane.platform.logs import configure_logging
     from hurricane.server.debugging import refuse_forbidden_debugger
-    from hurricane.server.logs import configure_logging
     from hurricane.server.runtime import INHERITED_SOCKETS_VARIABLE
     from hurricane.server.startup import run_system_checks
 
@@ -103,10 +103,10 @@ def run_process(
 
 
 def log_options(options: Options) -> None:
-    """The resolver's warnings (hurricane.options), once per start: not again in a
+    """The resolver's warnings (hurricane.config.options), once per start: not again in a
     process Django's autoreloader restarts, nor after an in-place restart. Then, at
     debug level, each option not left at its default, and where it came from; the
-    value of a secret (hurricane.masking) as ``*****``."""
+    value of a secret (hurricane.config.masking) as ``*****``."""
     from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 
     from hurricane.server.runtime import INHERITED_SOCKETS_VARIABLE

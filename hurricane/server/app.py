@@ -25,9 +25,10 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
-from hurricane.server.body import Body, rewound, spool
-from hurricane.server.refusals import announced_length, refuse_and_close
-from hurricane.server.tornado_compat import (
+from hurricane.django.wsgi import ResponseSink
+from hurricane.http.body import Body, rewound, spool
+from hurricane.http.refusals import announced_length, refuse_and_close
+from hurricane.http.tornado_compat import (
     adopt_stream,
     body_read,
     buffered_bytes,
@@ -40,8 +41,7 @@ from hurricane.server.tornado_compat import (
     stop_timing_headers,
     wrote_whole_response,
 )
-from hurricane.server.tornado_compat import stop_accepting as stop_accepting_on
-from hurricane.server.wsgi import ResponseSink
+from hurricane.http.tornado_compat import stop_accepting as stop_accepting_on
 
 if TYPE_CHECKING:
     from hurricane.server.runtime import ServerState
@@ -292,7 +292,7 @@ class ConnectionLimits:
     def defaults(cls) -> ConnectionLimits:
         """The limits ``serve`` applies by default (for ``consume``'s probe port, which
         has no such options)."""
-        from hurricane.options import SERVE_OPTIONS
+        from hurricane.config.options import SERVE_OPTIONS
 
         default = {option.name: option.default for option in SERVE_OPTIONS}
         return cls(**{name: default[name] for name in cls.__dataclass_fields__})

@@ -3,7 +3,7 @@
 Either one lets whoever reaches it run any code in the process, so it is never on
 unless asked for, it logs a warning when it is, and ``--forbid-debugger`` (which the
 production overlay of k8s-manifests sets) turns asking for one into a refusal to
-start. The forbid switch is on when any source turns it on (hurricane.options), so
+start. The forbid switch is on when any source turns it on (hurricane.config.options), so
 that a project's setting cannot undo what the container's environment demands."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from hurricane.options import DEBUGGER_OPTIONS, Options, described_option
-from hurricane.server.exceptions import IncompatibleOptions
-from hurricane.server.listening import (
+from hurricane.config.options import DEBUGGER_OPTIONS, Options, described_option
+from hurricane.platform.listening import (
     ListenError,
     addresses_for,
     check_port_free,
     is_address,
     shown_address,
 )
+from hurricane.server.exceptions import IncompatibleOptions
 
 logger = logging.getLogger("hurricane.debugging")
 

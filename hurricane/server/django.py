@@ -2,7 +2,7 @@
 
 The probe handlers live in :mod:`hurricane.server.probes`; the app side is the
 request router of :mod:`hurricane.server.app`, which hands Django requests to the
-WSGI worker pool of :mod:`hurricane.server.wsgi`.
+WSGI worker pool of :mod:`hurricane.django.wsgi`.
 """
 
 from hurricane.server.app import RequestRouter as DjangoHandler

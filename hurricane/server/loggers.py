@@ -2,7 +2,7 @@
 configure them in ``LOGGING``: ``hurricane.server.general``, ``.access``,
 ``.application`` and ``.metrics``. With structlog installed they are structlog
 loggers (``STRUCTLOG_ENABLED``), as in 1.6; Hurricane's own records go through the
-standard library's logging either way (see hurricane.server.logs)."""
+standard library's logging either way (see hurricane.platform.logs)."""
 
 from __future__ import annotations
 

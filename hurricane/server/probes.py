@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from django.conf import settings
 
-from hurricane.metrics.requests import RequestQueueLengthMetric, ResponseTimeAverageMetric
-from hurricane.options import Options
-from hurricane.server.app import ConnectionLimits, GuardedHTTPServer, log_tornado_request
-from hurricane.server.databases import bound_connection_waits
-from hurricane.server.handlers import (
+from hurricane.config.options import Options
+from hurricane.django.databases import bound_connection_waits
+from hurricane.django.pool import WorkerPool
+from hurricane.http.handlers import (
     IGNORED_BODY_LIMIT,
     BodilessApplication,
     HurricaneHandler,
     bodiless_application,
 )
-from hurricane.server.pool import WorkerPool
+from hurricane.metrics.requests import RequestQueueLengthMetric, ResponseTimeAverageMetric
+from hurricane.server.app import ConnectionLimits, GuardedHTTPServer, log_tornado_request
 
 if TYPE_CHECKING:
     from hurricane.server.state import ProbeState
@@ -41,7 +41,7 @@ logger = logging.getLogger("hurricane.probes")
 # kubelet's own default timeout is 1 s; a hung database must not hang the probe).
 CHECK_TIMEOUT = 5.0
 # The probes take GET (the kubelet), HEAD and POST (django-hurricane 1.6 answered
-# it), never with a body: see hurricane.server.handlers.
+# it), never with a body: see hurricane.http.handlers.
 PROBE_METHODS = frozenset({"GET", "HEAD", "POST"})
 # Backstops below the body policy: Tornado itself reads no more than the body the
 # policy tolerates on the probe port, and buffers little per connection.

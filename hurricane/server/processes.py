@@ -33,7 +33,7 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hurricane.options import ServeOptions
+from hurricane.config.options import ServeOptions
 from hurricane.server.affinity import usable_cores
 from hurricane.server.runtime import (
     DRAIN_WEBHOOK_WAIT,

@@ -15,8 +15,15 @@ import traceback
 import weakref
 from typing import Any
 
+from hurricane.config.options import Options, ServeOptions, described_option, probe_port_of
+from hurricane.django.files import make_file_application, staticfiles_installed
+from hurricane.django.pool import WorkerPool
+from hurricane.django.wsgi import HurricaneWSGIContainer
+from hurricane.http.eventloop import install_tornado_ioloop, loop_factory, loop_kind
+from hurricane.http.forwarded import TrustedProxies
+from hurricane.http.tornado_compat import close_after_response
 from hurricane.metrics.requests import RequestQueueLengthMetric
-from hurricane.options import Options, ServeOptions, described_option, probe_port_of
+from hurricane.platform.listening import ListenError, bind_listeners, check_port_free, urls_of
 from hurricane.server.affinity import CoreKeeper
 from hurricane.server.app import (
     ACCEPT_PER_WAKEUP,
@@ -26,16 +33,9 @@ from hurricane.server.app import (
     log_access,
     log_tornado_request,
 )
-from hurricane.server.eventloop import install_tornado_ioloop, loop_factory, loop_kind
-from hurricane.server.files import make_file_application, staticfiles_installed
-from hurricane.server.forwarded import TrustedProxies
-from hurricane.server.listening import ListenError, bind_listeners, check_port_free, urls_of
-from hurricane.server.pool import WorkerPool
 from hurricane.server.probes import ProbeServerThread, make_probe_application, probe_paths
 from hurricane.server.startup import StartupError, StartupFailed, run_startup_tasks
 from hurricane.server.state import ProbeState
-from hurricane.server.tornado_compat import close_after_response
-from hurricane.server.wsgi import HurricaneWSGIContainer
 
 logger = logging.getLogger("hurricane.server.general")
 
@@ -65,7 +65,7 @@ class ServerState(ProbeState):
         super().__init__(options)
         self.port = port
         self.max_body_size: int = options.max_body_size
-        # Larger bodies go to a temporary file (hurricane.server.body), as Django's
+        # Larger bodies go to a temporary file (hurricane.http.body), as Django's
         # uploads do above the same size.
         from django.conf import settings
 
@@ -548,7 +548,7 @@ class Server:
                 self.build_wsgi_application(), pool, loop, route_of, proxies
             )
             return
-        from hurricane.server.asgi import (
+        from hurricane.django.asgi import (
             DjangoDispatcher,
             HurricaneASGIContainer,
             LentThreadsDjangoApplication,

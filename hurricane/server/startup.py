@@ -14,10 +14,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hurricane.masking import MASK, is_secret, redacted
-from hurricane.options import variable_of
-from hurricane.server.databases import bound_connection_waits
-from hurricane.server.logs import LoggedLines
+from hurricane.config.masking import MASK, is_secret, redacted
+from hurricane.config.options import variable_of
+from hurricane.django.databases import bound_connection_waits
+from hurricane.platform.logs import LoggedLines
 
 logger = logging.getLogger("hurricane.startup")
 

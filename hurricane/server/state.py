@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from hurricane.config.options import Options
 from hurricane.metrics.requests import HealthMetric, ReadinessMetric, StartupTimeMetric
-from hurricane.options import Options
 from hurricane.server.probes import ProbeChecks
 from hurricane.webhooks.base import WebhookStatus
 

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from hurricane.masking import shown_origin
+from hurricane.config.masking import shown_origin
 
 logger = logging.getLogger("hurricane.webhooks")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hurricane.config.options import CONSUME_OPTIONS, ConsumeOptions
 from hurricane.management.base import HurricaneCommand
-from hurricane.options import CONSUME_OPTIONS, ConsumeOptions
 
 
 class Command(HurricaneCommand[ConsumeOptions]):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from hurricane.config.options import SERVE_OPTIONS, ServeOptions
 from hurricane.management.base import HurricaneCommand
-from hurricane.options import SERVE_OPTIONS, ServeOptions
 
 
 class Command(HurricaneCommand[ServeOptions]):

@@ -2,7 +2,7 @@
 media files): what their handlers share, and the body policy they all follow.
 
 One body policy for every server Hurricane runs: the app takes a body up to
-``--max-body-size`` (spooled to disk once large, see :mod:`hurricane.server.body`);
+``--max-body-size`` (spooled to disk once large, see :mod:`hurricane.http.body`);
 these applications take none (a few bytes are tolerated, see IGNORED_BODY_LIMIT).
 Tornado reads a request's body whole into memory
 before any handler runs, so a body sent to them used to be held in memory up to
@@ -17,7 +17,7 @@ from typing import Any
 import tornado.web
 from tornado import httputil
 
-from hurricane.server.refusals import announced_length, refuse_and_close
+from hurricane.http.refusals import announced_length, refuse_and_close
 
 # A body up to this size is read and ignored, as by any handler that reads none:
 # clients POST a little JSON to probes (django-hurricane 1.6's own test client sends

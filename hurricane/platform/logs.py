@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from hurricane.server.logfilters import configured_in_logging, shorten_disallowed_host_log
+from hurricane.platform.logfilters import configured_in_logging, shorten_disallowed_host_log
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -41,7 +41,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line: ``timestamp``, ``level``, ``logger``,
     ``message``, every field given with ``extra=``, and the exception (if any) as
     ``traceback``. Usable in a project's LOGGING as
-    ``{"()": "hurricane.server.logs.JsonFormatter"}``."""
+    ``{"()": "hurricane.platform.logs.JsonFormatter"}``."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from tornado.ioloop import IOLoop
 
-from hurricane.options import uvloop_installed
-from hurricane.server.tornado_compat import LazyReaderIOLoop
+from hurricane.config.options import uvloop_installed
+from hurricane.http.tornado_compat import LazyReaderIOLoop
 
 
 def loop_kind(name: str) -> str:
@@ -36,7 +36,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 def install_tornado_ioloop() -> IOLoop:
-    """Make a LazyReaderIOLoop (hurricane.server.tornado_compat) the IOLoop of the
+    """Make a LazyReaderIOLoop (hurricane.http.tornado_compat) the IOLoop of the
     running asyncio loop; call it on that loop before anything asks for
     ``IOLoop.current()``."""
     return LazyReaderIOLoop()

@@ -22,7 +22,7 @@ from typing import Any
 
 import tornado.web
 
-from hurricane.server.handlers import BodilessApplication, HurricaneHandler, bodiless_application
+from hurricane.http.handlers import BodilessApplication, HurricaneHandler, bodiless_application
 
 logger = logging.getLogger("hurricane.server.general")
 

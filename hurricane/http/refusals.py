@@ -1,6 +1,6 @@
 """Answers given before a request's body is read, and the connection closed after them:
 a body larger than ``--max-body-size``, or any body sent where none is taken (see
-:mod:`hurricane.server.handlers`)."""
+:mod:`hurricane.http.handlers`)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,11 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from hurricane.options import FORWARDED_ALLOW_IPS_EXPECTED, ProxyNetworks, parse_forwarded_allow_ips
+from hurricane.config.options import (
+    FORWARDED_ALLOW_IPS_EXPECTED,
+    ProxyNetworks,
+    parse_forwarded_allow_ips,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -58,7 +62,7 @@ class TrustedProxies:
 
     @classmethod
     def parse(cls, value: Any) -> TrustedProxies | None:
-        """From the option's value (see hurricane.options.parse_forwarded_allow_ips)."""
+        """From the option's value (see hurricane.config.options.parse_forwarded_allow_ips)."""
         return cls.of(parse_forwarded_allow_ips(value))
 
     def __repr__(self) -> str:

@@ -11,7 +11,7 @@ an ASGI middleware around Django) gets every HTTP request through ASGI.
 
 The request body is read whole before the application starts (the app server's
 body limit applies first; a large one waits in a temporary file, see
-hurricane.server.body, and comes in messages of ASGI_MESSAGE_SIZE); the response
+hurricane.http.body, and comes in messages of ASGI_MESSAGE_SIZE); the response
 may stream: each ``more_body`` chunk is awaited until the socket takes it, so a
 slow client slows the application down instead of filling memory.
 """
@@ -30,14 +30,14 @@ from asgiref.sync import ThreadSensitiveContext
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
-from hurricane.server.body import ASGI_MESSAGE_SIZE, Body, close_body
-from hurricane.server.forwarded import TrustedProxies
-from hurricane.server.wsgi import (
+from hurricane.django.wsgi import (
     HurricaneWSGIContainer,
     ResponseSink,
     server_name_of,
     split_target,
 )
+from hurricane.http.body import ASGI_MESSAGE_SIZE, Body, close_body
+from hurricane.http.forwarded import TrustedProxies
 
 logger = logging.getLogger("hurricane.server.general")
 
@@ -60,7 +60,7 @@ def build_scope(
     trusted_proxies: TrustedProxies | None = None,
 ) -> dict[str, Any]:
     """The ASGI HTTP connection scope of one request; ``client`` and ``scheme`` follow
-    the forwarding headers of trusted proxies (:mod:`hurricane.server.forwarded`)."""
+    the forwarding headers of trusted proxies (:mod:`hurricane.http.forwarded`)."""
     raw_path, query = split_target(start_line.path)
     remote_ip, scheme = context.remote_ip, context.protocol
     if trusted_proxies is not None:

@@ -1,0 +1,1 @@
+"""What serve and consume share, whatever they serve: listening sockets and logging."""
