@@ -118,7 +118,7 @@ def test_a_core_another_process_keeps_busy_is_left(serve):
 
 
 def test_cpu_quota_reads_the_cgroup_limit(tmp_path):
-    from hurricane.server.affinity import cpu_quota
+    from hurricane.serve.affinity import cpu_quota
 
     v2 = tmp_path / "v2"
     v2.mkdir()
@@ -139,7 +139,7 @@ def test_cpu_quota_reads_the_cgroup_limit(tmp_path):
 def test_a_move_needs_two_crowded_looks_and_a_minute_since_the_last(monkeypatch, caplog):
     """One busy look does not move the process; two in a row do; then no move for a
     minute however crowded; the first move is logged at INFO, later ones at DEBUG."""
-    from hurricane.server import affinity
+    from hurricane.serve import affinity
 
     clock = [1000.0]
     monkeypatch.setattr(affinity.time, "monotonic", lambda: clock[0])

@@ -29,7 +29,7 @@ from support.postgres_cluster import PostgresCluster
 from support.tcp_proxy import TcpProxy
 
 from conftest import free_port, wait_until
-from hurricane.server.probes import CHECK_TIMEOUT
+from hurricane.platform.probes import CHECK_TIMEOUT
 
 # Generous bounds: they catch a hang, not a slow machine.
 PROMPT = 5.0  # an app request while the database is away

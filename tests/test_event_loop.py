@@ -9,7 +9,7 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
 from hurricane.http.eventloop import LazyReaderIOLoop, install_tornado_ioloop, loop_factory
-from hurricane.server.app import ConnectionLimits, GuardedHTTPServer, GuardedIOStream
+from hurricane.http.server import ConnectionLimits, GuardedHTTPServer, GuardedIOStream
 
 
 class CountingLoop:

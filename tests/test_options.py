@@ -116,7 +116,7 @@ def test_resolve_wants_a_table_of_a_command_and_resolve_values_any():
 
 
 def test_child_options_turn_off_what_the_supervisor_does():
-    from hurricane.server.processes import child_options
+    from hurricane.serve.supervisor import child_options
 
     environ = {
         "HURRICANE_COMMANDS": "check",

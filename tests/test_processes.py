@@ -4,6 +4,7 @@ them. Real processes, real sockets."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import pytest
 import requests
 
 from conftest import free_port, run_serve, wait_until
-from hurricane.server.affinity import usable_cores
+from hurricane.serve.affinity import usable_cores
 
 
 def pid_of_response(server) -> int:
@@ -108,7 +109,7 @@ def test_a_wake_up_takes_as_many_connections_as_allowed(per_wakeup, taken):
     (ACCEPT_PER_WAKEUP alone): five waiting, one wake-up takes ``taken``."""
     from tornado.ioloop import IOLoop
 
-    from hurricane.server.app import add_accept_handler
+    from hurricane.http.server import add_accept_handler
 
     listener = socket.create_server(("127.0.0.1", 0))
     listener.setblocking(False)
@@ -187,6 +188,42 @@ def test_a_killed_process_is_replaced_without_failed_requests(serve):
     assert children_of(server.process.pid) >= {survivor}
     # The dead process's requests stay counted.
     assert metric(server, "hurricane_http_requests_total", route="meta/") >= 20 + answered
+
+
+def test_a_hung_process_is_killed_and_replaced(serve):
+    """A serving process whose event loop stops (here: SIGSTOP) writes no heartbeat;
+    after HUNG_AFTER (30 s) the supervisor kills it, says so, and starts another,
+    while the other process answers all along."""
+    from hurricane.serve.supervisor import HUNG_AFTER
+
+    server = serve("--processes", "2", "--workers", "2")
+    first = children_of(server.process.pid)
+    hung = sorted(first)[0]
+    os.kill(hung, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        wait_until(
+            lambda: (
+                hung not in children_of(server.process.pid)
+                and len(children_of(server.process.pid) - first) == 1
+                and metric(server, "hurricane_serving_processes") == 2
+            ),
+            timeout=HUNG_AFTER + 30,
+            what="the hung process to be replaced",
+            server=server,
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung, signal.SIGCONT)
+    assert time.monotonic() - stopped_at > HUNG_AFTER
+    assert re.search(
+        rf"Serving process \d \(pid {hung}\) wrote no heartbeat for \d+ s: its event loop is "
+        "stuck; killing it",
+        server.output,
+    ), server.output
+    assert re.search(rf"Serving process \d \(pid {hung}\) exited with code -9", server.output)
+    for _ in range(10):
+        assert pid_of_response(server) != hung
 
 
 def test_the_supervisor_alone_sends_the_webhooks(serve, webhook_receiver):

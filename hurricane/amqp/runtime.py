@@ -24,17 +24,12 @@ from hurricane.amqp.basehandler import (
 )
 from hurricane.amqp.worker import AMQPClient
 from hurricane.config.options import ConsumeOptions, OptionError
+from hurricane.http.server import ConnectionLimits, GuardedHTTPServer
 from hurricane.metrics.requests import RequestQueueLengthMetric
-from hurricane.platform.listening import urls_of
-from hurricane.server.app import ConnectionLimits, GuardedHTTPServer
-from hurricane.server.probes import make_probe_application, probe_http_server
-from hurricane.server.runtime import (
-    DRAIN_WEBHOOK_WAIT,
-    bind_probe_port,
-    exit_on_second_signal,
-    wait_for_delivery,
-)
-from hurricane.server.state import ProbeState
+from hurricane.platform.listening import bind_probe_port, urls_of
+from hurricane.platform.probes import make_probe_application, probe_http_server
+from hurricane.platform.process import DRAIN_WEBHOOK_WAIT, exit_on_second_signal, wait_for_delivery
+from hurricane.platform.state import ProbeState
 
 logger = logging.getLogger("hurricane.amqp.general")
 T = TypeVar("T")
@@ -223,7 +218,7 @@ def run_consumer(options: ConsumeOptions) -> int:
     from django.conf import settings
 
     from hurricane.platform.logfilters import quiet_pika_log
-    from hurricane.server import run_process
+    from hurricane.platform.process import run_process
 
     consumer = Consumer(options)
 

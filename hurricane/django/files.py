@@ -112,7 +112,7 @@ def make_file_application(
         prefixes.append(prefix)
 
     if options.static and settings.DEBUG and staticfiles_installed():
-        # Django's application serves them (runserver's way, hurricane.server.runtime).
+        # Django's application serves them (runserver's way, hurricane.serve.server).
         logger.info(
             "Serving static files under %s through the finders (DEBUG)", settings.STATIC_URL
         )

@@ -25,6 +25,7 @@ from tornado.iostream import StreamClosedError
 
 from hurricane.django.pool import WorkerPool
 from hurricane.http.body import Body, body_length, body_stream
+from hurricane.http.exchange import ResponseSink
 from hurricane.http.forwarded import TrustedProxies
 
 logger = logging.getLogger("hurricane.server.general")
@@ -100,37 +101,6 @@ def server_name_of(headers: httputil.HTTPHeaders) -> str:
     host = headers.get("Host", "")
     server_name = host.rsplit(":", 1)[0] if host and not host.endswith("]") else host
     return server_name or "localhost"
-
-
-class ResponseSink:
-    """What the worker hands its results to; implemented on the loop side by the
-    app server's request delegate."""
-
-    route: str = ""
-    #: The client's address when a trusted proxy named it (for the access log).
-    client: str | None = None
-    #: Called on the loop when the client goes away (set by the ASGI bridge).
-    on_gone: Callable[[], Any] | None = None
-
-    def send_whole(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        raise NotImplementedError
-
-    def start_stream(self, status: str, headers: list[tuple[str, str]]) -> None:
-        raise NotImplementedError
-
-    async def write_chunk(self, chunk: bytes) -> None:
-        raise NotImplementedError
-
-    def finish_stream(self) -> None:
-        raise NotImplementedError
-
-    def fail(self) -> None:
-        """The application failed before a response could be started."""
-        raise NotImplementedError
-
-    @property
-    def client_gone(self) -> bool:
-        raise NotImplementedError
 
 
 class LoopInbox:

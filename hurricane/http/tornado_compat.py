@@ -35,7 +35,7 @@ TESTED_TORNADO = ((6, 4), (6, 5), (6, 6))
 def start_line_parsed(conn: HTTP1Connection) -> bool:
     """Whether the connection has a complete request line and headers. Tornado has one
     timeout for an idle keep-alive connection and a client sending its headers
-    slowly; the sweep (hurricane.server.app) tells them apart by this, and times
+    slowly; the sweep (hurricane.http.server) tells them apart by this, and times
     both without a timer per request."""
     return conn._request_start_line is not None
 

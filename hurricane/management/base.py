@@ -66,8 +66,8 @@ class HurricaneCommand(BaseCommand, Generic[OptionsT]):
         raise NotImplementedError
 
     def handle(self, *args: Any, **command_line: Any) -> None:
-        from hurricane.server.debugging import DebuggerError
-        from hurricane.server.startup import StartupError
+        from hurricane.platform.debugging import DebuggerError
+        from hurricane.platform.startup import StartupError
 
         try:
             options = self.options_class.of(

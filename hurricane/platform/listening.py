@@ -20,7 +20,11 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import socket
+
+from hurricane.config.options import Options, described_option
+from hurricane.platform.startup import StartupError
 
 logger = logging.getLogger("hurricane.server.general")
 
@@ -164,3 +168,54 @@ def check_port_free(host: str | None, port: int, port_option: str, host_option: 
     adapter process)."""
     for sock in bind_listeners(host, port, port_option, host_option, warn=False):
         sock.close()
+
+
+# Listening sockets handed to the next process by an in-place restart, as
+# "port=fd,port=fd"; the next process serves them without start-up tasks.
+INHERITED_SOCKETS_VARIABLE = "HURRICANE_INHERITED_SOCKETS"
+
+
+def bind_port(
+    port: int,
+    option: str,
+    inherited: dict[int, list[socket.socket]],
+    interface: str | None = None,
+    interface_option: str = "--interface",
+) -> list[socket.socket]:
+    """Listening sockets for ``port`` on ``interface`` (None: every interface), or
+    those a previous process handed on for it; StartupError in one line if not."""
+    if port in inherited:
+        return inherited.pop(port)
+    try:
+        return bind_listeners(interface, port, option, interface_option)
+    except ListenError as error:
+        raise StartupError(str(error)) from None
+
+
+def bind_probe_port(
+    options: Options, port: int, inherited: dict[int, list[socket.socket]]
+) -> list[socket.socket]:
+    """The probe server's sockets (serve's and consume's): ``--interface`` on ``port``."""
+    return bind_port(
+        port, "--probe-port", inherited, options.interface, described_option(options, "interface")
+    )
+
+
+def hand_on_sockets(handed: list[tuple[int, socket.socket]]) -> dict[str, str]:
+    """The environment that lets a process started next serve these listening
+    sockets (every address of a port: 0.0.0.0 and [::] both); inheritable from now."""
+    for _, sock in handed:
+        sock.set_inheritable(True)
+    value = ",".join(f"{port}={sock.fileno()}" for port, sock in handed)
+    return {INHERITED_SOCKETS_VARIABLE: value}
+
+
+def inherited_sockets() -> dict[int, list[socket.socket]]:
+    sockets: dict[int, list[socket.socket]] = {}
+    for item in os.environ.pop(INHERITED_SOCKETS_VARIABLE, "").split(","):
+        if "=" in item:
+            port, fd = item.split("=")
+            sock = socket.socket(fileno=int(fd))
+            sock.setblocking(False)
+            sockets.setdefault(int(port), []).append(sock)
+    return sockets

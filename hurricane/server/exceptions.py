@@ -1,5 +1,5 @@
 """Exceptions of django-hurricane 1.6's server API, kept for projects that catch them."""
 
+from hurricane.platform.debugging import IncompatibleOptions
 
-class IncompatibleOptions(Exception):
-    """Options that cannot be used together."""
+__all__ = ["IncompatibleOptions"]

@@ -205,7 +205,7 @@ class HurricaneServerDriver(_ServerDriver):
         "serve",
     )
     base_command = (sys.executable, MANAGE_FILE, "serve")
-    #: Written once the app port serves (see hurricane.server.runtime).
+    #: Written once the app port serves (see hurricane.serve.server).
     test_string = "Serving on port"
 
 

@@ -17,6 +17,6 @@ class Command(HurricaneCommand[ServeOptions]):
     logger_name = "hurricane.server.general"
 
     def start(self, options: ServeOptions) -> int:
-        from hurricane.server import run_server
+        from hurricane.serve.main import run_server
 
         return run_server(options)

@@ -12,7 +12,7 @@ from typing import Any
 
 from hurricane.config.options import Options
 from hurricane.metrics.requests import HealthMetric, ReadinessMetric, StartupTimeMetric
-from hurricane.server.probes import ProbeChecks
+from hurricane.platform.probes import ProbeChecks
 from hurricane.webhooks.base import WebhookStatus
 
 logger = logging.getLogger("hurricane.server.general")

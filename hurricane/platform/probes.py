@@ -29,11 +29,11 @@ from hurricane.http.handlers import (
     HurricaneHandler,
     bodiless_application,
 )
+from hurricane.http.server import ConnectionLimits, GuardedHTTPServer, log_tornado_request
 from hurricane.metrics.requests import RequestQueueLengthMetric, ResponseTimeAverageMetric
-from hurricane.server.app import ConnectionLimits, GuardedHTTPServer, log_tornado_request
 
 if TYPE_CHECKING:
-    from hurricane.server.state import ProbeState
+    from hurricane.platform.state import ProbeState
 
 logger = logging.getLogger("hurricane.probes")
 

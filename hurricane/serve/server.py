@@ -15,44 +15,49 @@ import traceback
 import weakref
 from typing import Any
 
-from hurricane.config.options import Options, ServeOptions, described_option, probe_port_of
+from hurricane.config.options import ServeOptions, described_option, probe_port_of
 from hurricane.django.files import make_file_application, staticfiles_installed
 from hurricane.django.pool import WorkerPool
 from hurricane.django.wsgi import HurricaneWSGIContainer
 from hurricane.http.eventloop import install_tornado_ioloop, loop_factory, loop_kind
+from hurricane.http.exchange import RequestRouter
 from hurricane.http.forwarded import TrustedProxies
-from hurricane.http.tornado_compat import close_after_response
-from hurricane.metrics.requests import RequestQueueLengthMetric
-from hurricane.platform.listening import ListenError, bind_listeners, check_port_free, urls_of
-from hurricane.server.affinity import CoreKeeper
-from hurricane.server.app import (
+from hurricane.http.server import (
     ACCEPT_PER_WAKEUP,
     AppHTTPServer,
     ConnectionLimits,
-    RequestRouter,
     log_access,
     log_tornado_request,
 )
-from hurricane.server.probes import ProbeServerThread, make_probe_application, probe_paths
-from hurricane.server.startup import StartupError, StartupFailed, run_startup_tasks
-from hurricane.server.state import ProbeState
+from hurricane.http.tornado_compat import close_after_response
+from hurricane.metrics.requests import RequestQueueLengthMetric
+from hurricane.platform.listening import (
+    ListenError,
+    bind_port,
+    bind_probe_port,
+    check_port_free,
+    hand_on_sockets,
+    inherited_sockets,
+    urls_of,
+)
+from hurricane.platform.probes import ProbeServerThread, make_probe_application, probe_paths
+from hurricane.platform.process import (
+    DRAIN_WEBHOOK_WAIT,
+    exit_on_second_signal,
+    wait_for_delivery,
+)
+from hurricane.platform.startup import StartupError, StartupFailed, run_startup_tasks
+from hurricane.platform.state import ProbeState
+from hurricane.serve.affinity import CoreKeeper
 
 logger = logging.getLogger("hurricane.server.general")
 
-# Listening sockets handed to the next process by an in-place restart, as
-# "port=fd,port=fd"; the next process serves them without start-up tasks.
-INHERITED_SOCKETS_VARIABLE = "HURRICANE_INHERITED_SOCKETS"
 MEMORY_CHECK_INTERVAL = 5.0
 # On a drain, seconds a connection that has not sent its first request yet gets to send it.
 FRESH_CONNECTION_GRACE = 1.0
 # Threads kept for the sync parts of async requests (one per request in flight):
 # enough for every connection of a busy pod, so none is started per request.
 IDLE_ASYNC_THREADS = 256
-# Seconds to wait for the failure webhook before a failed start-up exits.
-FAILURE_WEBHOOK_WAIT = 20.0
-# Seconds a drained process waits, at most, for its webhooks (the readiness one sent
-# as the drain began) before it exits: the pod's grace period is running.
-DRAIN_WEBHOOK_WAIT = 5.0
 
 
 class ServerState(ProbeState):
@@ -134,72 +139,6 @@ class ServerState(ProbeState):
 
     def busy_connections(self) -> set:
         return set(self.in_flight.values())
-
-
-async def wait_for_delivery(
-    delivery: Any, timeout: float = FAILURE_WEBHOOK_WAIT, what: str = "failure"
-) -> None:
-    """Give the last webhook (and those before it) a chance to leave before the
-    process exits."""
-    if delivery is not None:
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(delivery), timeout)
-        except asyncio.TimeoutError:
-            logger.warning("The %s webhook was not delivered in time", what)
-
-
-def exit_on_second_signal(signum: int, signals_received: int) -> None:
-    """A second SIGTERM/SIGINT means "now": exit without waiting for anything."""
-    if signals_received > 1:
-        logger.warning("Second %s: exiting at once", signal.Signals(signum).name)
-        logging.shutdown()
-        os._exit(128 + signum)
-
-
-def bind_port(
-    port: int,
-    option: str,
-    inherited: dict[int, list[socket.socket]],
-    interface: str | None = None,
-    interface_option: str = "--interface",
-) -> list[socket.socket]:
-    """Listening sockets for ``port`` on ``interface`` (None: every interface), or
-    those a previous process handed on for it; StartupError in one line if not."""
-    if port in inherited:
-        return inherited.pop(port)
-    try:
-        return bind_listeners(interface, port, option, interface_option)
-    except ListenError as error:
-        raise StartupError(str(error)) from None
-
-
-def bind_probe_port(
-    options: Options, port: int, inherited: dict[int, list[socket.socket]]
-) -> list[socket.socket]:
-    """The probe server's sockets (serve's and consume's): ``--interface`` on ``port``."""
-    return bind_port(
-        port, "--probe-port", inherited, options.interface, described_option(options, "interface")
-    )
-
-
-def hand_on_sockets(handed: list[tuple[int, socket.socket]]) -> dict[str, str]:
-    """The environment that lets a process started next serve these listening
-    sockets (every address of a port: 0.0.0.0 and [::] both); inheritable from now."""
-    for _, sock in handed:
-        sock.set_inheritable(True)
-    value = ",".join(f"{port}={sock.fileno()}" for port, sock in handed)
-    return {INHERITED_SOCKETS_VARIABLE: value}
-
-
-def inherited_sockets() -> dict[int, list[socket.socket]]:
-    sockets: dict[int, list[socket.socket]] = {}
-    for item in os.environ.pop(INHERITED_SOCKETS_VARIABLE, "").split(","):
-        if "=" in item:
-            port, fd = item.split("=")
-            sock = socket.socket(fileno=int(fd))
-            sock.setblocking(False)
-            sockets.setdefault(int(port), []).append(sock)
-    return sockets
 
 
 def resident_memory_mb() -> float:

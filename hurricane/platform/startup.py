@@ -20,6 +20,8 @@ from hurricane.django.databases import bound_connection_waits
 from hurricane.platform.logs import LoggedLines
 
 logger = logging.getLogger("hurricane.startup")
+# django-hurricane 1.6's lines keep its logger.
+general_logger = logging.getLogger("hurricane.server.general")
 
 # Seconds between two looks at the databases while waiting for migrations.
 MIGRATION_CHECK_INTERVAL = 1.0
@@ -105,15 +107,31 @@ def pending_migrations(alias: str) -> list[str]:
     return [f"{migration.app_label}.{migration.name}" for migration, _ in plan]
 
 
+def check_databases() -> bool:
+    """django-hurricane 1.6's ``hurricane.server.check_databases``, which a project
+    may replace: whether every database answers ``SELECT 1``; each answer logged."""
+    from django.db import connections
+
+    for alias in connections:
+        try:
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception as error:
+            general_logger.warning("Database command execution has failed with %s", error)
+            return False
+    general_logger.info("Database was checked successfully")
+    return True
+
+
 def run_replaced_database_check() -> None:
     """Run ``hurricane.server.check_databases`` if the project replaced it, as
     django-hurricane 1.6 let projects do to check their databases their own way: it
     raising, or returning False, counts as the databases not answering."""
-    from hurricane.server.legacy import check_databases
-
-    # Read from the package module the project assigned to, loaded before any of its
-    # modules (this one too): importing the package here would make a circle.
-    replaced = getattr(sys.modules["hurricane.server"], "check_databases", check_databases)
+    # Read from django-hurricane 1.6's package, where the project assigned it: a
+    # project that replaced it has imported that package (importing it here would
+    # make hurricane.platform depend on the 1.6 facade above it).
+    package = sys.modules.get("hurricane.server")
+    replaced = getattr(package, "check_databases", check_databases)
     if replaced is not check_databases and replaced() is False:
         raise RuntimeError("hurricane.server.check_databases returned False")
 

@@ -34,15 +34,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hurricane.config.options import ServeOptions
-from hurricane.server.affinity import usable_cores
-from hurricane.server.runtime import (
-    DRAIN_WEBHOOK_WAIT,
-    Server,
-    ServerState,
-    StartupError,
-    hand_on_sockets,
-    wait_for_delivery,
-)
+from hurricane.platform.listening import hand_on_sockets
+from hurricane.platform.process import DRAIN_WEBHOOK_WAIT, wait_for_delivery
+from hurricane.platform.startup import StartupError
+from hurricane.serve.affinity import usable_cores
+from hurricane.serve.server import Server, ServerState
 
 logger = logging.getLogger("hurricane.server.general")
 
@@ -57,6 +53,13 @@ HEARTBEAT_STALE = 5.0
 # A process that dies sooner than this after its start counts as crashing: the
 # next start waits longer each time, up to RESTART_BACKOFF_MAX seconds.
 CRASH_WINDOW = 10.0
+# A serving process that said it serves and then wrote no heartbeat for this long has
+# an event loop that does not come back (a deadlock, a C extension that never
+# returns): it answers no request and no drain, so it is killed and replaced, as
+# gunicorn's arbiter does with a worker past its --timeout (30 s). Requests run in
+# worker threads and do not hold the loop: a slow view is not a hung process.
+HUNG_AFTER = 30.0
+HUNG_CHECK_INTERVAL = 1.0
 RESTART_BACKOFF_MAX = 30.0
 # Beyond --graceful-timeout, how long the supervisor waits for the processes'
 # own drains before it kills them.
@@ -291,6 +294,7 @@ class Supervisor(Server):
                     )
                     return False
             await asyncio.sleep(0.05)
+        loop.call_later(HUNG_CHECK_INTERVAL, self.kill_hung_children)
         return True
 
     def spawn(self, index: int) -> None:
@@ -340,6 +344,29 @@ class Supervisor(Server):
                 f" in {delay:.1f} s" if delay else "",
             )
             asyncio.get_running_loop().call_later(delay, self.respawn, index)
+
+    def kill_hung_children(self) -> None:
+        """Kill each serving process whose heartbeat stopped while it served (see
+        HUNG_AFTER); reap() then starts a new one. One that is starting, draining or
+        restarting in place says it does not serve, and is left alone."""
+        if self.state.draining:
+            return
+        now = now_ms()
+        for index, child in enumerate(self.children):
+            if child is None or child.poll() is not None:
+                continue
+            row = self.slots.read(index)
+            silent = (now - row["heartbeat_ms"]) / 1000
+            if row["pid"] == child.pid and row["serving"] and silent > HUNG_AFTER:
+                logger.error(
+                    "Serving process %d (pid %d) wrote no heartbeat for %.0f s: its event "
+                    "loop is stuck; killing it",
+                    index,
+                    child.pid,
+                    silent,
+                )
+                child.kill()
+        asyncio.get_running_loop().call_later(HUNG_CHECK_INTERVAL, self.kill_hung_children)
 
     def respawn(self, index: int) -> None:
         if not self.state.draining and self.children[index] is None:
