@@ -151,7 +151,7 @@ restart, nor on each reload of `--autoreload`. Checking costs about 0.1 ms per s
 # Defaults that are no literal value: computed where the server runs, or decided by
 # another option. Keyed by option name; used whatever Option.default holds.
 COMPUTED_DEFAULTS = {
-    "workers": "min(32, CPUs + 4)",
+    "workers": "min(32, usable cores + 4)",
     "max_workers": "64 (or `--workers` if larger)",
     "log_level": "`INFO` (`DEBUG` with `--debug`)",
 }

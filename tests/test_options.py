@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -543,3 +544,23 @@ def test_taken_port_is_one_clear_line(tmp_path):
         )
     assert result.returncode != 0
     assert f"port {busy} (--port) is already in use" in result.stderr
+
+
+def test_the_workers_default_follows_the_cores_the_process_may_use():
+    """min(32, usable cores + 4): on one core of a two-core machine (a cpuset, as a
+    container's), 5 threads, not the host's count + 4."""
+    cores = sorted(os.sched_getaffinity(0))
+    assert len(cores) >= 2, f"this test needs two CPU cores, this machine gives {cores}"
+    script = (
+        "from hurricane.config.options import SERVE_OPTIONS; "
+        "print([o.default for o in SERVE_OPTIONS if o.name == 'workers'][0])"
+    )
+    one_core = subprocess.run(
+        [sys.executable, "-c", script],
+        preexec_fn=lambda: os.sched_setaffinity(0, {cores[0]}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert one_core.stdout.strip() == "5", one_core.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import ipaddress
+import math
 import os
 import re
 import shlex
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, NamedTuple, Self
 
+from hurricane.config.machine import usable_cores
 from hurricane.config.masking import mentions, shown_value
 
 TRUE_WORDS = {"true", "1", "yes", "on", "y"}
@@ -541,7 +543,9 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
         "workers",
         positive_int,
-        min(32, (os.cpu_count() or 1) + 4),
+        # As concurrent.futures' own default, on the cores the container may use
+        # (cpuset and CPU limit), not the host's.
+        min(32, math.ceil(usable_cores()) + 4),
         "Threads running synchronous Django code.",
         metavar="N",
     ),
