@@ -1,6 +1,6 @@
 """What Django's thread hops cost an async view on Hurricane's ASGI path.
 
-Evidence for the `/asleep` row of the performance issue
+Evidence for the `/asleep` row of the performance targets
 (bench/results/profile-asleep.md). Serves bench/webproject with `manage.py serve`
 twice, taking turns, and loads `/asleep` with the benchmark's wrk settings:
 

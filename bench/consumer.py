@@ -42,7 +42,7 @@ PROJECT = BENCH / "consumerproject"
 HANDLER = "benchapp.consumers.AckOnlyHandler"
 BODY = b"x" * 100
 CONTENDERS = ("hurricane", "pika")
-# The Hurricane figure has to reach this share of plain pika's (the bar).
+# The Hurricane figure has to reach this share of plain pika's (the bar the project set).
 REQUIRED_RATIO = 0.9
 # Runs of one contender further apart than this (fastest over slowest) are flagged.
 NOISY_SPREAD = 0.25

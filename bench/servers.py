@@ -90,7 +90,7 @@ def original_python() -> Path:
     return python
 
 
-# The peers as the issue names them, nothing tuned; {port} is filled in.
+# The peers as commonly started, nothing tuned; {port} is filled in.
 PEER_ARGUMENTS = {
     "gunicorn": "-k gthread -w 2 --threads 8 -b 127.0.0.1:{port} --log-level warning "
     "webproject.wsgi",
@@ -631,7 +631,7 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
             )
     targets = target_lines(results)
     if targets:
-        lines += ["", "The targets of issue 7:", "", "| target | measured | met |", "|---|---|---|"]
+        lines += ["", "The targets:", "", "| target | measured | met |", "|---|---|---|"]
         lines += targets
     uvicorn = results.cells.get(("uvicorn", "/asleep"))
     if uvicorn and uvicorn.loads:

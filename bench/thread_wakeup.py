@@ -1,6 +1,6 @@
 """What the same Python work costs when threads block between pieces of it.
 
-Evidence for the `/sleep` row of the performance issue (bench/results/profile-sleep.md):
+Evidence for the `/sleep` row of the performance targets (bench/results/profile-sleep.md):
 each thread runs one fixed piece of work (JSON-encoding a 20-key object 20 times,
 about a Django request's worth of interpreter work) in a loop, either back to back or
 after a blocking ``time.sleep``, as a view waiting on an upstream call does. It prints
