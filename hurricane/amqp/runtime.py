@@ -28,7 +28,7 @@ from hurricane.http.server import ConnectionLimits, GuardedHTTPServer
 from hurricane.metrics.requests import RequestQueueLengthMetric
 from hurricane.platform.listening import bind_probe_port, urls_of
 from hurricane.platform.probes import make_probe_application, probe_http_server
-from hurricane.platform.process import DRAIN_WEBHOOK_WAIT, exit_on_second_signal, wait_for_delivery
+from hurricane.platform.process import DRAIN_WEBHOOK_WAIT, handle_stop_signals, wait_for_delivery
 from hurricane.platform.state import ProbeState
 
 logger = logging.getLogger("hurricane.amqp.general")
@@ -144,7 +144,6 @@ class Consumer:
             raise OptionError(problem)
         self.handle_signals = handle_signals
         self.began = time.monotonic()
-        self.signals_received = 0
         self.probe_server: GuardedHTTPServer | None = None
 
     def run(self) -> int:
@@ -180,8 +179,7 @@ class Consumer:
         state.backlog = lambda: client.consumer.backlog
         RequestQueueLengthMetric.backlog_source = state.backlog
         if self.handle_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self.on_signal, signum)
+            handle_stop_signals(loop, self.on_signal)
         if not options.no_probe:
             # Slow or oversized clients get the same limits as on serve's probe port.
             self.probe_server = probe_http_server(
@@ -205,8 +203,6 @@ class Consumer:
         return 0
 
     def on_signal(self, signum: int) -> None:
-        self.signals_received += 1
-        exit_on_second_signal(signum, self.signals_received)
         logger.info("%s received: finishing the message in hand", signal.Signals(signum).name)
         self.state.start_draining()
         self.client.request_stop()

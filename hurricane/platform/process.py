@@ -111,6 +111,22 @@ async def wait_for_delivery(
             logger.warning("The %s webhook was not delivered in time", what)
 
 
+def handle_stop_signals(loop: asyncio.AbstractEventLoop, on_first: Callable[[int], None]) -> None:
+    """SIGTERM and SIGINT, as serve and consume both take them: the first calls
+    ``on_first(signum)`` (drain, or finish the message in hand); a second one of
+    either means "now" (exit_on_second_signal)."""
+    received = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal received
+        received += 1
+        exit_on_second_signal(signum, received)
+        on_first(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
 def exit_on_second_signal(signum: int, signals_received: int) -> None:
     """A second SIGTERM/SIGINT means "now": exit without waiting for anything."""
     if signals_received > 1:

@@ -43,7 +43,7 @@ from hurricane.platform.listening import (
 from hurricane.platform.probes import ProbeServerThread, make_probe_application, probe_paths
 from hurricane.platform.process import (
     DRAIN_WEBHOOK_WAIT,
-    exit_on_second_signal,
+    handle_stop_signals,
     wait_for_delivery,
 )
 from hurricane.platform.startup import StartupError, StartupFailed, run_startup_tasks
@@ -174,7 +174,6 @@ class Server:
         self.began = time.monotonic()
         self.exit_code = 0
         self.stop_startup = threading.Event()
-        self.signals_received = 0
         self.app_server: AppHTTPServer | None = None
         self.probe_server: ProbeServerThread | None = None
         self.pool: WorkerPool | None = None
@@ -198,8 +197,7 @@ class Server:
         # A serving process of a supervisor inherits the socket too, but is not a restart.
         restarted = bool(inherited) and self.child is None
         if self.handle_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self.on_signal, signum)
+            handle_stop_signals(loop, self.on_signal)
         try:
             if self.port not in inherited:
                 # The app port opens after the start-up tasks: a taken port or a bad
@@ -519,8 +517,6 @@ class Server:
     # -- signals, drain, exit ---------------------------------------------------------------
 
     def on_signal(self, signum: int) -> None:
-        self.signals_received += 1
-        exit_on_second_signal(signum, self.signals_received)
         logger.info("%s received: draining", signal.Signals(signum).name)
         if not self.state.started:
             self.stop_startup.set()
