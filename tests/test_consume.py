@@ -180,6 +180,27 @@ def test_sigterm_finishes_the_message_in_hand_and_loses_nothing(consume, broker,
     assert sorted(map(str, handled_ids(tmp_path))) == sorted(["slow", "0", "1", "2", "3", "4"])
 
 
+def test_a_second_signal_exits_at_once(consume, broker, tmp_path):
+    """SIGTERM waits for the message in hand; SIGINT after it means "now": the
+    process exits at once (128 + 2), and the unacknowledged message stays queued."""
+    names = broker.names()
+    process = consume(*consumer_args(names))
+    broker.publish(names.exchange, names.queue, [{"id": "slow", "sleep": 20}])
+    wait_until(
+        lambda: metric(process, "hurricane_amqp_messages_received_total") == 1,
+        20,
+        "the slow message",
+    )
+    process.signal(signal.SIGTERM)
+    wait_until(lambda: status(process.probe("/ready")) == 503, 5, "readiness 503")
+    began = time.monotonic()
+    process.signal(signal.SIGINT)
+    assert process.wait_exit(10) == 128 + signal.SIGINT
+    assert time.monotonic() - began < 5
+    assert "Second SIGINT: exiting at once" in process.output
+    wait_until(lambda: broker.count(names.queue) == 1, 20, "the message back in the queue")
+
+
 def error_lines(process) -> list[str]:
     return [line for line in process.output.splitlines() if " ERROR " in line]
 
