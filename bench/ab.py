@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,20 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-
-def free_port() -> int:
-    """A free port whose next port is free too (the probe server takes port + 1)."""
-    while True:
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-        if port < 60000:
-            with socket.socket() as second:
-                try:
-                    second.bind(("0.0.0.0", port + 1))
-                except OSError:
-                    continue
-            return port
+from servers import free_port  # bench/servers.py: port and port + 1 free
 
 
 def serve(checkout: Path, port: int) -> subprocess.Popen:

@@ -154,6 +154,17 @@ def test_routing_key_and_durable_queue(consume, broker, tmp_path):
     assert broker.count(names.queue) == 1
 
 
+def sigterm_once_received(process, messages: int) -> None:
+    """SIGTERM once the consumer has received ``messages``; returns when it drains."""
+    wait_until(
+        lambda: metric(process, "hurricane_amqp_messages_received_total") == messages,
+        20,
+        f"{messages} message(s) received",
+    )
+    process.signal(signal.SIGTERM)
+    wait_until(lambda: status(process.probe("/ready")) == 503, 5, "readiness 503")
+
+
 def test_sigterm_finishes_the_message_in_hand_and_loses_nothing(consume, broker, tmp_path):
     names = broker.names()
     process = consume(*consumer_args(names, "--prefetch", "10"))
@@ -162,13 +173,7 @@ def test_sigterm_finishes_the_message_in_hand_and_loses_nothing(consume, broker,
         names.queue,
         [{"id": "slow", "sleep": 3}] + [{"id": n} for n in range(5)],
     )
-    wait_until(
-        lambda: metric(process, "hurricane_amqp_messages_received_total") == 6,
-        20,
-        "the prefetched messages",
-    )
-    process.signal(signal.SIGTERM)
-    wait_until(lambda: status(process.probe("/ready")) == 503, 5, "readiness 503")
+    sigterm_once_received(process, 6)
     assert process.wait_exit(30) == 0
     assert handled_ids(tmp_path) == ["slow"]
     assert "Returned 5 messages not yet begun to the queue" in process.output
@@ -186,13 +191,7 @@ def test_a_second_signal_exits_at_once(consume, broker, tmp_path):
     names = broker.names()
     process = consume(*consumer_args(names))
     broker.publish(names.exchange, names.queue, [{"id": "slow", "sleep": 20}])
-    wait_until(
-        lambda: metric(process, "hurricane_amqp_messages_received_total") == 1,
-        20,
-        "the slow message",
-    )
-    process.signal(signal.SIGTERM)
-    wait_until(lambda: status(process.probe("/ready")) == 503, 5, "readiness 503")
+    sigterm_once_received(process, 1)
     began = time.monotonic()
     process.signal(signal.SIGINT)
     assert process.wait_exit(10) == 128 + signal.SIGINT
