@@ -140,6 +140,14 @@ def test_an_empty_media_root_keeps_1_6s_line_and_publishes_nothing(serve):
     assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
 
 
+def test_an_empty_static_root_keeps_1_6s_line_and_publishes_nothing(serve):
+    """The same for --static and an empty STATIC_ROOT (DEBUG off: no finders)."""
+    server = serve("--static", env={"TEST_STATIC_ROOT": ""})
+    assert "Serving static files under /static/ is off: STATIC_ROOT is not set" in server.output
+    assert requests.get(server.url("/static/manage.py"), timeout=10).status_code == 404
+    assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+
+
 def test_a_failed_start_ends_with_1_6s_last_line_after_the_webhook(tmp_path):
     """A failing --command: the failure webhook is tried first (its receiver named by
     scheme and host, where 1.6 wrote the whole URL), then 1.6's last line, exit 1."""

@@ -24,11 +24,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from hurricane.config.options import (
-    FORWARDED_ALLOW_IPS_EXPECTED,
-    ProxyNetworks,
-    parse_forwarded_allow_ips,
-)
+from hurricane.config.options import ProxyNetworks, parse_forwarded_allow_ips
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -112,9 +108,6 @@ class TrustedProxies:
             if not self.trusts(client):
                 break
         return client
-
-
-EXPECTED = FORWARDED_ALLOW_IPS_EXPECTED
 
 
 def parse_address(entry: str) -> IPAddress | None:

@@ -97,7 +97,6 @@ class CoreKeeper:
         self.last: tuple[float, float, dict[int, CoreTimes]] | None = None
         self.crowded_looks = 0
         self.moved_at: float | None = None  # the last move after the first core
-        self.moves = 0
         # Read as start-up begins, so that the first core is chosen by how idle each
         # was during start-up, with no wait just to measure.
         self.since = read_core_times()
@@ -165,22 +164,21 @@ class CoreKeeper:
                 self.moved_at is not None and now - self.moved_at < MOVE_INTERVAL
             ):
                 return None
-            was = self.core
+            was, first = self.core, self.moved_at is None
             self.move_to(target)
             self.crowded_looks, self.moved_at = 0, now
-            self.moves += 1
         except (OSError, ValueError, KeyError) as error:  # a passing failure: next time
             logger.warning("--cpu-affinity auto: the look at the cores failed (%s)", error)
             return None
         logger.log(
-            logging.INFO if self.moves == 1 else logging.DEBUG,
+            logging.INFO if first else logging.DEBUG,
             "Moved to CPU %d: other processes used %d%% of CPU %d, and CPU %d was %d%% idle%s",
             target,
             round(others[0] * 100),
             was,
             target,
             round(others[1] * 100),
-            "; later moves, at most one a minute, are logged at DEBUG" if self.moves == 1 else "",
+            "; later moves, at most one a minute, are logged at DEBUG" if first else "",
         )
         return target
 
