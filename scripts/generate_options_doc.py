@@ -136,7 +136,8 @@ WARNING hurricane.server.general Unknown environment variable HURRICANE_PROT: Hu
 ```
 
 Not warned about: every option's variable (of `serve` and of `consume`, which often
-share one environment), the setting `HURRICANE_VERSION`, the image's
+share one environment), the setting `HURRICANE_VERSION`, `HURRICANE_DRY_RUN` (see
+Dry run), the image's
 `HURRICANE_APP_DIR`, `HURRICANE_FILE_VARS` and `HURRICANE_FROM_FILES`, the variables
 Hurricane hands to its own processes (`HURRICANE_INHERITED_SOCKETS`,
 `HURRICANE_PROCESS_INDEX`, `HURRICANE_PROCESS_DIR`) and `HURRICANE_IMAGE_CACHE` of the
@@ -146,6 +147,27 @@ per start: not again from each serving process of `--processes`, after an in-pla
 restart, nor on each reload of `--autoreload`. Checking costs about 0.1 ms per start
 (the resolver took 148 µs instead of 69, with 200 settings and 100 more variables;
 `timeit`).
+
+## Dry run
+
+`HURRICANE_DRY_RUN=1` makes `serve` and `consume` resolve their options from the command
+line, the settings and the environment as a start would, print the steps they would
+take and every option not at its default with where it came from, and exit 0 without
+starting anything. Values are shown as the logs show them: secrets and what was read
+from files masked, URLs reduced to scheme and host. A value that a start would refuse
+is refused the same way (exit 1, one line). The image's entrypoint reads the variable
+too ([Image](image.md#dry-run)).
+
+```
+$ HURRICANE_DRY_RUN=1 HURRICANE_CHECK_MIGRATIONS=apply python manage.py serve --static
+Dry run of serve: nothing is started. With these options it would:
+  1. answer the probes on port 8001: startup /startup, readiness /ready, liveness /alive; metrics /metrics
+  2. wait for the databases, then apply pending migrations
+  3. serve the app on port 8000 (every interface) with 6 worker threads, and the static files
+Options not at their default:
+  --static = True  (command line --static)
+  --check-migrations = apply  (environment HURRICANE_CHECK_MIGRATIONS)
+```
 """  # noqa: E501 (log lines quoted verbatim)
 
 # Defaults that are no literal value: computed where the server runs, or decided by

@@ -14,6 +14,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -415,6 +416,108 @@ def test_the_script_runs_by_itself(tmp_path):
     )
 
 
+# -- help and the dry run -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_explains_the_modes_and_the_variables(tmp_path, flag):
+    result = run_entrypoint([flag], entrypoint_env(tmp_path), tmp_path, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: hurricane-entrypoint [MODE [ARGS...]]\n")
+    for words in (
+        "serve [ARGS...]",
+        "consume HANDLER [ARGS...]",
+        "manage ARGS...",
+        "PROGRAM [ARGS...]",
+        "HURRICANE_APP_DIR",
+        "<NAME>_FILE",
+        "HURRICANE_FILE_VARS",
+        "HURRICANE_DRY_RUN=1",
+        "HURRICANE_LOG_FORMAT",
+        "docs/options.md",
+    ):
+        assert words in result.stdout
+    assert result.stderr == ""
+
+
+def dry_run_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith(PREFIX + "dry run: ")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_the_dry_run_of_serve_prints_its_steps_masked_and_starts_nothing(tmp_path):
+    port = free_port()
+    env = entrypoint_env(
+        tmp_path,
+        HURRICANE_DRY_RUN="1",
+        HURRICANE_PORT=str(port),
+        HURRICANE_CHECK_MIGRATIONS="apply",
+        HURRICANE_DEBUGGER="true",
+        HURRICANE_COMMANDS_FILE=secret_file(tmp_path, "commands", "createsuperuser --x s3cr3t\n"),
+        HURRICANE_WEBHOOK_URL="https://hooks.slack.com/services/T0/B0/tokentoken",
+    )
+    result = run_entrypoint(["serve", "--static"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    # the whole exec line, with the interpreter's path
+    assert dry_run_line(result.stderr).startswith(
+        f"{PREFIX}dry run: would run {sys.executable} manage.py serve --static in {DEMO_PROJECT} ("
+    )
+    out = result.stdout
+    assert out.startswith("Dry run of serve: nothing is started. With these options it would:\n")
+    assert f"on port {port + 1}: startup /startup" in out
+    assert "listen for a debugger (debugpy) on port 5678" in out
+    assert "run the management commands *****" in out  # read from a file: a secret
+    assert "wait for the databases, then apply pending migrations" in out
+    assert f"serve the app on port {port} (every interface)" in out
+    assert "and the static files" in out
+    assert f"--port = {port}  (environment HURRICANE_PORT)" in out
+    assert "--webhook-url = https://hooks.slack.com/*****" in out
+    assert "s3cr3t" not in result.stderr + out and "tokentoken" not in result.stderr + out
+    # nothing ran: no database made by migrate, nobody on the port
+    assert not (tmp_path / "demo.sqlite3").exists()
+    assert not port_open(port)
+
+
+def test_the_dry_run_of_consume_names_broker_queue_and_handler(tmp_path):
+    env = entrypoint_env(
+        tmp_path,
+        HURRICANE_DRY_RUN="yes",
+        AMQP_HOST="broker.example",
+        AMQP_PASSWORD_FILE=secret_file(tmp_path, "password", "p4ss\n"),
+    )
+    result = run_entrypoint(
+        ["consume", "demo.consumers.NoteHandler", "--queue", "notes"], env, tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "AMQP_PASSWORD=*****" in dry_run_line(result.stderr)
+    out = result.stdout
+    assert "connect to the broker at broker.example:5672, vhost /, as guest" in out
+    assert "consume notes with the handler demo.consumers.NoteHandler, 10 messages" in out
+    assert "--amqp-password = *****  (environment AMQP_PASSWORD)" in out
+    assert "p4ss" not in result.stderr + out
+
+
+def test_the_dry_run_refuses_what_a_start_would(tmp_path):
+    env = entrypoint_env(tmp_path, HURRICANE_DRY_RUN="1", HURRICANE_FORBID_DEBUGGER="true")
+    result = run_entrypoint(["serve", "--debugger"], env, tmp_path)
+    assert result.returncode == 1
+    assert "refusing to start: --debugger (from command line --debugger)" in result.stderr
+    assert "Dry run of serve" not in result.stdout
+
+
+def test_the_dry_run_of_another_program_runs_nothing(tmp_path):
+    env = entrypoint_env(tmp_path, HURRICANE_DRY_RUN="on")
+    marker = tmp_path / "ran"
+    result = run_entrypoint(["touch", str(marker)], env, tmp_path, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert dry_run_line(result.stderr) == (
+        f"{PREFIX}dry run: would run touch {marker} in {DEMO_PROJECT} "
+        f"(HURRICANE_APP_DIR={DEMO_PROJECT}; HURRICANE_DRY_RUN=on)"
+    )
+    assert not marker.exists()
+
+
 # -- bad input: one line, exit 64, nothing started -----------------------------------------
 
 
@@ -490,6 +593,11 @@ BAD_INPUTS = {
         {"HURRICANE_FILE_VARS": "SENTRY_DSN,DATABASE_PASSWORD_FILE"},
         "HURRICANE_FILE_VARS lists DATABASE_PASSWORD_FILE: list the variable it sets, "
         "DATABASE_PASSWORD, without _FILE",
+    ),
+    "dry run neither true nor false": (
+        ["serve"],
+        {"HURRICANE_DRY_RUN": "maybe"},
+        "HURRICANE_DRY_RUN='maybe' is neither true nor false (expected 1 or 0)",
     ),
     "no name in HURRICANE_FILE_VARS": (
         ["serve"],

@@ -1213,6 +1213,7 @@ OTHER_NAMES = frozenset(
         "HURRICANE_APP_DIR",  # the image's entrypoint's own
         "HURRICANE_FILE_VARS",
         "HURRICANE_IMAGE_CACHE",  # image/podman's, on a developer's machine
+        "HURRICANE_DRY_RUN",  # print what serve/consume would do (hurricane.config.plan)
     }
 )
 KNOWN_NAMES = OTHER_NAMES | {option.variable for option in (*SERVE_OPTIONS, *CONSUME_OPTIONS)}

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from hurricane.config.options import Option, OptionError, Options, add_arguments, resolve_values
+from hurricane.config.plan import DryRunError, described_plan, dry_run_requested
 from hurricane.platform.logs import json_line
 
 OptionsT = TypeVar("OptionsT", bound=Options)
@@ -66,15 +67,19 @@ class HurricaneCommand(BaseCommand, Generic[OptionsT]):
         raise NotImplementedError
 
     def handle(self, *args: Any, **command_line: Any) -> None:
-        from hurricane.platform.debugging import DebuggerError
+        from hurricane.platform.debugging import DebuggerError, refuse_forbidden_debugger
         from hurricane.platform.startup import StartupError
 
         try:
             options = self.options_class.of(
                 resolve_values(self.option_spec, command_line, settings)
             )
+            if dry_run_requested():
+                refuse_forbidden_debugger(options)  # as the start would
+                self.stdout.write("\n".join(described_plan(options)))
+                return
             exit_code = self.start(options)
-        except (OptionError, StartupError, DebuggerError) as error:
+        except (OptionError, DryRunError, StartupError, DebuggerError) as error:
             self.fail(str(error), command_line)
         if exit_code:
             sys.exit(exit_code)
