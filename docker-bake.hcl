@@ -45,7 +45,20 @@ group "default" {
   targets = ["hurricane"]
 }
 
+# What a release pushes: every base image and the demo (.github/workflows/image.yml).
+group "release" {
+  targets = ["hurricane", "demo"]
+}
+
+# Every image carries an SBOM (what is inside, package by package) and a provenance
+# attestation (how and from what it was built, with every build step: mode=max);
+# buildx attaches both to the image index it pushes.
+target "_attested" {
+  attest = ["type=sbom", "type=provenance,mode=max"]
+}
+
 target "_common" {
+  inherits  = ["_attested"]
   context   = "."
   platforms = split(",", PLATFORMS)
   args = {
@@ -70,6 +83,7 @@ target "hurricane" {
 
 # The demo project (examples/demo) on the py3.11 image built above, not a pulled one.
 target "demo" {
+  inherits   = ["_attested"]
   context    = "."
   platforms  = split(",", PLATFORMS)
   dockerfile = "image/demo.Dockerfile"

@@ -180,7 +180,7 @@ def bake_print(environ: Mapping[str, str] | None = None) -> dict:
 
     wanted = members("default") + members("demo")
     return {
-        "group": {name: groups[name] for name in ("default", "hurricane")},
+        "group": {name: groups[name] for name in ("default", "hurricane", "release")},
         "target": {name: targets[name] for name in wanted if not name.startswith("_")},
     }
 
@@ -230,6 +230,29 @@ def test_each_python_target(printed: dict, python: str) -> None:
     dockerfile = context / target["dockerfile"]
     assert context.is_dir() and dockerfile.is_file()
     assert set(target["args"]) <= dockerfile_args(dockerfile), "every arg is an ARG"
+
+
+def test_every_image_carries_an_sbom_and_provenance(printed: dict) -> None:
+    for name, target in printed["target"].items():
+        assert target["attest"] == ["type=sbom", "type=provenance,mode=max"], name
+
+
+def test_the_release_group_is_every_base_image_and_the_demo(printed: dict) -> None:
+    assert printed["group"]["release"] == ["hurricane", "demo"]
+    workflow = (ROOT / ".github" / "workflows" / "image.yml").read_text()
+    assert workflow.count("targets: release") == 2  # the pull request's bake and the release's
+
+
+def test_the_manifests_run_the_demo_image_of_this_version() -> None:
+    """One version: pyproject.toml's, which bake's VERSION defaults to (above) and the
+    release workflow requires of its tag."""
+    images = re.findall(
+        r"^\s*image: (blueshoe/hurricane-demo\S*)$",
+        "\n".join(path.read_text() for path in (ROOT / "k8s-manifests").rglob("*.yaml")),
+        re.M,
+    )
+    assert len(images) == 3  # web, the migration Job, the consumer
+    assert set(images) == {f"blueshoe/hurricane-demo:{PROJECT_VERSION}"}
 
 
 def test_version_follows_pyproject(printed: dict) -> None:
