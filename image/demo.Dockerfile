@@ -6,9 +6,9 @@ FROM ${BASE_IMAGE}
 
 # The base's working directory already; said again so that the COPY reads plainly.
 WORKDIR /app
-# The demo's own requirements: PostgreSQL, which the Kubernetes manifests give it,
-# and debugpy for their development overlay (HURRICANE_DEBUGGER=true).
-RUN pip install --no-cache-dir "psycopg[binary]==3.3.*" "debugpy==1.8.*"
+# The demo's own requirement: PostgreSQL, which the Kubernetes manifests give it.
+# (debugpy, for their development overlay's HURRICANE_DEBUGGER=true, is in the base.)
+RUN pip install --no-cache-dir "psycopg[binary]==3.3.*"
 COPY examples/demo/ .
 RUN python manage.py collectstatic --noinput
 

@@ -3,8 +3,10 @@
 # first use into .cache/, git-ignored):
 #
 #   image/requirements.lock        Hurricane's runtime dependencies (pyproject.toml's
-#                                  [project] dependencies), every one pinned with the
-#                                  hashes of all its files
+#                                  [project] dependencies) and its "debug" extra
+#                                  (debugpy: HURRICANE_DEBUGGER=true works on the base
+#                                  image), every one pinned with the hashes of all
+#                                  its files
 #   image/build-requirements.lock  the build backend (pyproject.toml's [build-system])
 #
 #   image/lock-requirements.sh                 after a change to pyproject.toml: keeps
@@ -37,7 +39,7 @@ compile() {
         --custom-compile-command "image/lock-requirements.sh" "$@"
 }
 
-compile "$@" --output-file image/requirements.lock pyproject.toml
+compile "$@" --extra debug --output-file image/requirements.lock pyproject.toml
 
 # The [build-system] requirements, the only input here.
 build_requires=$(python3 - <<'PY'

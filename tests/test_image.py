@@ -13,6 +13,7 @@ import contextlib
 import json
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ PROJECT_VERSION = re.search(
     r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M
 ).group(1)
 # A size above the base that only a compiler, a cache or a stray wheel would exceed
-# (measured: about 70 MB).
+# (measured: about 105 MB, debugpy's 20 included).
 MAX_SIZE_ABOVE_BASE = 120 * 1000 * 1000
 
 
@@ -219,6 +220,46 @@ def test_tini_is_pid_1_and_the_server_its_non_root_child(demo_image: str) -> Non
         inside = podman("exec", demo.name, "cat", "/proc/1/comm").stdout.strip()
         assert inside == "tini"
         assert podman("exec", demo.name, "id", "-u").stdout.strip() == str(USER_ID)
+
+
+def dap_request(address: str, command: str, arguments: dict, timeout: float = 30) -> dict:
+    """Send one Debug Adapter Protocol request over TCP (``host:port``), as VS Code
+    does, and return the adapter's response to it (events before it are skipped)."""
+    host, port = address.rsplit(":", 1)
+    message = json.dumps({"seq": 1, "type": "request", "command": command, "arguments": arguments})
+    data = message.encode()
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(b"Content-Length: %d\r\n\r\n" % len(data) + data)
+        received = b""
+        while True:
+            head, separator, rest = received.partition(b"\r\n\r\n")
+            if separator:
+                length = int(re.search(rb"Content-Length: (\d+)", head)[1])
+                if len(rest) >= length:
+                    reply = json.loads(rest[:length])
+                    if reply.get("type") == "response" and reply.get("request_seq") == 1:
+                        return reply
+                    received = rest[length:]
+                    continue
+            chunk = sock.recv(65536)
+            if not chunk:
+                pytest.fail(f"the debug adapter closed the connection; received {received!r}")
+            received += chunk
+
+
+def test_debugpy_attaches_on_the_base_image(demo_image: str) -> None:
+    """HURRICANE_DEBUGGER=true works on an image FROM the base: debugpy comes with the
+    base (the demo adds only psycopg), and a client's DAP handshake gets its answer."""
+    assert "debugpy" not in (ROOT / "image" / "demo.Dockerfile").read_text().split("RUN", 1)[1]
+    with container(
+        demo_image, "--publish", "127.0.0.1::5678", env={"HURRICANE_DEBUGGER": "true"}
+    ) as running:
+        running.wait_started()
+        assert "Listening for debug clients at port 5678" in running.logs()
+        debugger = published(running.name, 5678).removeprefix("http://")
+        reply = dap_request(debugger, "initialize", {"clientID": "vscode", "adapterID": "debugpy"})
+    assert reply["command"] == "initialize" and reply["success"] is True, reply
+    assert reply["body"]["supportsConfigurationDoneRequest"] is True
 
 
 def test_stop_drains_in_flight_requests_and_exits_0(base_image: str) -> None:

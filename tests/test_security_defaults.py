@@ -687,7 +687,12 @@ def pins_for(entries, environment: dict) -> dict[str, Version]:
 @pytest.mark.parametrize(
     ("lock", "requirements"),
     [
-        ("requirements.lock", PYPROJECT["project"]["dependencies"]),
+        # the runtime, and debugpy: the base image bundles it (HURRICANE_DEBUGGER=true)
+        (
+            "requirements.lock",
+            PYPROJECT["project"]["dependencies"]
+            + PYPROJECT["project"]["optional-dependencies"]["debug"],
+        ),
         ("build-requirements.lock", PYPROJECT["build-system"]["requires"]),
     ],
 )
