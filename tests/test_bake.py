@@ -342,7 +342,11 @@ def test_hadolint_passes_on_every_dockerfile():
     import sys
 
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    dockerfiles = [ROOT / "Dockerfile", *sorted((ROOT / "image").glob("*.Dockerfile"))]
+    dockerfiles = [
+        ROOT / "Dockerfile",
+        *sorted((ROOT / "image").glob("*.Dockerfile")),
+        ROOT / "starter" / "Dockerfile",
+    ]
     result = subprocess.run(
         [hadolint, "--config", str(ROOT / ".hadolint.yaml"), *map(str, dockerfiles)],
         capture_output=True,
