@@ -1,11 +1,11 @@
 # Hurricane's base image: Django on Kubernetes, `FROM blueshoe/hurricane:py3.11`.
 #
 #   docker buildx bake                          every Python version (docker-bake.hcl)
-#   docker build --build-arg PYTHON_IMAGE=python:3.12-slim-bookworm -t hurricane:py3.12 .
+#   docker build --build-arg PYTHON_IMAGE=python:3.12-slim-trixie -t hurricane:py3.12 .
 #
 # PYTHON_IMAGE is any Debian-based image with python3 (and its venv module): the
 # official python images, or Debian's own python3 (the tests build on one).
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11-slim-trixie
 
 # -- builder: Hurricane and its locked dependencies, installed into a venv ------------
 FROM ${PYTHON_IMAGE} AS builder

@@ -69,14 +69,14 @@ target "_common" {
   }
 }
 
-# hurricane-py3-11 ... hurricane-py3-13: blueshoe/hurricane:py3.11, :py3.11-2.0.0, ...
+# hurricane-py3-11 ... hurricane-py3-14: blueshoe/hurricane:py3.11, :py3.11-2.0.0, ...
 target "hurricane" {
   name       = "hurricane-py${replace(py, ".", "-")}"
   inherits   = ["_common"]
-  matrix     = { py = ["3.11", "3.12", "3.13"] }
+  matrix     = { py = ["3.11", "3.12", "3.13", "3.14"] }
   dockerfile = "Dockerfile"
   args = {
-    PYTHON_IMAGE = "python:${py}-slim-bookworm"
+    PYTHON_IMAGE = "python:${py}-slim-trixie"
   }
   tags = ["${IMAGE}:py${py}", "${IMAGE}:py${py}-${VERSION}"]
 }

@@ -14,10 +14,13 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${HURRICANE_IMAGE_CACHE:-$here/.cache}
+# The Debian release of the official python images the Dockerfile defaults to
+# (python:3.X-slim-trixie), so that the tests run on what users get.
+suite=trixie
 # Bump the tag when the stand-in's recipe changes, so cached archives are rebuilt.
-stand_in=localhost/hurricane-stand-in:bookworm-v1
+stand_in=localhost/hurricane-stand-in:$suite-v1
 stand_in_packages="python3 python3-venv python3-pip tini ca-certificates"
-archive=$cache/stand-in-bookworm-v1.oci.tar
+archive=$cache/stand-in-$suite-v1.oci.tar
 
 log() { echo "podman-setup: $*" >&2; }
 
@@ -76,11 +79,15 @@ if [[ -f $archive ]]; then
     exit 0
 fi
 
-# The first "deb" source of the distribution's main suite, read from the apt sources
-# (deb822 .sources files or one-line sources.list), never written down here.
+# The Debian mirror of this machine's apt sources (the first "deb" source of Debian's
+# main suite, deb822 .sources files or one-line sources.list), never written down
+# here; it serves every release, $suite included.
 mirror=$(
     python3 - <<'PARSE'
 import glob, re
+
+SUITES = {"bookworm", "trixie", "forky", "sid", "stable", "testing", "unstable"}
+
 
 def first_mirror():
     # deb822 .sources files: records separated by blank lines
@@ -92,7 +99,7 @@ def first_mirror():
             )
             if (
                 "deb" in fields.get("Types", "").split()
-                and "bookworm" in fields.get("Suites", "").split()
+                and set(fields.get("Suites", "").split()) & SUITES
                 and fields.get("Enabled", "yes").strip() != "no"
             ):
                 return fields["URIs"].split()[0]
@@ -104,22 +111,22 @@ def first_mirror():
             continue
         for line in lines:
             words = re.sub(r"\[[^]]*\]", "", line).split()
-            if len(words) >= 3 and words[0] == "deb" and words[2] == "bookworm":
+            if len(words) >= 3 and words[0] == "deb" and words[2] in SUITES:
                 return words[1]
     return ""
 
 print(first_mirror())
 PARSE
 )
-[[ -n $mirror ]] || { log "no bookworm source in /etc/apt/sources*"; exit 1; }
+[[ -n $mirror ]] || { log "no Debian source in /etc/apt/sources*"; exit 1; }
 
 rootfs=$(mktemp -d "$cache/rootfs.XXXXXX")
 chmod 755 "$rootfs" # mktemp makes it 0700: it becomes the image's /
 trap 'rm -rf "$rootfs"' EXIT
-log "debootstrap bookworm (minbase) into $rootfs"
+log "debootstrap $suite (minbase) into $rootfs"
 # env -i: keep this machine's TMPDIR and friends out of the chroot.
 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >&2
+    debootstrap --variant=minbase "$suite" "$rootfs" "$mirror" >&2
 log "installing $stand_in_packages in the chroot"
 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
     chroot "$rootfs" sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends $stand_in_packages && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin" >&2

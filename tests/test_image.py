@@ -71,7 +71,7 @@ def inspect(image: str) -> dict:
 
 @pytest.fixture(scope="module")
 def stand_in() -> str:
-    """The stand-in base image's name (Debian bookworm's python3 and tini)."""
+    """The stand-in base image's name (Debian trixie's python3 and tini)."""
     result = subprocess.run(
         [str(IMAGE_DIR / "podman-setup.sh")], capture_output=True, text=True, timeout=1500
     )
@@ -472,3 +472,51 @@ def test_the_starter_project_builds_and_runs_on_postgresql(base_image: str, tmp_
         finally:
             print(f"--- logs of {name} ---\n" + running.logs())
             podman("rm", "--force", "--time", "0", name, check=False)
+
+
+def test_one_command_builds_and_smoke_tests_the_image(base_image: str) -> None:
+    """image/build, as a developer runs it here: a short summary, ending with the image,
+    its size and what the smoke test saw (base_image first: the layers are cached)."""
+    result = subprocess.run(
+        [str(IMAGE_DIR / "build"), "--tag", "localhost/hurricane:build-test"],
+        capture_output=True, text=True, timeout=1500, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) < 20 and result.stderr == "", result.stdout + result.stderr
+    assert all(line.startswith("image/build: ") for line in lines)
+    out = result.stdout
+    version = re.escape(PROJECT_VERSION)
+    assert re.search(
+        rf"^image/build: image: localhost/hurricane:build-test \(Hurricane {version}, "
+        r"Python 3\.\d+, on localhost/hurricane-stand-in:trixie-v\d+\)$",
+        out, re.M,
+    )  # fmt: skip
+    assert re.search(r"^image/build: size: \d+ MB, \d+ MB above its base$", out, re.M)
+    assert re.search(
+        r"smoke test: packages: django-hurricane \S+ Django \S+ tornado .* debugpy ", out
+    )
+    assert "image/build: smoke test: user: uid 10001" in out
+    assert re.search(r"smoke test: startup probe: 200 after [\d.]+ s", out)
+    assert 'smoke test: app: GET /notes/ answered 200 {"notes": []}' in out
+    assert "smoke test: stop: drained and exited 0" in out
+
+
+def test_image_build_says_what_to_do_for_a_python_it_cannot_have(stand_in: str) -> None:
+    """No registry here: a Python other than the stand-in's is one line and exit 1."""
+    stand_in_python = subprocess.run(
+        [str(PODMAN), "run", "--rm", "--entrypoint", "python3", stand_in, "-c",
+         "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout.strip()  # fmt: skip
+    other = "3.12" if stand_in_python != "3.12" else "3.11"
+    result = subprocess.run(
+        [str(IMAGE_DIR / "build"), "--python", other],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1] == (
+        f"image/build: FAILED: python:{other}-slim-trixie cannot be pulled here, and the "
+        f"stand-in base has Python {stand_in_python}: pass --python {stand_in_python}, "
+        "or --base IMAGE"
+    )
