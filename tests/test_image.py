@@ -381,6 +381,7 @@ def test_users_short_dockerfile_installs_requirements_as_non_root(
     files are there, and the server still runs as the image's user."""
     dockerfile = users_dockerfile()
     assert len(dockerfile.splitlines()) <= 5, "the user's Dockerfile stays short"
+    assert f"```dockerfile\n{dockerfile}```" in (ROOT / "README.md").read_text(), "the same"
     dockerfile += docs_dockerfile_block("USER root\nRUN python -m compileall")
     context = tmp_path / "project"
     local_files = shutil.ignore_patterns("__pycache__", "*.sqlite3", "staticfiles")
@@ -389,13 +390,14 @@ def test_users_short_dockerfile_installs_requirements_as_non_root(
     (context / "Dockerfile").write_text(
         re.sub(r"^FROM \S+", f"FROM {base_image}", dockerfile, flags=re.M)
     )
-    # pip in that RUN reaches the registry through this machine's TLS proxy.
-    pip_conf = tmp_path / "pip.conf"
-    pip_conf.write_text(f"[global]\ncert = {HOST_CA_BUNDLE}\n")
+    # pip in that RUN reaches the registry through this machine's TLS proxy, with its
+    # CA bundle as the build secret the page documents.
     podman(
-        *build_args(), "--volume", f"{pip_conf}:/etc/pip.conf:ro",
+        "build", "--network=host", "--secret", f"id=pip-ca,src={HOST_CA_BUNDLE}",
         "--tag", USER_TAG, str(context),
     )  # fmt: skip
+    # the secret was there for the install only
+    assert "pip-ca" not in podman("run", "--rm", USER_TAG, "ls", "-a", "/run").stdout
     assert inspect(USER_TAG)["Config"]["User"] == f"{USER_ID}:{USER_ID}"
     owner = podman(
         "run", "--rm", USER_TAG, "python", "-c",
