@@ -176,7 +176,7 @@ class Consumer:
             max_deliveries=options.max_deliveries,
             max_message_size=options.max_message_size,
         )
-        state.backlog = lambda: client.consumer.backlog
+        state.backlog = lambda: client.engine.backlog
         RequestQueueLengthMetric.backlog_source = state.backlog
         if self.handle_signals:
             handle_stop_signals(loop, self.on_signal)

@@ -21,12 +21,8 @@ import threading
 from typing import Any
 
 from hurricane.amqp import logger
-from hurricane.amqp.basehandler import (
-    BrokerError,
-    ConsumerObserver,
-    _AMQPConsumer,
-    describe_broker_error,
-)
+from hurricane.amqp.basehandler import _AMQPConsumer, configure_handler
+from hurricane.amqp.engine import BrokerError, ConsumerObserver, describe_broker_error
 
 # Reconnect delays: doubling from the base up to the cap, each drawn at random from
 # its upper half, so that a fleet of consumers does not reconnect in lockstep.
@@ -77,11 +73,12 @@ class AMQPClient:
         self.consumer = consumer_klass(
             queue_name, exchange_name, amqp_host, amqp_port, amqp_vhost, amqp_user, amqp_password
         )
-        self.consumer.configure(**consumer_settings)
+        # The handler's engine: what connects, consumes and settles.
+        self.engine = configure_handler(self.consumer, **consumer_settings)
         self.observer = observer or ConsumerObserver()
-        self.consumer.observer = self.observer
-        # The consumer's run() (which this client's run() calls, as in 1.6) runs main().
-        self.consumer._runner = lambda: self.main(self._reconnect)
+        self.engine.observer = self.observer
+        # The handler's run() (which this client's run() calls, as in 1.6) runs main().
+        self.engine.runner = lambda: self.main(self._reconnect)
         self.graceful_timeout = graceful_timeout
         self.reconnects = 0
         self._reconnect: bool = False
@@ -116,21 +113,21 @@ class AMQPClient:
             consumer.stop()
         except Exception:
             logger.exception("%s.stop() raised", type(consumer).__name__)
-        consumer._request_stop()
+        self.engine.request_stop()
 
     async def consume(self, reconnect: bool) -> None:
         """Connect and consume until a stop is requested. Raises BrokerError when the
         broker cannot be reached or is lost and ``reconnect`` is off, or when reconnecting
         cannot help (bad credentials, unknown vhost, a refused topology)."""
-        consumer = self.consumer
-        stop = self._stop = consumer._watch_for_stop()
+        engine = self.engine
+        stop = self._stop = engine.watch_for_stop()
         if stop.is_set():
             return
         attempt = 0
         while True:
             try:
-                if not await self._until_stopped(consumer.connect(), stop):
-                    consumer.abort()
+                if not await self._until_stopped(engine.connect(), stop):
+                    engine.abort()
                     return
             except BrokerError as error:
                 if error.fatal or not reconnect:
@@ -141,13 +138,13 @@ class AMQPClient:
                 continue
             attempt = 0
             self.observer.connection_changed(True)
-            closed = consumer.closed
+            closed = engine.closed
             assert closed is not None  # connect() made it before it returned
             if not await self._until_stopped(asyncio.shield(closed), stop):
-                await consumer.shutdown(self.graceful_timeout)
+                await engine.shutdown(self.graceful_timeout)
                 return
             reason = (
-                f"lost the connection to the broker at {consumer.broker}: "
+                f"lost the connection to the broker at {engine.broker}: "
                 f"{describe_broker_error(closed.result())}"
             )
             self.observer.connection_changed(False, reason)

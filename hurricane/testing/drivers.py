@@ -242,7 +242,7 @@ class HurricaneAMQPDriver(HurricaneBaseDriver):
         "consume",
     )
     base_command = (sys.executable, MANAGE_FILE, "consume")
-    #: Written once the consumer consumes (see hurricane.amqp.basehandler).
+    #: Written once the consumer consumes (see hurricane.amqp.engine).
     test_string = "Consuming "
     rabbitmq_image = "rabbitmq:3-alpine"
 

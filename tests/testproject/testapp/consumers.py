@@ -5,6 +5,7 @@ A message body is JSON: {"id": ..., "sleep": seconds, "raise": true, "reject": t
 "requeue": true}; other keys are ignored.
 """
 
+import collections
 import functools
 import json
 import os
@@ -75,6 +76,45 @@ class OwnChannelHandler(RecordingHandler):
 
     def on_channel_open(self, channel):
         self._channel = channel
+
+
+class OwnAttributesHandler(RecordingHandler):
+    """Keeps state of its own under names the consumer itself once kept on the handler
+    (a work list ``queue``, counts ``deliveries``, ``backlog``, ``observer``, a
+    ``connection``), and sets 1.6's pika attributes (``_channel``, ``_connection``,
+    ``_closing``, ...) in each message, as 1.6's own methods did: none of it may
+    change what the consumer does, nor may the consumer change it. Each message
+    records what the handler sees of its own attributes."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.queue = collections.deque()
+        self.deliveries = {}
+        self.backlog = []
+        self.observer = "the handler's own"
+        self.connection = None
+        self.channel = "not a channel"
+
+    def on_message(self, _unused_channel, basic_deliver, properties, body):
+        message_id = json.loads(body).get("id")
+        self.queue.append(message_id)
+        self.deliveries[message_id] = self.deliveries.get(message_id, 0) + 1
+        self.backlog.append(message_id)
+        record(
+            {"id": message_id},
+            outcome="own",
+            queue=list(self.queue),
+            deliveries=self.deliveries[message_id],
+            backlog=len(self.backlog),
+            observer=self.observer,
+        )
+        self._channel = None
+        self._connection = None
+        self._closing = True
+        self._consuming = False
+        self._consumer_tag = "mine"
+        self.should_reconnect = True
+        super().on_message(_unused_channel, basic_deliver, properties, body)
 
 
 class AckOnlyHandler(TopicHandler):
