@@ -56,6 +56,7 @@ class ServeProcess:
         port: int | None,
         probe_port: int | None,
         command: str = "serve",
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.command = command
         self.port = port
@@ -63,7 +64,7 @@ class ServeProcess:
         self.log_path = log_path
         self.log_file = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", command, *args],
+            [*prefix, sys.executable, "manage.py", command, *args],
             cwd=cwd,
             env=env,
             stdout=self.log_file,

@@ -73,3 +73,40 @@ def bound_connection_waits(connection: Any) -> None:
         bounded.setdefault(name, value)
     if bounded != options:
         connection.settings_dict = {**connection.settings_dict, "OPTIONS": bounded}
+
+
+# What SQLite says when its file or the folder for its journal cannot be written.
+SQLITE_CANNOT_WRITE = ("unable to open database file", "readonly database", "read-only")
+
+
+def read_only_sqlite_hint(connection: Any, error: BaseException) -> str | None:
+    """Why a SQLite database cannot be used, with the fix, when the cause is a file
+    system it cannot write (a container's read-only root, the usual case): SQLite's
+    own words ("unable to open database file") say neither. None for anything else."""
+    if connection.vendor != "sqlite" or not any(
+        words in str(error).lower() for words in SQLITE_CANNOT_WRITE
+    ):
+        return None
+    import os
+
+    name = str(connection.settings_dict.get("NAME") or "")
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    path = os.path.abspath(name)
+    folder = os.path.dirname(path)
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return f"the folder {folder} of the SQLite database {path} does not exist"
+    if read_only:
+        where = f"{folder} is on a read-only file system"
+    elif not os.access(folder, os.W_OK):
+        where = f"this process (uid {os.getuid()}) may not write in {folder}"
+    else:
+        return None
+    return (
+        f"the SQLite database {path} cannot be written: {where}. SQLite writes its "
+        "file and a journal beside it: mount a writable volume on that folder (an "
+        "emptyDir, or a PersistentVolumeClaim to keep the data), point NAME at one "
+        "(/tmp in Hurricane's image), or use PostgreSQL"
+    )

@@ -21,7 +21,7 @@ import tornado.web
 from django.conf import settings
 
 from hurricane.config.options import Options
-from hurricane.django.databases import bound_connection_waits
+from hurricane.django.databases import bound_connection_waits, read_only_sqlite_hint
 from hurricane.django.pool import WorkerPool
 from hurricane.http.handlers import (
     IGNORED_BODY_LIMIT,
@@ -104,7 +104,13 @@ def readiness_errors() -> list[Problem]:
     for alias in connections:
         error = database_error(connections[alias])
         if error is not None:
-            problems.append(Problem(f"database {alias!r} does not answer", str(error).strip()))
+            detail = str(error).strip()
+            hint = read_only_sqlite_hint(connections[alias], error)
+            problems.append(
+                Problem(
+                    f"database {alias!r} does not answer", f"{detail}; {hint}" if hint else detail
+                )
+            )
     return problems
 
 

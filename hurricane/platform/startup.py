@@ -10,13 +10,14 @@ import logging
 import shlex
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from hurricane.config.masking import MASK, is_secret, redacted
 from hurricane.config.options import variable_of
-from hurricane.django.databases import bound_connection_waits
+from hurricane.django.databases import bound_connection_waits, read_only_sqlite_hint
 from hurricane.platform.logs import LoggedLines
 
 logger = logging.getLogger("hurricane.startup")
@@ -25,6 +26,9 @@ general_logger = logging.getLogger("hurricane.server.general")
 
 # Seconds between two looks at the databases while waiting for migrations.
 MIGRATION_CHECK_INTERVAL = 1.0
+# Seconds after which an unchanged reason for waiting is logged again (a WARNING, with
+# how long the wait has lasted): a start held up for minutes is never silent.
+WAIT_REPEAT_INTERVAL = 30.0
 
 
 class StartupError(Exception):
@@ -148,6 +152,7 @@ def wait_for_migrations(
     from django.db import connections
 
     last_report = None
+    began = last_said = time.monotonic()
     while not stop.is_set():
         problems = []
         try:
@@ -172,9 +177,12 @@ def wait_for_migrations(
                         + (" ..." if len(pending) > 5 else "")
                     )
             except Exception as error:
-                # django-hurricane 1.6's words, and then which database.
+                # django-hurricane 1.6's words, and then which database (and, for a
+                # SQLite file that cannot be written, why and what to do).
+                hint = read_only_sqlite_hint(connections[alias], error)
                 problems.append(
                     f"Database command execution has failed with {error} (database {alias!r})"
+                    + (f": {hint}" if hint else "")
                 )
                 connections[alias].close()
                 if held_up is not None:
@@ -184,9 +192,14 @@ def wait_for_migrations(
             logger.info("No pending migrations")
             return True
         report = "; ".join(problems)
+        now = time.monotonic()
         if report != last_report:
             logger.info("Waiting for migrations: %s", report)
-            last_report = report
+            last_report, last_said = report, now
+        elif now - last_said >= WAIT_REPEAT_INTERVAL:
+            # Never a silent wait: the same reason again, with how long it has lasted.
+            logger.warning("Still waiting for migrations after %d s: %s", now - began, report)
+            last_said = now
         stop.wait(MIGRATION_CHECK_INTERVAL)
     return False
 
