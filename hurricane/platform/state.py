@@ -13,6 +13,7 @@ from typing import Any
 from hurricane.config.options import Options
 from hurricane.metrics.requests import HealthMetric, ReadinessMetric, StartupTimeMetric
 from hurricane.platform.probes import ProbeChecks
+from hurricane.platform.process import wait_for_delivery
 from hurricane.webhooks.base import WebhookStatus
 
 logger = logging.getLogger("hurricane.server.general")
@@ -103,6 +104,13 @@ class ProbeState:
                 failing_level, "%s: failing: %s", probe.capitalize(), "; ".join(problems or [])
             )
         self.send_webhook(probe, ok, details={"problems": problems or []})
+
+    async def report_failed_start(self, error_trace: str) -> None:
+        """The start failed: send the "failed" startup webhook with ``error_trace``,
+        and give it, and every webhook sent before it, FAILURE_WEBHOOK_WAIT seconds
+        to leave before the process exits."""
+        self.send_webhook("startup", False, error_trace)
+        await wait_for_delivery(self.last_webhook)
 
     def send_webhook(
         self,

@@ -34,13 +34,12 @@ from hurricane.metrics.requests import RequestQueueLengthMetric
 from hurricane.platform.listening import (
     ListenError,
     bind_port,
-    bind_probe_port,
     check_port_free,
     hand_on_sockets,
     inherited_sockets,
     urls_of,
 )
-from hurricane.platform.probes import ProbeServerThread, make_probe_application, probe_paths
+from hurricane.platform.probes import ProbeServer, start_probe_server
 from hurricane.platform.process import (
     DRAIN_WEBHOOK_WAIT,
     handle_stop_signals,
@@ -170,12 +169,11 @@ class Server:
         self.same_port = self.probe_port == self.port
         # Where each server listens, for the start-up log: "http://0.0.0.0:8000, ...".
         self.app_urls = ""
-        self.probe_urls = ""
         self.began = time.monotonic()
         self.exit_code = 0
         self.stop_startup = threading.Event()
         self.app_server: AppHTTPServer | None = None
-        self.probe_server: ProbeServerThread | None = None
+        self.probes = ProbeServer()
         self.pool: WorkerPool | None = None
         self.stopping: asyncio.Future | None = None
         self.core_keeper: CoreKeeper | None = None
@@ -240,7 +238,7 @@ class Server:
             elif self.same_port:
                 probes = "on the app port"
             else:
-                probes = self.probe_urls
+                probes = self.probes.urls
             logger.info(
                 "Serving on port %d (%s; %d workers; %s%s): %s; probes: %s%s",
                 self.port,
@@ -303,14 +301,18 @@ class Server:
 
     def start_probe_server(self, inherited: dict[int, list[socket.socket]]) -> None:
         options = self.options
-        self.probe_app = None
-        self.probe_paths: frozenset[str] = frozenset()
+        self.probes = start_probe_server(
+            self.state,
+            options,
+            self.probe_port,
+            ConnectionLimits.from_options(options),
+            inherited,
+            on_app_port=self.same_port,
+        )
         if options.no_probe:
             logger.info("No probe application running")
             logger.info("Running without Prometheus exporter, because --no-probe flag was set")
             return
-        self.probe_app = make_probe_application(self.state, options)
-        self.probe_paths = probe_paths(options, self.state.http_metrics is not None)
         if self.same_port:
             if options.interface is not None:
                 logger.warning(
@@ -327,16 +329,11 @@ class Server:
             # start-up is done.
             self.open_app_port(inherited)
             return
-        sockets = bind_probe_port(options, self.probe_port, inherited)
-        self.probe_server = ProbeServerThread(
-            self.probe_app, sockets, ConnectionLimits.from_options(options)
-        )
-        self.probe_urls = urls_of(sockets)
         logger.info(
             "Starting probe application running on port %d with route %s: %s",
             self.probe_port,
             probe_routes(options),
-            self.probe_urls,
+            self.probes.urls,
         )
         log_metrics_exporter(options, self.probe_port)
 
@@ -376,7 +373,7 @@ class Server:
         bounded time), exit 1."""
         logger.error("%s", message, exc_info=error)
         trace = "".join(traceback.format_exception(error)) if error is not None else message
-        await wait_for_delivery(self.state.send_webhook("startup", False, trace))
+        await self.state.report_failed_start(trace)
         # django-hurricane 1.6's last line of a failed start, which scripts wait for.
         logger.info("Loop will be closed; exiting with status 1")
         self.exit_code = 1
@@ -422,8 +419,8 @@ class Server:
         self.router = RequestRouter(
             self.state,
             container=None,
-            probe_app=self.probe_app if self.same_port else None,
-            probe_paths=self.probe_paths,
+            probe_app=self.probes.application if self.same_port else None,
+            probe_paths=self.probes.paths,
             file_app=file_app,
             file_prefixes=prefixes,
         )
@@ -611,8 +608,7 @@ class Server:
         """Replace this process by a fresh one that keeps the listening sockets: new
         connections wait in the kernel's backlog meanwhile, so none is refused."""
         handed = [(self.port, sock) for sock in app_sockets]
-        if self.probe_server is not None:
-            handed += [(self.probe_port, sock) for sock in self.probe_server.sockets]
+        handed += [(self.probe_port, sock) for sock in self.probes.sockets]
         os.environ.update(hand_on_sockets(handed))
         if self.core_keeper is not None:
             self.core_keeper.release()
