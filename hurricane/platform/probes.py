@@ -172,9 +172,10 @@ class ProbeServerThread:
 
     On the app's loop, a probe waited behind every connection the loop was busy
     with: 124 ms at the 99th percentile while /plain was saturated (bench/). Here it
-    waits for the GIL only. Probe handlers read the state the app's loop writes
-    (flags and counters, read whole under the GIL); checks still run on the check
-    thread (ProbeChecks)."""
+    waits for the GIL only. Probe handlers read the state the process's loop writes
+    and record their answers in it (hurricane.platform.state says which thread
+    writes what); checks still run on the check thread (ProbeChecks). ``serve`` and
+    ``consume`` both start it through start_probe_server."""
 
     def __init__(
         self,

@@ -12,7 +12,6 @@ import os
 import socket
 import sys
 import time
-import weakref
 from typing import Any, Protocol
 
 from hurricane.config.options import ServeOptions
@@ -26,16 +25,15 @@ from hurricane.http.server import (
     ACCEPT_PER_WAKEUP,
     AppHTTPServer,
     ConnectionLimits,
-    log_access,
     log_tornado_request,
 )
 from hurricane.http.tornado_compat import close_after_response
 from hurricane.metrics.requests import RequestQueueLengthMetric
 from hurricane.platform.listening import hand_on_sockets, inherited_sockets
 from hurricane.platform.startup import StartupError
-from hurricane.platform.state import ProbeState
 from hurricane.serve.affinity import CoreKeeper
 from hurricane.serve.lifecycle import Lifecycle
+from hurricane.serve.state import ServerState
 
 __all__ = ["OwnProcess", "Server", "ServerState", "ServingRole", "StartupError"]
 
@@ -47,87 +45,6 @@ FRESH_CONNECTION_GRACE = 1.0
 # Threads kept for the sync parts of async requests (one per request in flight):
 # enough for every connection of a busy pod, so none is started per request.
 IDLE_ASYNC_THREADS = 256
-
-
-class ServerState(ProbeState):
-    """The probes' state for ``serve``, and what the request path updates; touched on
-    the loop only, except ``backlog`` which reads the worker queue."""
-
-    lifetime_unit = "requests"
-
-    def __init__(self, options: ServeOptions, port: int) -> None:
-        super().__init__(options)
-        self.port = port
-        self.max_body_size: int = options.max_body_size
-        # Larger bodies go to a temporary file (hurricane.http.body), as Django's
-        # uploads do above the same size.
-        from django.conf import settings
-
-        self.spool_above: int = settings.FILE_UPLOAD_MAX_MEMORY_SIZE
-        self.spool_directory: str | None = settings.FILE_UPLOAD_TEMP_DIR
-        self.max_request_line: int = options.max_request_line
-        self.max_headers: int = options.max_headers
-        self.serving = False  # app requests are answered
-        self.requests_served = 0
-        self.in_flight: dict[Any, Any] = {}  # request connection -> server connection
-        # Connections that sent at least one request: a drain closes these when idle
-        # (keep-alive), but gives a just-accepted one the time to send its first.
-        self.used_connections: weakref.WeakSet = weakref.WeakSet()
-        self.all_done = asyncio.Event()
-        self.all_done.set()
-        self.backlog = lambda: 0
-        self.http_metrics = None
-        if self.metrics_enabled:
-            self.http_metrics = self.metrics = self.make_metrics()
-
-    def make_metrics(self) -> Any:
-        from hurricane.metrics.exposition import HttpMetrics
-
-        return HttpMetrics(backlog=lambda: self.backlog(), in_flight=lambda: len(self.in_flight))
-
-    def lifetime_used(self) -> int:
-        return self.requests_served
-
-    def not_ready_reason(self) -> str | None:
-        backlog = self.backlog()
-        if backlog >= self.req_queue_len:
-            return f"{backlog} requests wait for a worker (limit {self.req_queue_len})"
-        return None
-
-    def request_began(self, request_conn: Any, server_conn: Any) -> None:
-        self.in_flight[request_conn] = server_conn
-        self.used_connections.add(server_conn)
-        self.all_done.clear()
-
-    def request_ended(self, request_conn: Any) -> bool:
-        if self.in_flight.pop(request_conn, None) is None:
-            return False
-        if not self.in_flight:
-            self.all_done.set()
-        return True
-
-    def app_request_done(
-        self,
-        start_line: Any,
-        status: int,
-        remote_ip: str,
-        duration: float,
-        route: str,
-        headers: Any = None,
-        sent: int = 0,
-    ) -> None:
-        self.requests_served += 1
-        log_access(status, start_line.method, start_line.path, remote_ip, duration, headers)
-        if self.http_metrics is not None:
-            self.http_metrics.observe(start_line.method, status, route, duration, sent)
-
-    def mark_started(self, seconds: float, **details: Any) -> None:
-        """Start-up is done and the app port listens: the startup probe turns 200."""
-        self.serving = True
-        super().mark_started(seconds, **details)
-
-    def busy_connections(self) -> set:
-        return set(self.in_flight.values())
 
 
 def resident_memory_mb() -> float:
@@ -266,7 +183,7 @@ class Server:
             self.watch_memory(asyncio.get_running_loop(), self.options.max_memory)
 
     async def stop(self, restart: bool) -> None:
-        state = self.state
+        requests = self.state.requests
         app_server = self.app_server
         assert app_server is not None  # a drain begins once the app port is open
         sockets = app_server.stop_accepting()
@@ -275,24 +192,24 @@ class Server:
                 sock.close()
         # In-flight requests close their connection after the response; idle
         # keep-alive connections close now.
-        for request_conn in list(state.in_flight):
+        for request_conn in list(requests.in_flight):
             close_after_response(request_conn)
-        app_server.close_idle_connections(state.busy_connections(), state.used_connections)
+        app_server.close_idle_connections(requests.busy_connections(), requests.used_connections)
         deadline = time.monotonic() + self.options.graceful_timeout
         try:
-            await asyncio.wait_for(state.all_done.wait(), self.options.graceful_timeout)
+            await asyncio.wait_for(requests.all_done.wait(), self.options.graceful_timeout)
             # A connection accepted just before the listener stopped may not have sent
             # its request yet: closing it now would lose that request.
             fresh_until = min(deadline, time.monotonic() + FRESH_CONNECTION_GRACE)
-            while app_server.fresh_connections(state.used_connections) and (
+            while app_server.fresh_connections(requests.used_connections) and (
                 time.monotonic() < fresh_until
             ):
                 await asyncio.sleep(0.02)
-            await asyncio.wait_for(state.all_done.wait(), max(0.0, deadline - time.monotonic()))
+            await asyncio.wait_for(requests.all_done.wait(), max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             logger.warning(
                 "%d requests still running after %.1f s (--graceful-timeout)",
-                len(state.in_flight),
+                len(requests.in_flight),
                 self.options.graceful_timeout,
             )
         app_server.close_idle_connections(set())

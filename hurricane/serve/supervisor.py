@@ -39,7 +39,8 @@ from hurricane.platform.listening import hand_on_sockets, inherited_sockets
 from hurricane.platform.startup import StartupError
 from hurricane.serve.affinity import CoreKeeper, usable_cores
 from hurricane.serve.lifecycle import Lifecycle
-from hurricane.serve.server import Server, ServerState
+from hurricane.serve.server import Server
+from hurricane.serve.state import ServerState
 
 logger = logging.getLogger("hurricane.server.general")
 
@@ -153,8 +154,8 @@ class ChildRole:
             os.getpid(),
             int(state.serving and not state.draining),
             state.backlog(),
-            len(state.in_flight),
-            state.requests_served,
+            len(state.requests.in_flight),
+            state.requests.requests_served,
             now_ms(),
         )
 
@@ -212,7 +213,9 @@ def child_options(options: ServeOptions) -> ServeOptions:
 
 
 class SupervisorState(ServerState):
-    """The probes' view of all serving processes, read from their rows."""
+    """The probes' view of all serving processes, read from their rows. The probe
+    server's thread reads the rows (each process writes its own, whole integers) and
+    ``Supervisor.children`` (an element replaced by one assignment on the loop)."""
 
     def __init__(self, options: ServeOptions, port: int, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
