@@ -24,10 +24,9 @@ from hurricane.amqp.basehandler import (
 )
 from hurricane.amqp.worker import AMQPClient
 from hurricane.config.options import ConsumeOptions, OptionError
-from hurricane.http.server import ConnectionLimits, GuardedHTTPServer
+from hurricane.http.server import ConnectionLimits
 from hurricane.metrics.requests import RequestQueueLengthMetric
-from hurricane.platform.listening import bind_probe_port, urls_of
-from hurricane.platform.probes import make_probe_application, probe_http_server
+from hurricane.platform.probes import ProbeServer, start_probe_server
 from hurricane.platform.process import DRAIN_WEBHOOK_WAIT, handle_stop_signals, wait_for_delivery
 from hurricane.platform.state import ProbeState
 
@@ -144,7 +143,7 @@ class Consumer:
             raise OptionError(problem)
         self.handle_signals = handle_signals
         self.began = time.monotonic()
-        self.probe_server: GuardedHTTPServer | None = None
+        self.probes = ProbeServer()
 
     def run(self) -> int:
         return asyncio.run(self.main())
@@ -180,22 +179,21 @@ class Consumer:
         RequestQueueLengthMetric.backlog_source = state.backlog
         if self.handle_signals:
             handle_stop_signals(loop, self.on_signal)
-        if not options.no_probe:
-            # Slow or oversized clients get the same limits as on serve's probe port.
-            self.probe_server = probe_http_server(
-                make_probe_application(state, options), ConnectionLimits.defaults()
-            )
-            sockets = bind_probe_port(options, options.probe_port, {})
-            self.probe_server.add_sockets(sockets)
+        # Slow or oversized clients get the same limits as on serve's probe port.
+        self.probes = start_probe_server(
+            state, options, options.probe_port, ConnectionLimits.defaults()
+        )
+        if self.probes.application is not None:
             logger.info(
-                "Probe application running on port %d: %s", options.probe_port, urls_of(sockets)
+                "Probe application running on port %d: %s", options.probe_port, self.probes.urls
             )
         try:
             await client.consume(options.reconnect)
         except BrokerError as error:
             if not state.started:
-                state.send_webhook("startup", False, traceback.format_exc())
-            await wait_for_delivery(state.last_webhook)
+                await state.report_failed_start(traceback.format_exc())
+            else:
+                await wait_for_delivery(state.last_webhook)
             logger.error("%s", error)  # last, so that it ends the log of the pod
             return 1
         await wait_for_delivery(state.last_webhook, DRAIN_WEBHOOK_WAIT, "draining")

@@ -14,7 +14,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
@@ -31,6 +31,7 @@ from hurricane.http.handlers import (
 )
 from hurricane.http.server import ConnectionLimits, GuardedHTTPServer, log_tornado_request
 from hurricane.metrics.requests import RequestQueueLengthMetric, ResponseTimeAverageMetric
+from hurricane.platform.listening import bind_probe_port, urls_of
 
 if TYPE_CHECKING:
     from hurricane.platform.state import ProbeState
@@ -177,9 +178,10 @@ class ProbeServerThread:
 
     On the app's loop, a probe waited behind every connection the loop was busy
     with: 124 ms at the 99th percentile while /plain was saturated (bench/). Here it
-    waits for the GIL only. Probe handlers read the state the app's loop writes
-    (flags and counters, read whole under the GIL); checks still run on the check
-    thread (ProbeChecks)."""
+    waits for the GIL only. Probe handlers read the state the process's loop writes
+    and record their answers in it (hurricane.platform.state says which thread
+    writes what); checks still run on the check thread (ProbeChecks). ``serve`` and
+    ``consume`` both start it through start_probe_server."""
 
     def __init__(
         self,
@@ -202,6 +204,46 @@ class ProbeServerThread:
         )
         self.thread.start()
         started.wait()
+
+
+@dataclass
+class ProbeServer:
+    """The probes of one process, as :func:`start_probe_server` left them."""
+
+    #: The probe application; None with ``--no-probe``.
+    application: BodilessApplication | None = None
+    #: The paths it answers (the probes, and /metrics when metrics are on).
+    paths: frozenset[str] = frozenset()
+    #: Where it listens, and those sockets as the start-up log names them; none when
+    #: it answers on the app port (or not at all).
+    sockets: list[socket.socket] = field(default_factory=list)
+    urls: str = ""
+    thread: ProbeServerThread | None = None
+
+
+def start_probe_server(
+    state: ProbeState,
+    options: Options,
+    port: int,
+    limits: ConnectionLimits,
+    inherited: dict[int, list[socket.socket]] | None = None,
+    on_app_port: bool = False,
+) -> ProbeServer:
+    """The probes of ``serve`` and ``consume``: nothing with ``--no-probe``; the
+    application and its paths for the app port's router to answer (``on_app_port``);
+    else the probe server on ``port`` (``--interface``; a socket handed on by an
+    in-place restart when ``inherited`` has one), on a thread of its own, with
+    ``limits`` for its connections. A port that cannot be had raises StartupError.
+    Logs nothing: each command says it in its own words."""
+    if options.no_probe:
+        return ProbeServer()
+    application = make_probe_application(state, options)
+    paths = probe_paths(options, state.metrics is not None)
+    if on_app_port:
+        return ProbeServer(application, paths)
+    sockets = bind_probe_port(options, port, {} if inherited is None else inherited)
+    thread = ProbeServerThread(application, sockets, limits)
+    return ProbeServer(application, paths, sockets, urls_of(sockets), thread)
 
 
 class ProbeChecks:

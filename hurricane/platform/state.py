@@ -1,18 +1,34 @@
 """What the probes report, shared by ``serve`` and ``consume``: start-up, draining,
 each probe's last answer, and the webhooks sent when an answer changes.
 
-Touched on the event loop only; each command's subclass says what "busy" and
-"used up" mean for it (requests waiting for a worker, messages handled, ...).
+Each command's subclass says what "busy" and "used up" mean for it (requests
+waiting for a worker, messages handled, ...), and which thread writes its own fields.
+
+Two threads touch a ProbeState: the process's event loop (serve's app loop,
+consume's loop) and the probe server's thread (hurricane.platform.probes.
+ProbeServerThread), whose handlers read it and report each probe's answer:
+
+- ``started``, ``draining``, ``held_up``: written on the event loop only, each by one
+  assignment (a flag goes from False to True once); the probe thread reads them.
+- ``probe_states`` and ``last_webhook``: written by both, the probe handlers
+  (``report_liveness``/``report_readiness``) and the loop (``start_draining``, a
+  consumer that loses its broker, the startup webhooks). ``lock`` guards them: a
+  probe's answer is compared and recorded in one step, so that a change is logged
+  and sent once, and a webhook is queued and recorded as the last one together, so
+  that waiting for ``last_webhook`` waits for every webhook sent before it.
+- the rest is set in ``__init__`` and only read after.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from hurricane.config.options import Options
 from hurricane.metrics.requests import HealthMetric, ReadinessMetric, StartupTimeMetric
 from hurricane.platform.probes import ProbeChecks
+from hurricane.platform.process import wait_for_delivery
 from hurricane.webhooks.base import WebhookStatus
 
 logger = logging.getLogger("hurricane.server.general")
@@ -41,6 +57,9 @@ class ProbeState:
         self.probe_states: dict[str, bool | None] = {"liveness": None, "readiness": None}
         self.held_up = False  # the "warning" startup webhook went out
         self.last_webhook: Any = None  # the delivery (a Future) of the last webhook sent
+        # Guards probe_states and last_webhook (see the module's docstring); reentrant:
+        # a probe's change sends its webhook while holding it.
+        self.lock = threading.RLock()
 
     def lifetime_used(self) -> int:
         """How much of ``--max-lifetime`` is used up."""
@@ -62,7 +81,8 @@ class ProbeState:
 
     def start_draining(self) -> None:
         """The process stops taking work: readiness fails now, with its webhook, not
-        at the next readiness probe (there may be none: a pod deleted by hand)."""
+        at the next readiness probe (there may be none: a pod deleted by hand). On
+        the event loop."""
         if self.draining:
             return
         self.draining = True
@@ -93,16 +113,24 @@ class ProbeState:
         """Record a probe's answer; log and send a webhook only when it changed."""
         if self.metrics_enabled:
             (HealthMetric if probe == "liveness" else ReadinessMetric).set(int(ok))
-        if self.probe_states[probe] == ok:
-            return
-        self.probe_states[probe] = ok
-        if ok:
-            logger.info("%s: passing", probe.capitalize())
-        else:
-            logger.log(
-                failing_level, "%s: failing: %s", probe.capitalize(), "; ".join(problems or [])
-            )
-        self.send_webhook(probe, ok, details={"problems": problems or []})
+        with self.lock:
+            if self.probe_states[probe] == ok:
+                return
+            self.probe_states[probe] = ok
+            if ok:
+                logger.info("%s: passing", probe.capitalize())
+            else:
+                logger.log(
+                    failing_level, "%s: failing: %s", probe.capitalize(), "; ".join(problems or [])
+                )
+            self.send_webhook(probe, ok, details={"problems": problems or []})
+
+    async def report_failed_start(self, error_trace: str) -> None:
+        """The start failed: send the "failed" startup webhook with ``error_trace``,
+        and give it, and every webhook sent before it, FAILURE_WEBHOOK_WAIT seconds
+        to leave before the process exits."""
+        self.send_webhook("startup", False, error_trace)
+        await wait_for_delivery(self.last_webhook)
 
     def send_webhook(
         self,
@@ -129,7 +157,8 @@ class ProbeState:
         from hurricane.webhooks import registry
 
         # Webhooks leave one after another: waiting for the last one sent waits for all.
-        self.last_webhook = registry.get(code).run(
-            self.webhook_url, status, error_trace, details=details, secret=self.webhook_secret
-        )
-        return self.last_webhook
+        with self.lock:
+            self.last_webhook = delivery = registry.get(code).run(
+                self.webhook_url, status, error_trace, details=details, secret=self.webhook_secret
+            )
+        return delivery

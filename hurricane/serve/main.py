@@ -24,7 +24,7 @@ def run_server(options: ServeOptions) -> int:
     child = child_role_from_environment()
     if child is not None:  # one of the serving processes of ``--processes N``
         served = child_options(options)
-        return run_process(served, lambda handle_signals: Server(served, True, child).run())
+        return run_process(served, lambda handle_signals: Server(served, True, role=child).run())
     banner = f"Tornado-powered Django web server. Version: {hurricane_version()}"
     watch: Callable[[], None] | None = None
     if options.static_watch:

@@ -33,12 +33,14 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hurricane.config.options import ServeOptions
-from hurricane.platform.listening import hand_on_sockets
-from hurricane.platform.process import DRAIN_WEBHOOK_WAIT, wait_for_delivery
+from hurricane.config.options import ServeOptions, probe_port_of
+from hurricane.http.eventloop import loop_kind
+from hurricane.platform.listening import hand_on_sockets, inherited_sockets
 from hurricane.platform.startup import StartupError
-from hurricane.serve.affinity import usable_cores
-from hurricane.serve.server import Server, ServerState
+from hurricane.serve.affinity import CoreKeeper, usable_cores
+from hurricane.serve.lifecycle import Lifecycle
+from hurricane.serve.server import Server
+from hurricane.serve.state import ServerState
 
 logger = logging.getLogger("hurricane.server.general")
 
@@ -100,7 +102,8 @@ def now_ms() -> int:
 
 @dataclass
 class ChildRole:
-    """What a serving process knows of its place: its row and its supervisor."""
+    """What a serving process knows of its place: its row and its supervisor (a
+    hurricane.serve.server.ServingRole)."""
 
     index: int
     slots: ProcessSlots
@@ -109,9 +112,41 @@ class ChildRole:
     # supervisors (pods): where the processes start taking cores (--cpu-affinity).
     core_seed: int = 0
     heartbeat_interval = HEARTBEAT_INTERVAL
+    # Processes sharing the socket take turns (see ACCEPT_PER_WAKEUP).
+    accept_per_wakeup = 1
 
     def make_state(self, options: ServeOptions, port: int) -> ChildServerState:
         return ChildServerState(options, port)
+
+    def core_keeper(self, mode: str) -> CoreKeeper | None:
+        return CoreKeeper.for_mode(mode, self.index, self.core_seed)
+
+    def restarted(self, inherited: dict[int, list[socket.socket]]) -> bool:
+        # Every start inherits the socket from the supervisor, which ran the start-up
+        # tasks: no start of a serving process runs them (child_options).
+        return False
+
+    def serving(self, server: Server, restarted: bool) -> None:
+        self.keep_reporting(server)
+        logger.info(
+            "Serving process %d: serving on port %d (%s, %d workers, %s%s): %s",
+            self.index,
+            server.port,
+            server.mode,
+            server.options.workers,
+            loop_kind(server.options.loop),
+            server.core_note(),
+            server.app_urls,
+        )
+
+    def keep_reporting(self, server: Server) -> None:
+        """Write this process's row for the supervisor's probes, every heartbeat; a
+        process whose supervisor is gone drains and exits."""
+        self.report(server.state)
+        if self.orphaned() and not server.state.draining:
+            logger.warning("The supervisor is gone: draining")
+            asyncio.ensure_future(server.lifecycle.drain(0.0))
+        asyncio.get_running_loop().call_later(self.heartbeat_interval, self.keep_reporting, server)
 
     def report(self, state: ServerState) -> None:
         self.slots.write(
@@ -119,8 +154,8 @@ class ChildRole:
             os.getpid(),
             int(state.serving and not state.draining),
             state.backlog(),
-            len(state.in_flight),
-            state.requests_served,
+            len(state.requests.in_flight),
+            state.requests.requests_served,
             now_ms(),
         )
 
@@ -178,7 +213,9 @@ def child_options(options: ServeOptions) -> ServeOptions:
 
 
 class SupervisorState(ServerState):
-    """The probes' view of all serving processes, read from their rows."""
+    """The probes' view of all serving processes, read from their rows. The probe
+    server's thread reads the rows (each process writes its own, whole integers) and
+    ``Supervisor.children`` (an element replaced by one assignment on the loop)."""
 
     def __init__(self, options: ServeOptions, port: int, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
@@ -205,16 +242,20 @@ class SupervisorState(ServerState):
         return super().not_ready_reason()
 
 
-class Supervisor(Server):
-    """The process Kubernetes sees: probes, start-up tasks, the socket, N children."""
+class Supervisor:
+    """The process Kubernetes sees: probes, start-up tasks, the socket, N children.
+    Its :class:`Lifecycle` runs it: this is its work (start the serving processes,
+    replace those that end, stop them on a drain)."""
 
     def __init__(self, options: ServeOptions, handle_signals: bool = True) -> None:
-        super().__init__(options, handle_signals)
-        if self.same_port and not options.no_probe:
+        probe_port = probe_port_of(options)
+        if probe_port == options.port and not options.no_probe:
             raise StartupError(
                 "--processes needs the probes on a port of their own (--probe-port "
-                f"{self.probe_port} is the app port)"
+                f"{probe_port} is the app port)"
             )
+        self.options = options
+        self.port: int = options.port
         self.count: int = options.processes
         cores = usable_cores()
         if self.count > math.ceil(cores):
@@ -233,20 +274,18 @@ class Supervisor(Server):
         self.started_at = [0.0] * self.count
         self.quick_deaths = [0] * self.count
         self.app_sockets: list[socket.socket] = []
+        self.app_urls = ""
+        self.listening = False
+        self.mode = f"{self.count} processes"
+        self.state = SupervisorState(options, self.port, self)
+        self.lifecycle = Lifecycle(options, self.state, self, handle_signals)
 
-    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+    def run(self) -> int:
         # asyncio's own loop whatever --loop says (that is for the serving processes):
         # the supervisor serves no app requests, and it watches its children through
         # SIGCHLD, which uvloop keeps for itself.
-        return asyncio.new_event_loop()
-
-    def make_state(self) -> ServerState:
-        return SupervisorState(self.options, self.port, self)
-
-    def new_core_keeper(self) -> None:
-        """The supervisor keeps to no core: it serves no requests, and a serving
-        process it starts again would inherit its core and find no other to choose."""
-        return None
+        with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+            return runner.run(self.main())
 
     def live_rows(self) -> list[dict[str, int]]:
         """Rows of the processes running now, with a fresh heartbeat."""
@@ -260,34 +299,34 @@ class Supervisor(Server):
 
     async def main(self) -> int:
         try:
-            return await super().main()
+            # Never an in-place restart: the serving processes restart for memory.
+            return await self.lifecycle.run(inherited_sockets(), restarted=False)
         finally:
             await self.stop_children(wait=self.options.graceful_timeout + EXIT_MARGIN)
             for sock in self.app_sockets:
                 sock.close()
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    # -- start-up ------------------------------------------------------------------------
+    # -- the Work of a Lifecycle ----------------------------------------------------------
 
     def open_app_port(self, inherited: dict[int, list[socket.socket]]) -> None:
         # Only the sockets (one per address): the serving processes accept on them.
-        self.app_sockets = self.bind_app_port(inherited)
-        self.app_listening = True
+        self.app_sockets, self.app_urls = self.lifecycle.bind_app_port(inherited)
+        self.listening = True
 
-    async def start_serving(self, loop: asyncio.AbstractEventLoop) -> bool:
-        if self.handle_signals:
+    async def start(self, loop: asyncio.AbstractEventLoop) -> bool:
+        if self.lifecycle.handle_signals:
             loop.add_signal_handler(signal.SIGCHLD, self.reap)
         for index in range(self.count):
             self.spawn(index)
-        self.mode = f"{self.count} processes"
-        stopping = self.stopping
-        assert stopping is not None  # main() made it before the start
+        stopping = self.lifecycle.stopping
+        assert stopping is not None  # Lifecycle.run made it before the start
         while len([row for row in self.live_rows() if row["serving"]]) < self.count:
             if stopping.done():
                 return False
             for index, child in enumerate(self.children):
                 if child is not None and child.poll() is not None:
-                    await self.fail_startup(
+                    await self.lifecycle.fail_startup(
                         f"Serving process {index} exited with code {child.returncode} "
                         "before it served (its log says why)",
                         None,
@@ -296,6 +335,22 @@ class Supervisor(Server):
             await asyncio.sleep(0.05)
         loop.call_later(HUNG_CHECK_INTERVAL, self.kill_hung_children)
         return True
+
+    def serving(self, restarted: bool) -> None:
+        # The supervisor keeps to no core: it serves no requests, and a serving
+        # process it starts again would inherit its core and find no other to choose.
+        self.lifecycle.announce(self.mode, "", self.app_urls, restarted)
+        if not self.options.max_memory:
+            logger.info("Starting without memory allocation check")
+        # Else each serving process watches its own memory (and restarts in place).
+
+    async def stop(self, restart: bool) -> None:
+        # Each process drains on its own: finishes what it has, closes its copy of
+        # the socket. Ours closes now, so that the port refuses once they are done.
+        await self.stop_children(wait=self.options.graceful_timeout + EXIT_MARGIN)
+        for sock in self.app_sockets:
+            sock.close()
+        self.app_sockets = []
 
     def spawn(self, index: int) -> None:
         # Every socket of the app port: with the default interface, 0.0.0.0 and [::].
@@ -372,22 +427,7 @@ class Supervisor(Server):
         if not self.state.draining and self.children[index] is None:
             self.spawn(index)
 
-    # -- drain and exit ----------------------------------------------------------------------
-
-    async def drain(self, delay: float, restart: bool = False) -> None:
-        self.state.start_draining()
-        if delay:
-            logger.info("Serving for %.1f s more while endpoints update", delay)
-            await asyncio.sleep(delay)
-        # Each process drains on its own: finishes what it has, closes its copy of
-        # the socket. Ours closes now, so that the port refuses once they are done.
-        await self.stop_children(wait=self.options.graceful_timeout + EXIT_MARGIN)
-        for sock in self.app_sockets:
-            sock.close()
-        self.app_sockets = []
-        await wait_for_delivery(self.state.last_webhook, DRAIN_WEBHOOK_WAIT, "draining")
-        logger.info("Drained; exiting")
-        self.finish(0)
+    # -- exit ----------------------------------------------------------------------------
 
     async def stop_children(self, wait: float) -> None:
         running = [child for child in self.children if child is not None]
@@ -402,6 +442,3 @@ class Supervisor(Server):
                 logger.warning("Serving process pid %d did not exit in time: killing it", child.pid)
                 child.kill()
                 child.wait()
-
-    def watch_memory(self, loop: asyncio.AbstractEventLoop, max_memory: int) -> None:
-        """Each serving process watches its own memory (and restarts in place)."""
