@@ -447,6 +447,12 @@ class ConsumerEngine:
 
         if generation != self._generation:
             return  # its channel closed: the broker delivers it again
+        if self._stop_requested:
+            # stop() came (from the handler, a signal): no message is begun after it.
+            # One the broker sent meanwhile (after the ack of the message that
+            # stopped) goes back to the queue at once, for another consumer.
+            self._post(("nack", method.delivery_tag, True, False), generation)
+            return
         delivery = self.deliveries.delivered(method, properties, body)
         if not self.deliveries.allows(delivery.number):
             # Put back by the handler itself, or in hand when a connection was lost.
