@@ -182,7 +182,7 @@ def test_a_response_written_whole_keeps_the_connection_and_ends_when_written():
         body = b"whole"
         head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
         written = conn.stream.write(head + body)
-        compat.wrote_whole_response(conn, written)
+        compat.wrote_response_head(conn, written)
         finished.append(conn.finish())
 
     recorder = Recorder(respond)

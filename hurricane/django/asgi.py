@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import http
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -38,18 +37,11 @@ from hurricane.django.wsgi import (
 )
 from hurricane.http.body import ASGI_MESSAGE_SIZE, Body, close_body
 from hurricane.http.forwarded import TrustedProxies
+from hurricane.http.response import status_line
 
 logger = logging.getLogger("hurricane.server.general")
 
 ASGI_VERSIONS = {"version": "3.0", "spec_version": "2.3"}
-
-
-@functools.lru_cache(maxsize=256)
-def status_line(code: int) -> str:
-    try:
-        return f"{code} {http.HTTPStatus(code).phrase}"
-    except ValueError:
-        return f"{code} Unknown"
 
 
 def build_scope(

@@ -18,6 +18,7 @@ import tornado.web
 from tornado import httputil
 
 from hurricane.http.refusals import announced_length, refuse_and_close
+from hurricane.http.response import closing_error_response, error_response
 
 # A body up to this size is read and ignored, as by any handler that reads none:
 # clients POST a little JSON to probes (django-hurricane 1.6's own test client sends
@@ -35,6 +36,14 @@ class HurricaneHandler(tornado.web.RequestHandler):
     def clear(self) -> None:
         super().clear()
         self.clear_header("Server")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """A 404 or a 500 of these handlers, as the server's own errors look
+        (:func:`~hurricane.http.response.error_response`), not Tornado's HTML page."""
+        _, headers, body = error_response(status_code)  # "Not Found\n"
+        for name, value in headers:
+            self.set_header(name, value)
+        self.finish(body)
 
 
 class NotFoundHandler(HurricaneHandler):
@@ -93,7 +102,7 @@ class _BodilessRequest(httputil.HTTPMessageDelegate):
         assert isinstance(start_line, httputil.RequestStartLine)
         refusal = self.owner.refusal(start_line, headers)
         if refusal is not None:
-            refuse_and_close(self.conn, headers, *refusal)
+            refuse_and_close(self.conn, headers, closing_error_response(*refusal))
             return None
         self.inner = self.owner.application.start_request(self.server_conn, self.conn)
         return self.inner.headers_received(start_line, headers)

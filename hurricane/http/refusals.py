@@ -32,27 +32,12 @@ def announced_length(headers: httputil.HTTPHeaders) -> int | None:
     return int(length) if length.isdigit() else None
 
 
-def refuse_and_close(
-    request_conn: Any,
-    headers: httputil.HTTPHeaders,
-    status: int,
-    message: str,
-    extra_headers: tuple[tuple[str, str], ...] = (),
-) -> None:
-    """Answer ``status`` with ``message`` and close, without reading the body into
-    memory. May only be called from ``headers_received``: the connection is taken
-    over from Tornado, which would otherwise read the body first."""
+def refuse_and_close(request_conn: Any, headers: httputil.HTTPHeaders, response: bytes) -> None:
+    """Send ``response`` (built by
+    :func:`~hurricane.http.response.closing_error_response`) and close, without
+    reading the body into memory. May only be called from ``headers_received``: the
+    connection is taken over from Tornado, which would otherwise read the body first."""
     stream = request_conn.detach()
-    body = message.encode("utf-8") + b"\n"
-    head = [
-        f"HTTP/1.1 {status} {httputil.responses.get(status, 'Error')}",
-        "Content-Type: text/plain; charset=utf-8",
-        "Cache-Control: no-store",
-        "Connection: close",
-        f"Content-Length: {len(body)}",
-        *(f"{name}: {value}" for name, value in extra_headers),
-    ]
-    response = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
     discard = 0
     # A client that asked to be told first (Expect: 100-continue) sends nothing more.
     if headers.get("Expect", "").lower() != "100-continue":

@@ -23,6 +23,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream, UnsatisfiableReadError
 
+from hurricane.http.response import closing_error_response
 from hurricane.http.tornado_compat import (
     adopt_stream,
     body_read,
@@ -120,10 +121,6 @@ SWEEP_INTERVAL = 1.0
 # client already sent is read and thrown away: closing with unread data makes the kernel
 # reset the connection, and the 431 could be lost (as with refusals.DISCARD_LIMIT).
 HEADER_OVERFLOW_DISCARD = 256 * 1024
-HEADERS_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
-    b"Connection: close\r\nContent-Length: 32\r\n\r\nRequest header fields too large\n"
-)
 
 
 # Connections accepted per wake-up of a listening socket: Tornado's own figure (its
@@ -307,7 +304,7 @@ class GuardedIOStream(IOStream):
     def _answer_headers_too_large(self) -> None:
         sock = self.socket
         try:
-            sock.send(HEADERS_TOO_LARGE)
+            sock.send(closing_error_response(431, "Request header fields too large"))
             discarded = 0
             while discarded < HEADER_OVERFLOW_DISCARD:
                 data = sock.recv(65536)

@@ -76,18 +76,22 @@ def closes_after_response(conn: HTTP1Connection) -> bool:
     return bool(conn._disconnect_on_finish)
 
 
-def wrote_whole_response(conn: HTTP1Connection, written: Future) -> None:
-    """Record on the connection what ``write_headers`` records for a response of
-    known length, after Hurricane wrote the head and body to the stream itself
-    (``written``: the future of its last byte), so that ``conn.finish()`` ends the
-    request once the bytes are written and keeps or closes the connection.
+def wrote_response_head(
+    conn: HTTP1Connection, written: Future, chunked: bool = False, remaining: int | None = 0
+) -> None:
+    """Record on the connection what ``write_headers`` records, after Hurricane wrote
+    a response's head (and, for a whole response, its body) to the stream itself
+    (``written``: the future of its last byte): ``conn.write`` then frames each chunk
+    of a streamed body (``chunked``, or counted against ``remaining``, the bytes the
+    head announced; None: unbounded), and ``conn.finish()`` ends the body, ends the
+    request once the bytes are written, and keeps or closes the connection.
 
     Writing the head Hurricane joined and checked in one pass, instead of building
     Tornado's HTTPHeaders and having write_headers format and check them again, took
     6% fewer instructions per /plain request (callgrind, bench/results/profile-plain.md).
     """
-    conn._chunking_output = False
-    conn._expected_content_remaining = 0
+    conn._chunking_output = chunked
+    conn._expected_content_remaining = remaining
     conn._pending_write = written
 
 
