@@ -12,10 +12,10 @@ below hold the same for each of them.
   :class:`InvalidResponse`, which the server answers with a 500.
 - The server frames the body. An application's ``Transfer-Encoding`` is dropped (a
   hop-by-hop header: the server chunks a streamed body itself). One ``Content-Length``
-  is kept; a whole response's must be the length of its body, a streamed one's a
-  number; one given twice, or not a number, is invalid. A whole response without one
-  gets it; a streamed one without one is chunked (or, for an HTTP/1.0 client, ends
-  when the connection closes).
+  is kept, a number; a whole response's must be the length of its body (but for
+  HEAD, 1xx, 204 and 304); one given twice, or not a number, is invalid. A whole
+  response without one gets it; a streamed one without one is chunked (or, for an
+  HTTP/1.0 client, ends when the connection closes).
 - 1xx, 204 and 304 responses, and any response to HEAD, carry no body, not even the
   bytes an application gave them.
 - ``Date`` is added when missing; ``Connection: close`` when the connection closes
@@ -163,8 +163,9 @@ def response_head(
     if len(status) == 3:  # no reason phrase: the status line still has its space
         text = text.replace("\r\n", " \r\n", 1)
     if "\ncontent-length:" in names:
-        if body:
-            length = _content_length(text, names, header_list, body_length)
+        length = _content_length(text, names, header_list, body_length if body else None)
+        if not body:
+            length = 0
     elif body_length is not None:
         if not without_body(status_code):
             text += f"Content-Length: {body_length}\r\n"
@@ -186,8 +187,8 @@ def response_head(
 def _content_length(
     text: str, names: str, header_list: list[tuple[str, str]], body_length: int | None
 ) -> int:
-    """The one Content-Length of a response with a body; for a whole response, the
-    length of its body."""
+    """The one Content-Length of a response; the length of its body when that is
+    known and sent (not after HEAD: the length of the body a GET would get)."""
     given = CONTENT_LENGTH_LINE.search(text)
     if given is not None and names.count("\ncontent-length:") == 1:
         length = int(given.group(1))

@@ -6,9 +6,11 @@ Django never writes, but a hand-written WSGI application can hand the server
 - /raw-headers/?case=lower: header names in lower case, its own Content-Length and Date;
 - /raw-headers/?case=length: a Content-Length the body does not match;
 - /raw-headers/?case=latin-1: a header value with a character beyond Latin-1;
-- /raw-headers/?case=crlf: a line break in a header value (Django refuses to set one).
+- /raw-headers/?case=crlf: a line break in a header value (Django refuses to set one);
+- /raw-head/?case=NAME[&stream=1]: a response of raw_heads.CASES, whole or streamed.
 """
 
+from testproject.raw_heads import BODY, case_of
 from testproject.wsgi import application as django_application
 
 RAW_HEADERS = {
@@ -32,4 +34,10 @@ def application(environ, start_response):
         case = environ["QUERY_STRING"].partition("case=")[2]
         start_response("200 OK", RAW_HEADERS[case])
         return [b"raw\n"]
+    if environ["PATH_INFO"] == "/raw-head/":
+        status, headers, stream = case_of(environ["QUERY_STRING"])
+        start_response(status, headers)
+        if stream:  # a generator: the server streams it, chunk by chunk
+            return (chunk for chunk in (BODY[:1], BODY[1:]))
+        return [BODY]
     return django_application(environ, start_response)
