@@ -26,17 +26,11 @@ from typing import Any
 from urllib.parse import unquote
 
 from asgiref.sync import ThreadSensitiveContext
-from tornado import httputil
 from tornado.iostream import StreamClosedError
 
-from hurricane.django.wsgi import (
-    HurricaneWSGIContainer,
-    ResponseSink,
-    server_name_of,
-    split_target,
-)
+from hurricane.django.wsgi import HurricaneWSGIContainer, server_name_of, split_target
 from hurricane.http.body import ASGI_MESSAGE_SIZE, Body, close_body
-from hurricane.http.forwarded import TrustedProxies
+from hurricane.http.exchange import Request, ResponseSink
 from hurricane.http.response import status_line
 
 logger = logging.getLogger("hurricane.server.general")
@@ -44,19 +38,11 @@ logger = logging.getLogger("hurricane.server.general")
 ASGI_VERSIONS = {"version": "3.0", "spec_version": "2.3"}
 
 
-def build_scope(
-    start_line: httputil.RequestStartLine,
-    headers: httputil.HTTPHeaders,
-    context: Any,
-    server_port: int,
-    trusted_proxies: TrustedProxies | None = None,
-) -> dict[str, Any]:
-    """The ASGI HTTP connection scope of one request; ``client`` and ``scheme`` follow
-    the forwarding headers of trusted proxies (:mod:`hurricane.http.forwarded`)."""
+def build_scope(request: Request) -> dict[str, Any]:
+    """The ASGI HTTP connection scope of one request."""
+    start_line, headers, context = request.start_line, request.headers, request.context
     raw_path, query = split_target(start_line.path)
-    remote_ip, scheme = context.remote_ip, context.protocol
-    if trusted_proxies is not None:
-        remote_ip, scheme = trusted_proxies.client_and_scheme(remote_ip, scheme, headers)
+    remote_ip = request.remote_ip
     if remote_ip == context.remote_ip:
         address = getattr(context, "address", None)
         client_port = address[1] if isinstance(address, tuple) and len(address) > 1 else 0
@@ -67,7 +53,7 @@ def build_scope(
         "asgi": ASGI_VERSIONS,
         "http_version": start_line.version.partition("/")[2] or "1.1",
         "method": start_line.method,
-        "scheme": scheme,
+        "scheme": request.scheme,
         "path": unquote(raw_path),
         "raw_path": raw_path.encode("latin-1"),
         "query_string": query.encode("latin-1"),
@@ -80,7 +66,7 @@ def build_scope(
             if "_" not in name
         ],
         "client": (remote_ip, client_port),
-        "server": (server_name_of(headers), server_port),
+        "server": (server_name_of(headers), request.server_port),
     }
 
 
@@ -181,28 +167,16 @@ class HurricaneASGIContainer:
         self,
         application: Any,
         route_of: Any = None,
-        trusted_proxies: TrustedProxies | None = None,
     ) -> None:
         self.application = application
         self.route_of = route_of
-        self.trusted_proxies = trusted_proxies
         self.tasks: set[asyncio.Task] = set()
 
-    def serve(
-        self,
-        start_line: httputil.RequestStartLine,
-        headers: httputil.HTTPHeaders,
-        body: Body,
-        context: Any,
-        server_port: int,
-        sink: ResponseSink,
-    ) -> None:
-        scope = build_scope(start_line, headers, context, server_port, self.trusted_proxies)
-        if self.trusted_proxies is not None:
-            sink.client = scope["client"][0]
+    def serve(self, request: Request, sink: ResponseSink) -> None:
+        scope = build_scope(request)
         if self.route_of is not None:
             sink.route = self.route_of(scope["path"])
-        self.run(scope, body, sink)
+        self.run(scope, request.body, sink)
 
     def run(self, scope: dict[str, Any], body: Body, sink: ResponseSink) -> None:
         task = asyncio.ensure_future(self._run(scope, body, sink))
@@ -277,20 +251,12 @@ class DjangoDispatcher:
         self.asgi = asgi
         self.wsgi = wsgi
 
-    def serve(
-        self,
-        start_line: httputil.RequestStartLine,
-        headers: httputil.HTTPHeaders,
-        body: Body,
-        context: Any,
-        server_port: int,
-        sink: ResponseSink,
-    ) -> None:
-        path = unquote(split_target(start_line.path)[0])
+    def serve(self, request: Request, sink: ResponseSink) -> None:
+        path = unquote(split_target(request.start_line.path)[0])
         if view_is_async(path):
-            self.asgi.serve(start_line, headers, body, context, server_port, sink)
+            self.asgi.serve(request, sink)
         else:
-            self.wsgi.serve(start_line, headers, body, context, server_port, sink)
+            self.wsgi.serve(request, sink)
 
 
 @functools.lru_cache(maxsize=4096)

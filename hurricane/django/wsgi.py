@@ -24,9 +24,8 @@ from tornado import httputil
 from tornado.iostream import StreamClosedError
 
 from hurricane.django.pool import WorkerPool
-from hurricane.http.body import Body, body_length, body_stream
-from hurricane.http.exchange import ResponseSink
-from hurricane.http.forwarded import TrustedProxies
+from hurricane.http.body import body_length, body_stream
+from hurricane.http.exchange import Request, ResponseSink
 
 logger = logging.getLogger("hurricane.server.general")
 
@@ -35,28 +34,21 @@ logger = logging.getLogger("hurricane.server.general")
 STREAM_WRITE_TIMEOUT = 60.0
 
 
-def build_environ(
-    start_line: httputil.RequestStartLine,
-    headers: httputil.HTTPHeaders,
-    body: Body,
-    remote_ip: str,
-    scheme: str,
-    server_port: int,
-) -> dict[str, Any]:
-    """The PEP 3333 environ of one request; ``remote_ip`` and ``scheme`` are the
-    client's as :mod:`hurricane.http.forwarded` decided."""
+def build_environ(request: Request) -> dict[str, Any]:
+    """The PEP 3333 environ of one request."""
+    start_line, headers, body = request.start_line, request.headers, request.body
     path, query = split_target(start_line.path)
     environ: dict[str, Any] = {
         "REQUEST_METHOD": start_line.method,
         "SCRIPT_NAME": "",
         "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
         "QUERY_STRING": query,
-        "REMOTE_ADDR": remote_ip,
+        "REMOTE_ADDR": request.remote_ip,
         "SERVER_NAME": server_name_of(headers),
-        "SERVER_PORT": str(server_port),
+        "SERVER_PORT": str(request.server_port),
         "SERVER_PROTOCOL": start_line.version,
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scheme,
+        "wsgi.url_scheme": request.scheme,
         "wsgi.input": body_stream(body),
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,
@@ -150,7 +142,6 @@ class HurricaneWSGIContainer:
         pool: WorkerPool,
         loop: asyncio.AbstractEventLoop,
         route_of: Callable[[str], str] | None = None,
-        trusted_proxies: TrustedProxies | None = None,
     ) -> None:
         self.wsgi_application = wsgi_application
         self.pool = pool
@@ -158,24 +149,9 @@ class HurricaneWSGIContainer:
         self.inbox = LoopInbox(loop)
         # Names the URL pattern a request matched, for the metrics' route label.
         self.route_of = route_of
-        # None (the default: no one trusted) costs one attribute test per request.
-        self.trusted_proxies = trusted_proxies
 
-    def serve(
-        self,
-        start_line: httputil.RequestStartLine,
-        headers: httputil.HTTPHeaders,
-        body: Body,
-        context: Any,
-        server_port: int,
-        sink: ResponseSink,
-    ) -> None:
-        remote_ip, scheme = context.remote_ip, context.protocol
-        if self.trusted_proxies is not None:
-            remote_ip, scheme = self.trusted_proxies.client_and_scheme(remote_ip, scheme, headers)
-            sink.client = remote_ip
-        environ = build_environ(start_line, headers, body, remote_ip, scheme, server_port)
-        self.pool.submit(self._run, environ, sink)
+    def serve(self, request: Request, sink: ResponseSink) -> None:
+        self.pool.submit(self._run, build_environ(request), sink)
 
     def _run(self, environ: dict[str, Any], sink: ResponseSink) -> None:
         try:

@@ -3,8 +3,8 @@ they share the app port, static or media files, or the application's container) 
 the delegate that reads its body (spooled to disk once large), checks and writes the
 application's response, and counts the request as ended once its last byte is written.
 
-:class:`ResponseSink` is what the WSGI and ASGI containers (hurricane.django) write a
-response to.
+:class:`Request` is what the WSGI and ASGI containers (hurricane.django) get of a
+request, :class:`ResponseSink` what they write its response to.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import tempfile
 import time
 from asyncio import Future
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, cast
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from hurricane.http.body import Body, rewound, spool
+from hurricane.http.forwarded import TrustedProxies
 from hurricane.http.refusals import announced_length, refuse_and_close
 from hurricane.http.response import (
     Head,
@@ -41,6 +42,22 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger("hurricane.server.general")
+
+
+class Request(NamedTuple):
+    """One request as the containers get it: read whole, its client decided."""
+
+    start_line: httputil.RequestStartLine
+    headers: httputil.HTTPHeaders
+    body: Body
+    #: The connection's (Tornado's ``HTTP1Connection.context``): ``remote_ip``,
+    #: ``protocol``, ``address``.
+    context: Any
+    server_port: int
+    #: The client's address and the scheme it used: the peer's, or what trusted
+    #: proxies say in X-Forwarded-For and X-Forwarded-Proto (hurricane.http.forwarded).
+    remote_ip: str
+    scheme: str
 
 
 class ResponseSink:
@@ -97,6 +114,9 @@ class RequestRouter(httputil.HTTPServerConnectionDelegate):
         self.probe_paths = probe_paths
         self.file_app = file_app
         self.file_prefixes = file_prefixes
+        # Whose X-Forwarded-* headers are believed; None (the default: no one's) costs
+        # one attribute test per request.
+        self.trusted_proxies: TrustedProxies | None = None
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
@@ -242,7 +262,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             return
         if self.done:
             return
-        state = self.router.state
+        router = self.router
         body: Body
         if self.spooled is not None:
             body, self.spooled = rewound(self.spooled), None  # the container closes it
@@ -250,10 +270,19 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             body = b"".join(self.chunks)
             self.chunks = []
         # Hear about a client that goes away while its request waits or runs.
-        self.conn.set_close_callback(self.on_connection_close)
-        self.router.container.serve(
-            self.start_line, self.headers, body, self.conn.context, state.port, self
+        conn = self.conn
+        conn.set_close_callback(self.on_connection_close)
+        context = conn.context
+        remote_ip, scheme = context.remote_ip, context.protocol  # type: ignore[attr-defined]
+        if router.trusted_proxies is not None:
+            remote_ip, scheme = router.trusted_proxies.client_and_scheme(
+                remote_ip, scheme, self.headers
+            )
+            self.client = remote_ip
+        request = Request(
+            self.start_line, self.headers, body, context, router.state.port, remote_ip, scheme
         )
+        router.container.serve(request, self)
 
     def on_connection_close(self) -> None:
         if self.inner is not None:

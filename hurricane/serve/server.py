@@ -271,14 +271,14 @@ class Server:
         from hurricane.metrics.exposition import route_of as metrics_route_of
 
         route_of = metrics_route_of if self.state.http_metrics is not None else None
-        # None: no one's X-Forwarded-* believed.
-        proxies = TrustedProxies.of(self.options.forwarded_allow_ips)
         pool, router = self.pool, self.router
         assert pool is not None and router is not None  # open_app_port made them
+        # None: no one's X-Forwarded-* believed.
+        router.trusted_proxies = TrustedProxies.of(self.options.forwarded_allow_ips)
         if not self.uses_asgi():
             self.mode = "WSGI"
             router.container = HurricaneWSGIContainer(
-                self.build_wsgi_application(), pool, loop, route_of, proxies
+                self.build_wsgi_application(), pool, loop, route_of
             )
             return
         from hurricane.django.asgi import (
@@ -296,18 +296,15 @@ class Server:
                 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
                 application = ASGIStaticFilesHandler(application)
-            router.container = HurricaneASGIContainer(application, route_of, proxies)
+            router.container = HurricaneASGIContainer(application, route_of)
             return
         self.mode = "ASGI: async views on the loop, sync views in the pool"
         router.container = DjangoDispatcher(
             HurricaneASGIContainer(
                 LentThreadsDjangoApplication(application, keep_idle=IDLE_ASYNC_THREADS),
                 route_of,
-                proxies,
             ),
-            HurricaneWSGIContainer(
-                self.build_wsgi_application(asgi=True), pool, loop, route_of, proxies
-            ),
+            HurricaneWSGIContainer(self.build_wsgi_application(asgi=True), pool, loop, route_of),
         )
 
     # -- in-place restart past --max-memory --------------------------------------------------
