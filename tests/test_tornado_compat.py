@@ -200,6 +200,38 @@ def test_a_response_written_whole_keeps_the_connection_and_ends_when_written():
     asyncio.run(serving(recorder, test))
 
 
+def test_a_streamed_head_written_whole_lets_tornado_frame_the_chunks():
+    """A streamed response's head written to the stream directly: conn.write frames
+    each chunk as said (chunked, or counted against a Content-Length), finish() ends
+    the body, and the same connection serves the next request."""
+
+    def respond(conn: Any, delegate: Any) -> None:
+        chunked = recorder.seen[-1]["path"] == "/chunked"
+        if chunked:
+            head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        else:
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n"
+        compat.wrote_response_head(conn, conn.stream.write(head), chunked, None if chunked else 6)
+        conn.write(b"abc")
+        conn.write(b"def")
+        conn.finish()
+
+    recorder = Recorder(respond)
+
+    async def test(server: HTTPServer, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        framed = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
+        assert framed == b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n"
+        writer.write(b"GET /counted HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_response(reader))[1] == b"abcdef"
+        assert len(compat.open_connections(server)) == 1  # one connection for both
+        writer.close()
+
+    asyncio.run(serving(recorder, test))
+
+
 def test_listen_with_our_accept_handler_then_stop_accepting_keeps_the_socket():
     accepted: list[Any] = []
 
