@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import sys
 
 import pytest
@@ -114,3 +115,85 @@ def test_a_response_head_is_checked_alike_whole_and_streamed(serve, container):
     assert not unexpected, unexpected
     assert not differ, differ
     assert server.process.poll() is None
+
+
+def answer_to(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as it is; the status, headers and body (by its Content-Length)
+    of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            data = sock.recv(65536)
+            assert data, f"closed before an answer: {received!r}"
+            received += data
+        head, _, body = received.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {
+            name.lower(): value for name, _, value in (line.partition(": ") for line in lines)
+        }
+        while len(body) < int(headers["content-length"]):
+            data = sock.recv(65536)
+            assert data, f"closed before the body's end: {body!r}"
+            body += data
+    return int(status_line.split()[1]), headers, body
+
+
+def test_the_servers_own_answers_are_built_alike(serve):
+    """Whoever answers for the server (the request delegate, a refusal before the body
+    is read, the sweep's 431 to a header block too large, Hurricane's Tornado
+    handlers on the probe port, a 500 for a response HTTP cannot carry): one line of
+    plain text, never cached, dated, framed by Content-Length."""
+    server = serve(
+        "--max-request-line",
+        "128",
+        "--max-headers",
+        "5",
+        "--max-header-size",
+        "4096",
+        "--max-body-size",
+        "1024",
+        env={"TEST_WSGI_APPLICATION": "testproject.raw_wsgi.application"},
+    )
+    many = "".join(f"X-{n}: 1\r\n" for n in range(10))
+    answers = [
+        (
+            server.port,
+            f"GET /{'a' * 200} HTTP/1.1\r\nHost: x\r\n\r\n",
+            414,
+            "Request line too long",
+        ),
+        (server.port, f"GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n", 431, "Too many header fields"),
+        (
+            server.port,
+            f"GET / HTTP/1.1\r\nHost: x\r\nX-Big: {'b' * 8000}\r\n\r\n",
+            431,
+            "Request header fields too large",
+        ),
+        (
+            server.port,
+            "POST /echo/ HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + "c" * 2000,
+            413,
+            "Request body too large",
+        ),
+        (
+            server.port,
+            "GET /raw-head/?case=bad-name HTTP/1.1\r\nHost: x\r\n\r\n",
+            500,
+            "Internal Server Error",
+        ),
+        (server.probe_port, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", 404, "Not Found"),
+        (
+            server.probe_port,
+            "POST /ready HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + "d" * 5000,
+            413,
+            "This URL takes no request body",
+        ),
+    ]
+    for port, request, code, message in answers:
+        status, headers, body = answer_to(port, request.encode("latin-1"))
+        assert (status, body) == (code, message.encode() + b"\n"), (request[:40], status, body)
+        assert headers["content-type"] == "text/plain; charset=utf-8", headers
+        assert headers["cache-control"] == "no-store", headers
+        assert "date" in headers, headers
+        assert "server" not in headers, headers
