@@ -12,6 +12,7 @@ import socket
 import sys
 
 import pytest
+from test_http import read_responses
 
 from conftest import TEST_PROJECT
 
@@ -118,25 +119,11 @@ def test_a_response_head_is_checked_alike_whole_and_streamed(serve, container):
 
 
 def answer_to(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send ``request`` as it is; the status, headers and body (by its Content-Length)
-    of the answer."""
+    """Send ``request`` as it is; the status, headers and body of the answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(request)
-        received = b""
-        while b"\r\n\r\n" not in received:
-            data = sock.recv(65536)
-            assert data, f"closed before an answer: {received!r}"
-            received += data
-        head, _, body = received.partition(b"\r\n\r\n")
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        headers = {
-            name.lower(): value for name, _, value in (line.partition(": ") for line in lines)
-        }
-        while len(body) < int(headers["content-length"]):
-            data = sock.recv(65536)
-            assert data, f"closed before the body's end: {body!r}"
-            body += data
-    return int(status_line.split()[1]), headers, body
+        [(status_line, headers, body)] = read_responses(sock, ["GET"])
+    return int(status_line.split()[1]), dict(headers), body
 
 
 def test_the_servers_own_answers_are_built_alike(serve):

@@ -30,7 +30,7 @@ from tornado.iostream import StreamClosedError
 
 from hurricane.django.wsgi import HurricaneWSGIContainer, server_name_of, split_target
 from hurricane.http.body import ASGI_MESSAGE_SIZE, Body, close_body
-from hurricane.http.exchange import Request, ResponseSink
+from hurricane.http.exchange import ResponseSink
 from hurricane.http.response import status_line
 
 logger = logging.getLogger("hurricane.server.general")
@@ -38,7 +38,7 @@ logger = logging.getLogger("hurricane.server.general")
 ASGI_VERSIONS = {"version": "3.0", "spec_version": "2.3"}
 
 
-def build_scope(request: Request) -> dict[str, Any]:
+def build_scope(request: ResponseSink) -> dict[str, Any]:
     """The ASGI HTTP connection scope of one request."""
     start_line, headers, context = request.start_line, request.headers, request.context
     raw_path, query = split_target(start_line.path)
@@ -172,11 +172,11 @@ class HurricaneASGIContainer:
         self.route_of = route_of
         self.tasks: set[asyncio.Task] = set()
 
-    def serve(self, request: Request, sink: ResponseSink) -> None:
-        scope = build_scope(request)
+    def serve(self, body: Body, sink: ResponseSink) -> None:
+        scope = build_scope(sink)
         if self.route_of is not None:
             sink.route = self.route_of(scope["path"])
-        self.run(scope, request.body, sink)
+        self.run(scope, body, sink)
 
     def run(self, scope: dict[str, Any], body: Body, sink: ResponseSink) -> None:
         task = asyncio.ensure_future(self._run(scope, body, sink))
@@ -251,12 +251,12 @@ class DjangoDispatcher:
         self.asgi = asgi
         self.wsgi = wsgi
 
-    def serve(self, request: Request, sink: ResponseSink) -> None:
-        path = unquote(split_target(request.start_line.path)[0])
+    def serve(self, body: Body, sink: ResponseSink) -> None:
+        path = unquote(split_target(sink.start_line.path)[0])
         if view_is_async(path):
-            self.asgi.serve(request, sink)
+            self.asgi.serve(body, sink)
         else:
-            self.wsgi.serve(request, sink)
+            self.wsgi.serve(body, sink)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -24,8 +24,8 @@ from tornado import httputil
 from tornado.iostream import StreamClosedError
 
 from hurricane.django.pool import WorkerPool
-from hurricane.http.body import body_length, body_stream
-from hurricane.http.exchange import Request, ResponseSink
+from hurricane.http.body import Body, body_length, body_stream
+from hurricane.http.exchange import ResponseSink
 
 logger = logging.getLogger("hurricane.server.general")
 
@@ -34,9 +34,9 @@ logger = logging.getLogger("hurricane.server.general")
 STREAM_WRITE_TIMEOUT = 60.0
 
 
-def build_environ(request: Request) -> dict[str, Any]:
+def build_environ(request: ResponseSink, body: Body) -> dict[str, Any]:
     """The PEP 3333 environ of one request."""
-    start_line, headers, body = request.start_line, request.headers, request.body
+    start_line, headers = request.start_line, request.headers
     path, query = split_target(start_line.path)
     environ: dict[str, Any] = {
         "REQUEST_METHOD": start_line.method,
@@ -150,8 +150,8 @@ class HurricaneWSGIContainer:
         # Names the URL pattern a request matched, for the metrics' route label.
         self.route_of = route_of
 
-    def serve(self, request: Request, sink: ResponseSink) -> None:
-        self.pool.submit(self._run, build_environ(request), sink)
+    def serve(self, body: Body, sink: ResponseSink) -> None:
+        self.pool.submit(self._run, build_environ(sink, body), sink)
 
     def _run(self, environ: dict[str, Any], sink: ResponseSink) -> None:
         try:

@@ -3,8 +3,8 @@ they share the app port, static or media files, or the application's container) 
 the delegate that reads its body (spooled to disk once large), checks and writes the
 application's response, and counts the request as ended once its last byte is written.
 
-:class:`Request` is what the WSGI and ASGI containers (hurricane.django) get of a
-request, :class:`ResponseSink` what they write its response to.
+:class:`ResponseSink` is what the WSGI and ASGI containers (hurricane.django) read a
+request from and write its response to.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tempfile
 import time
 from asyncio import Future
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
@@ -44,12 +44,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hurricane.server.general")
 
 
-class Request(NamedTuple):
-    """One request as the containers get it: read whole, its client decided."""
+class ResponseSink:
+    """One request's exchange as a container sees it: the request, read whole and its
+    client decided, and what the worker hands its results to; implemented on the loop
+    side by the app server's request delegate. The container gets the body apart."""
 
     start_line: httputil.RequestStartLine
     headers: httputil.HTTPHeaders
-    body: Body
     #: The connection's (Tornado's ``HTTP1Connection.context``): ``remote_ip``,
     #: ``protocol``, ``address``.
     context: Any
@@ -58,11 +59,6 @@ class Request(NamedTuple):
     #: proxies say in X-Forwarded-For and X-Forwarded-Proto (hurricane.http.forwarded).
     remote_ip: str
     scheme: str
-
-
-class ResponseSink:
-    """What the worker hands its results to; implemented on the loop side by the
-    app server's request delegate."""
 
     route: str = ""
     #: The client's address when a trusted proxy named it (for the access log).
@@ -154,6 +150,10 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         "client",
         "spooled",
         "body_follows",
+        "context",
+        "server_port",
+        "remote_ip",
+        "scheme",
     )
 
     def __init__(
@@ -272,17 +272,16 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         # Hear about a client that goes away while its request waits or runs.
         conn = self.conn
         conn.set_close_callback(self.on_connection_close)
-        context = conn.context
+        self.context = context = conn.context
+        self.server_port = router.state.port
         remote_ip, scheme = context.remote_ip, context.protocol  # type: ignore[attr-defined]
         if router.trusted_proxies is not None:
             remote_ip, scheme = router.trusted_proxies.client_and_scheme(
                 remote_ip, scheme, self.headers
             )
             self.client = remote_ip
-        request = Request(
-            self.start_line, self.headers, body, context, router.state.port, remote_ip, scheme
-        )
-        router.container.serve(request, self)
+        self.remote_ip, self.scheme = remote_ip, scheme
+        router.container.serve(body, self)
 
     def on_connection_close(self) -> None:
         if self.inner is not None:
