@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import pika
 import pika.exceptions
@@ -71,6 +71,28 @@ class HandlerHooks(Protocol):
     def on_consumer_cancelled(self, method_frame: Any) -> None: ...
 
     def on_cancelok(self, frame: Any, userdata: str | None) -> None: ...
+
+
+class Settle(NamedTuple):
+    """Acknowledge (``ack``) or give back (``nack``) a delivery, on the loop."""
+
+    kind: str  # "ack" or "nack"
+    delivery_tag: int
+    requeue: bool = False  # nack: back to the queue, else rejected (to the dead-letter exchange)
+    multiple: bool = False  # every outstanding delivery up to delivery_tag
+
+
+class Publish(NamedTuple):
+    """Publish a message on the consumer's channel, on the loop."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: Any = None
+    mandatory: bool = False
+
+
+Operation = Settle | Publish
 
 
 class BrokerError(Exception):
@@ -240,6 +262,7 @@ class ConsumerEngine:
         self._waiters: set[asyncio.Future] = set()
         self._deliveries: queue.SimpleQueue = queue.SimpleQueue()
         self._outbox: collections.deque = collections.deque()
+        self._outbox_lock = threading.Lock()  # the handler thread and the loop
         # Delivery tags of the current channel not yet settled, oldest first (loop only).
         self._unsettled: collections.deque = collections.deque()
         self._flush_scheduled = False
@@ -326,7 +349,7 @@ class ConsumerEngine:
             generation = in_hand[0]
         else:
             generation = self._generation
-        operation = (kind, delivery_tag, requeue, multiple)
+        operation = Settle(kind, delivery_tag, requeue, multiple)
         if not delay:
             self._post(operation, generation)
             return
@@ -349,18 +372,23 @@ class ConsumerEngine:
         mandatory: bool = False,
     ) -> None:
         """Publish on the consumer's channel, from any thread (carried out on the loop)."""
-        self._post(("publish", exchange, routing_key, body, properties, mandatory))
+        self._post(Publish(exchange, routing_key, body, properties, mandatory))
 
-    def _post(self, operation: tuple, generation: int | None = None) -> None:
-        """Queue an operation for the loop; one wake-up carries every operation queued
-        until the loop gets to it."""
-        self._outbox.append((self._generation if generation is None else generation, operation))
-        if not self._flush_scheduled and self._loop is not None:
+    def _post(self, operation: Operation, generation: int | None = None) -> None:
+        """Queue an operation for the loop, from any thread; one wake-up carries every
+        operation queued until the loop gets to it (a wake-up is a system call)."""
+        generation = self._generation if generation is None else generation
+        with self._outbox_lock:
+            self._outbox.append((generation, operation))
+            if self._flush_scheduled or self._loop is None:
+                return
+            # Scheduled under the lock: an operation queued after this one finds the
+            # flush already on its way and rides along, in order.
             self._flush_scheduled = True
-            try:
-                self._loop.call_soon_threadsafe(self._flush)
-            except RuntimeError:  # the loop has closed: the broker requeues the message
-                pass
+        try:
+            self._loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:  # the loop has closed: the broker requeues the message
+            pass
 
     def _flush(self) -> None:
         """Carry out the queued operations on the loop, in order.
@@ -368,40 +396,47 @@ class ConsumerEngine:
         A run of acks for the oldest outstanding deliveries goes out as one
         ``basic_ack(multiple=True)``: one frame instead of many, which is what keeps
         the consumer as fast as a plain pika one at a small prefetch."""
-        self._flush_scheduled = False
-        outbox = self._outbox
+        with self._outbox_lock:
+            outbox, self._outbox = self._outbox, collections.deque()
+            self._flush_scheduled = False
         unsettled = self._unsettled
         run_end = None  # highest tag of the run of acks not yet sent
         run_length = 0
-        while outbox:
-            generation, operation = outbox.popleft()
+        for generation, operation in outbox:
             channel = self.channel
             if generation != self._generation or channel is None or not channel.is_open:
                 logger.debug(
                     "Dropping %s for a closed channel (the broker delivers again what was "
                     "not acknowledged)",
-                    operation[0],
+                    type(operation).__name__ if isinstance(operation, Publish) else operation.kind,
                 )
                 continue
-            kind = operation[0]
-            if kind == "ack" and not operation[3] and unsettled and unsettled[0] == operation[1]:
+            if (
+                isinstance(operation, Settle)
+                and operation.kind == "ack"
+                and not operation.multiple
+                and unsettled
+                and unsettled[0] == operation.delivery_tag
+            ):
                 unsettled.popleft()
-                run_end = operation[1]
+                run_end = operation.delivery_tag
                 run_length += 1
                 continue
             if run_end is not None:
                 self._send_ack_run(channel, run_end, run_length)
                 run_end, run_length = None, 0
-            if kind == "ack":
-                self._forget(operation[1], operation[3])
-                channel.basic_ack(operation[1], multiple=operation[3])
+            if isinstance(operation, Publish):
+                channel.basic_publish(*operation)
+            elif operation.kind == "ack":
+                self._forget(operation.delivery_tag, operation.multiple)
+                channel.basic_ack(operation.delivery_tag, multiple=operation.multiple)
                 self.observer.message_settled("acked")
-            elif kind == "nack":
-                self._forget(operation[1], operation[3])
-                channel.basic_nack(operation[1], multiple=operation[3], requeue=operation[2])
-                self.observer.message_settled("requeued" if operation[2] else "rejected")
             else:
-                channel.basic_publish(*operation[1:])
+                self._forget(operation.delivery_tag, operation.multiple)
+                channel.basic_nack(
+                    operation.delivery_tag, multiple=operation.multiple, requeue=operation.requeue
+                )
+                self.observer.message_settled("requeued" if operation.requeue else "rejected")
         if run_end is not None and self.channel is not None:
             self._send_ack_run(self.channel, run_end, run_length)
 
@@ -451,7 +486,7 @@ class ConsumerEngine:
             # stop() came (from the handler, a signal): no message is begun after it.
             # One the broker sent meanwhile (after the ack of the message that
             # stopped) goes back to the queue at once, for another consumer.
-            self._post(("nack", method.delivery_tag, True, False), generation)
+            self._post(Settle("nack", method.delivery_tag, requeue=True), generation)
             return
         delivery = self.deliveries.delivered(method, properties, body)
         if not self.deliveries.allows(delivery.number):
@@ -579,7 +614,7 @@ class ConsumerEngine:
         if self._in_hand == (generation, tag):
             self.settle(tag, "nack")  # noted as the outcome of the message in hand
         else:
-            self._post(("nack", tag, False, False), generation)
+            self._post(Settle("nack", tag, requeue=False), generation)
         self.observer.message_given_up(reason)
 
     @property
@@ -1090,7 +1125,7 @@ class ConsumerEngine:
                 continue
             generation, _, method, _, _ = item
             if generation == self._generation:
-                self._post(("nack", method.delivery_tag, True, False), generation)
+                self._post(Settle("nack", method.delivery_tag, requeue=True), generation)
                 returned += 1
 
 
