@@ -28,7 +28,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,8 @@ except ModuleNotFoundError as missing:
         f'pip install -e "{REPO}[test]"'
     )
 sys.path.insert(0, str(REPO))
+
+from checking import install_once, report, tool_problems  # noqa: E402
 
 from hurricane.config.options import (  # noqa: E402
     CONSUME_OPTIONS,
@@ -573,15 +574,6 @@ def check_kustomization(path: Path) -> list[str]:
 # -- linters -----------------------------------------------------------------------------
 
 
-def tool_problems(argv: list[str], timeout: float) -> list[str]:
-    """Run a linter from the repository's root: nothing when it passes, else the lines
-    it printed."""
-    result = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=timeout)
-    if result.returncode == 0:
-        return []
-    return [line for line in result.stdout.splitlines() if line.strip()] or [result.stderr.strip()]
-
-
 def yamllint_problems(paths: Iterable[Path]) -> list[str]:
     config = str(REPO / ".yamllint.yaml")
     argv = [sys.executable, "-m", "yamllint", "--strict", "--format", "parsable"]
@@ -600,31 +592,17 @@ def checkov_command() -> list[str]:
 
 
 def install_checkov(venv: Path) -> None:
-    """Make checkov's virtual environment, saying so: the install takes a minute or
-    more and about 300 MB, once."""
-    print(
-        f"check_manifests: installing checkov {CHECKOV_VERSION} into "
-        f"{venv.relative_to(REPO)} (once; about 300 MB; set CHECKOV to use another)...",
-        file=sys.stderr,
-        flush=True,
-    )
-    began = time.monotonic()
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run(
+    """Make checkov's virtual environment (about 300 MB, once)."""
+    install_once(
+        "check_manifests",
+        f"checkov {CHECKOV_VERSION} (about 300 MB; set CHECKOV to use another)",
+        venv,
         [
-            str(venv / "bin" / "pip"),
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            f"checkov=={CHECKOV_VERSION}",
+            [sys.executable, "-m", "venv", "--clear", str(venv)],
+            [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+             f"checkov=={CHECKOV_VERSION}"],
         ],
-        check=True,
-    )
-    print(
-        f"check_manifests: checkov installed in {time.monotonic() - began:.0f} s",
-        file=sys.stderr,
-        flush=True,
-    )
+    )  # fmt: skip
 
 
 def checkov_problems(path: Path = MANIFESTS) -> list[str]:
@@ -682,13 +660,7 @@ def main(argv: list[str]) -> int:
             [MANIFESTS, REPO / ".checkov.yaml", REPO / ".yamllint.yaml"]
         )
         results["checkov"] = checkov_problems()
-    failed = False
-    for name, problems in results.items():
-        print(f"{'FAIL' if problems else 'ok  '} {name}")
-        for problem in problems:
-            print(f"     {problem}")
-        failed = failed or bool(problems)
-    return 1 if failed else 0
+    return report(results)
 
 
 if __name__ == "__main__":

