@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from celery import Celery
+from celery.beat import PersistentScheduler
 from celery.worker.control import control_command
 
 import hurricane.celery
@@ -14,7 +15,8 @@ import hurricane.celery
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 
 QUEUE = os.environ.get("TEST_CELERY_QUEUE", "hurricane-tests")
-app = Celery("testapp")
+# The name beat's lock queue is named after: one per test, so that tests do not meet.
+app = Celery(os.environ.get("TEST_CELERY_APP_NAME", "testapp"))
 app.conf.update(
     broker_url=os.environ.get("TEST_CELERY_BROKER", "amqp://guest:guest@127.0.0.1:5672//"),
     result_backend=os.environ.get("TEST_CELERY_BACKEND", "redis://127.0.0.1:6379/5"),
@@ -69,3 +71,13 @@ def hurricane_test_block_loop(state, seconds):
     """Holds the worker's consumer loop (control commands run on it): a hung loop."""
     time.sleep(seconds)
     return {"ok": "blocked"}
+
+
+class StallingScheduler(PersistentScheduler):
+    """Beat's scheduler, whose tick hangs while the file TEST_CELERY_STALL names exists."""
+
+    def tick(self, *args, **kwargs):
+        stall = os.environ.get("TEST_CELERY_STALL")
+        while stall and os.path.exists(stall):
+            time.sleep(0.1)
+        return super().tick(*args, **kwargs)
