@@ -241,8 +241,12 @@ def test_task_metrics_count_each_task_once_by_name_and_outcome(celery, client):
 
 
 def test_task_names_beyond_the_limit_count_as_other(celery, client):
-    worker = celery(HURRICANE_CELERY_TASK_LABELS="1")
+    worker = celery(HURRICANE_CELERY_TASK_LABELS="1", HURRICANE_CELERY_TASK_LABEL="2")
     worker.wait(lambda: started(worker), 30, "startup")
+    assert (
+        "Unknown environment variable HURRICANE_CELERY_TASK_LABEL: Hurricane does not read "
+        "it; did you mean HURRICANE_CELERY_TASK_LABELS?"
+    ) in worker.output
     send(client, "add", 1, 2).get(timeout=20)
     send(client, "noop").get(timeout=20)
     received = "hurricane_celery_tasks_received_total"
@@ -342,3 +346,33 @@ def test_a_second_beat_is_logged_and_unready(celery, tmp_path):
     assert second.status("/alive") == 200
     first.kill()
     second.wait(lambda: second.status("/ready") == 200, 20, "the second beat taking over")
+
+
+def test_a_bad_option_stops_the_worker_with_one_line_naming_it(celery):
+    worker = celery(HURRICANE_CELERY_LOOP_TIMEOUT="soon")
+    assert worker.process.wait(60) != 0
+    expected = (
+        "invalid value 'soon' for --celery-loop-timeout (from environment "
+        "HURRICANE_CELERY_LOOP_TIMEOUT): expected a number of seconds above 0"
+    )
+    assert expected in worker.output
+
+
+def test_the_celery_options_are_those_of_the_table_and_the_shared_defaults():
+    """CeleryOptions resolves its own table; the shared fields the table leaves out
+    (Celery runs the process) keep their defaults."""
+    import dataclasses
+
+    from hurricane.config.options import CELERY_OPTIONS, CeleryOptions, resolve
+
+    options = resolve(CELERY_OPTIONS, {}, object(), {"HURRICANE_REQ_QUEUE_LEN": "3"})
+    assert type(options) is CeleryOptions
+    assert (options.probe_port, options.req_queue_len) == (8001, 3)
+    assert options.celery_loop_timeout == 60.0
+    table = {option.name for option in CELERY_OPTIONS}
+    left_out = {field.name for field in dataclasses.fields(CeleryOptions)} - table
+    assert left_out == {
+        "sources", "warnings", "autoreload", "skip_checks", "graceful_timeout", "log_format",
+        "log_level", "debugger", "debugger_port", "pycharm_host", "pycharm_port",
+        "forbid_debugger",
+    }  # fmt: skip
