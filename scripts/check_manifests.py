@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))
 from checking import install_once, report, tool_problems  # noqa: E402
 
 from hurricane.config.options import (  # noqa: E402
+    CELERY_OPTIONS,
     CONSUME_OPTIONS,
     SERVE_OPTIONS,
     OptionError,
@@ -63,7 +64,14 @@ KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
 CRD_KINDS = {("monitoring.coreos.com/v1", "PodMonitor")}
 CHECKOV_VERSION = "3.3.30"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
-MODE_OPTIONS = {"serve": SERVE_OPTIONS, "consume": CONSUME_OPTIONS, "manage": ()}
+MODE_OPTIONS = {
+    "serve": SERVE_OPTIONS,
+    "consume": CONSUME_OPTIONS,
+    "manage": (),
+    # The entrypoint's Celery modes: hurricane.celery reads the probe options.
+    "celery-worker": CELERY_OPTIONS,
+    "celery-beat": CELERY_OPTIONS,
+}
 # Kubernetes' default when a pod does not set terminationGracePeriodSeconds.
 DEFAULT_GRACE_SECONDS = 30
 
@@ -414,6 +422,16 @@ def hurricane_problems(objects: list[dict]) -> list[str]:
                 )
         grace = container.pod.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
         needed = resolved.graceful_timeout + getattr(resolved, "shutdown_delay", 0.0)
+        if mode == "celery-worker":
+            # Celery's warm shutdown waits for the tasks in hand, bounded by --time-limit.
+            time_limit = celery_time_limit(container.spec.get("args", []))
+            if time_limit is None:
+                problems.append(
+                    f"{container.name}: celery-worker gives no --time-limit, so no grace "
+                    "period is long enough for its longest task: set one"
+                )
+            else:
+                needed += time_limit
         pre_stop = container.spec.get("lifecycle", {}).get("preStop", {}).get("sleep", {})
         needed += pre_stop.get("seconds", 0)
         if grace <= needed:
@@ -432,13 +450,36 @@ def hurricane_problems(objects: list[dict]) -> list[str]:
                 f"{container.name}: HURRICANE_MAX_MEMORY {max_memory} MB is not below the memory "
                 f"limit {memory_limit}: the OOM killer would act first"
             )
-        if container.workload["kind"] == "Deployment":
+        if mode == "celery-beat":
+            spec = container.workload["spec"]
+            if spec.get("replicas", 1) != 1 or spec.get("strategy", {}).get("type") != "Recreate":
+                problems.append(
+                    f"{container.name}: beat needs replicas: 1 and strategy Recreate, or two "
+                    "beats send each periodic task twice"
+                )
+        elif container.workload["kind"] == "Deployment":
             rolling = container.workload["spec"].get("strategy", {}).get("rollingUpdate", {})
             if rolling.get("maxUnavailable") not in (0, "0%"):
                 problems.append(f"{container.name}: rolling updates must set maxUnavailable: 0")
     if len(set(images.values())) > 1:
         problems.append(f"Hurricane's containers run different images: {images}")
     return problems
+
+
+def celery_time_limit(args: list[str]) -> float | None:
+    """The seconds of ``--time-limit N`` (or ``--time-limit=N``) in a worker's args."""
+    for index, arg in enumerate(args):
+        value = None
+        if arg == "--time-limit" and index + 1 < len(args):
+            value = args[index + 1]
+        elif arg.startswith("--time-limit="):
+            value = arg.partition("=")[2]
+        if value is not None:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 def security_problems(objects: list[dict]) -> list[str]:

@@ -521,7 +521,10 @@ def test_the_dry_run_of_another_program_runs_nothing(tmp_path):
 # -- bad input: one line, exit 64, nothing started -----------------------------------------
 
 
-EXPECTED_MODES = "expected serve, consume HANDLER, manage ARGS... or a program on PATH"
+EXPECTED_MODES = (
+    "expected serve, consume HANDLER, manage ARGS..., celery-worker, celery-beat "
+    "or a program on PATH"
+)
 
 # (arguments, environment changes, the one line expected); {tmp} is tmp_path, where
 # the test made: empty/ (a folder), not-executable, big (64 KiB + 1), token.
@@ -623,3 +626,73 @@ def test_bad_input_stops_with_one_line(tmp_path, case):
     assert result.stderr == PREFIX + expected.format(tmp=tmp) + "\n"
     assert result.stdout == ""
     assert not (tmp_path / "demo.sqlite3").exists()
+
+
+# -- celery-worker and celery-beat -------------------------------------------------------------
+
+
+def celery_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The test project, whose Celery app is testapp.celery_app."""
+    extra = {
+        "HURRICANE_APP_DIR": str(TEST_PROJECT),
+        "HURRICANE_CELERY_APP": "testapp.celery_app",
+    } | extra
+    return entrypoint_env(tmp_path, **extra)
+
+
+def test_celery_worker_is_execd_in_place_in_the_app_folder_and_ends_on_sigterm(start, tmp_path):
+    import amqp
+
+    probe_port = free_port()
+    queue = f"hurricane-entrypoint-test-{os.getpid()}-{time.monotonic_ns()}"
+    env = celery_env(tmp_path, HURRICANE_PROBE_PORT=str(probe_port), TEST_CELERY_QUEUE=queue)
+    worker = start(["celery-worker", "--loglevel", "INFO", "-c", "1"], env)
+    try:
+        probe = f"http://127.0.0.1:{probe_port}"
+        worker.wait_for(lambda: status(probe + "/startup") == 200, "startup 200")
+        worker.wait_for(lambda: status(probe + "/ready") == 200, "ready 200")
+        # exec, not a child: the PID the entrypoint started as is the worker
+        assert cmdline(worker.process.pid)[1:] == [
+            "-m", "celery", "-A", "testapp.celery_app", "worker", "--loglevel", "INFO", "-c", "1",
+        ]  # fmt: skip
+        assert Path(f"/proc/{worker.process.pid}/cwd").resolve() == TEST_PROJECT.resolve()
+        line = summary(worker.stderr)
+        assert "running python -m celery -A testapp.celery_app worker --loglevel INFO -c 1" in line
+        assert "HURRICANE_CELERY_APP=testapp.celery_app" in line
+        assert worker.terminate() == 0
+    finally:
+        connection = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
+        connection.connect()
+        channel = connection.channel()
+        channel.queue_delete(queue)
+        channel.exchange_delete(queue)
+        connection.close()
+
+
+def test_celery_beat_dry_run_names_the_command_and_starts_nothing(tmp_path):
+    env = celery_env(tmp_path, HURRICANE_DRY_RUN="1")
+    finished = run_entrypoint(["celery-beat", "--max-interval", "5"], env, tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    assert (
+        f"{PREFIX}dry run: would run {sys.executable} -m celery -A testapp.celery_app beat "
+        f"--max-interval 5 in {TEST_PROJECT}"
+    ) in finished.stderr
+
+
+def test_celery_modes_take_the_app_from_their_arguments_too(tmp_path):
+    env = celery_env(tmp_path, HURRICANE_DRY_RUN="1")
+    del env["HURRICANE_CELERY_APP"]
+    finished = run_entrypoint(["celery-worker", "-A", "other.app"], env, tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    assert "-m celery worker -A other.app in" in finished.stderr
+
+
+def test_celery_modes_without_an_app_stop_with_one_line(tmp_path):
+    env = celery_env(tmp_path)
+    del env["HURRICANE_CELERY_APP"]
+    finished = run_entrypoint(["celery-worker"], env, tmp_path)
+    assert finished.returncode == REFUSED
+    assert finished.stderr == (
+        f"{PREFIX}celery-worker needs the Celery app: set HURRICANE_CELERY_APP "
+        "(e.g. proj.celery:app) or pass -A APP\n"
+    )

@@ -69,6 +69,9 @@ BROKEN_FIXTURES = {
     "probe-port-open-to-all": "admits the probe port of Deployment/hurricane-web container web "
     "from every pod",
     "debugger-port-admitted": "admits the debugger port of Deployment/hurricane-web container web",
+    "celery-beat-rolling": "beat needs replicas: 1 and strategy Recreate",
+    "celery-grace-below-time-limit": "terminationGracePeriodSeconds 120 is not more than",
+    "celery-unknown-variable": "`celery-worker` does not understand HURRICANE_CELERY_LOOP_TIMOUT",
 }
 
 

@@ -892,11 +892,47 @@ CONSUME_OPTIONS: tuple[Option, ...] = (
     *DEBUGGER_OPTIONS,
 )
 
+# The probe options mean the same in a Celery worker or beat, but count tasks. Those
+# that shape how Hurricane runs a process (--autoreload, --skip-checks) are Celery's
+# business there, so the table leaves them out.
+_CELERY_PROBE_CHANGES: dict[str, dict[str, Any]] = {
+    "probe_port": {"default": 8001, "help": "Port of the probe and metrics server."},
+    "req_queue_len": {
+        "help": "Readiness fails while this many tasks (or more) were received by the "
+        "worker and wait for a pool process; 0: always."
+    },
+    "max_lifetime": {"help": "After this many tasks handled, liveness answers 400."},
+}
+
+CELERY_OPTIONS: tuple[Option, ...] = (
+    *(
+        replace(option, **_CELERY_PROBE_CHANGES.get(option.name, {}))
+        for option in PROBE_OPTIONS
+        if option.name not in ("autoreload", "skip_checks")
+    ),
+    Option(
+        "celery_loop_timeout",
+        positive_seconds,
+        60.0,
+        "Liveness fails when the worker's consumer loop made no progress for this long "
+        "while connected (beat: when the scheduler has not ticked for its max interval "
+        "plus this long).",
+        metavar="SECONDS",
+    ),
+    Option(
+        "celery_task_labels",
+        positive_int,
+        100,
+        "Task names the metrics label one by one; tasks beyond that count as 'other'.",
+        metavar="N",
+    ),
+)
+
 
 def variable_of(name: str) -> str:
     """The setting and environment variable of option ``name`` (``command``:
     HURRICANE_COMMANDS), by whose name and source hurricane.config.masking tells a secret."""
-    for option in (*SERVE_OPTIONS, *CONSUME_OPTIONS):
+    for option in (*SERVE_OPTIONS, *CONSUME_OPTIONS, *CELERY_OPTIONS):
         if option.name == name:
             return option.variable
     return name
@@ -1035,7 +1071,32 @@ class ConsumeOptions(Options):
     reconnect: bool
 
 
-OPTIONS_CLASSES: tuple[type[Options], ...] = (ServeOptions, ConsumeOptions)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class CeleryOptions(Options):
+    """The options of Hurricane's probes in a Celery worker or beat
+    (:data:`CELERY_OPTIONS`, used by hurricane.celery). Celery runs the process, so
+    the shared fields that shape how Hurricane would run one are not in the table and
+    keep these values."""
+
+    option_table: ClassVar[tuple[Option, ...]] = CELERY_OPTIONS
+
+    probe_port: int  # a default of its own (8001), as consume's
+    celery_loop_timeout: float
+    celery_task_labels: int
+    # Not in the table: Celery reloads, checks, logs and stops on its own terms.
+    autoreload: bool = False
+    skip_checks: bool = False
+    graceful_timeout: float = 0.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+    debugger: bool = False
+    debugger_port: int = 5678
+    pycharm_host: str | None = None
+    pycharm_port: int | None = None
+    forbid_debugger: bool = False
+
+
+OPTIONS_CLASSES: tuple[type[Options], ...] = (ServeOptions, ConsumeOptions, CeleryOptions)
 
 
 def probe_port_of(options: Options) -> int:
@@ -1211,12 +1272,15 @@ OTHER_NAMES = frozenset(
         "HURRICANE_PROCESS_INDEX",  # a serving process of --processes
         "HURRICANE_PROCESS_DIR",
         "HURRICANE_APP_DIR",  # the image's entrypoint's own
+        "HURRICANE_CELERY_APP",  # the entrypoint's: the Celery app of celery-worker/-beat
         "HURRICANE_FILE_VARS",
         "HURRICANE_IMAGE_CACHE",  # image/podman's, on a developer's machine
         "HURRICANE_DRY_RUN",  # print what serve/consume would do (hurricane.config.plan)
     }
 )
-KNOWN_NAMES = OTHER_NAMES | {option.variable for option in (*SERVE_OPTIONS, *CONSUME_OPTIONS)}
+KNOWN_NAMES = OTHER_NAMES | {
+    option.variable for option in (*SERVE_OPTIONS, *CONSUME_OPTIONS, *CELERY_OPTIONS)
+}
 OLD_NAMES = frozenset(
     name for option in SERVE_OPTIONS for name in option.old_names if name.startswith(PREFIX)
 )

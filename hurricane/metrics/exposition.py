@@ -408,3 +408,106 @@ class ConsumerMetrics(ProcessMetrics):
             "Messages received and waiting for the handler.",
             backlog,
         )
+
+
+# Celery tasks run from milliseconds to many minutes: the default buckets stop at 10 s.
+TASK_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+
+class CeleryWorkerMetrics(ProcessMetrics):
+    """A Celery worker's metrics (hurricane.celery), all recorded in the worker's main
+    process: it sees every task come in, start and end, whatever the pool."""
+
+    startup_help = "Seconds from the start of the worker until it consumed its queues."
+
+    def __init__(
+        self,
+        connected: Callable[[], float],
+        reserved: Callable[[], float],
+        busy: Callable[[], float],
+        idle: Callable[[], float],
+        loop_age: Callable[[], float],
+    ) -> None:
+        super().__init__()
+        registry = self.registry
+        self.received = Counter(
+            "hurricane_celery_tasks_received",
+            "Tasks the worker took from the broker, by task name.",
+            ("task",),
+            registry=registry,
+        )
+        self.started = Counter(
+            "hurricane_celery_tasks_started",
+            "Tasks a pool process began, by task name.",
+            ("task",),
+            registry=registry,
+        )
+        self.finished = Counter(
+            "hurricane_celery_tasks_finished",
+            "Tasks that ended, by task name and outcome: succeeded, failed, retried, "
+            "rejected, ignored or revoked.",
+            ("task", "outcome"),
+            registry=registry,
+        )
+        self.run_time = Histogram(
+            "hurricane_celery_task_run_seconds",
+            "Time a task ran in the pool, by task name.",
+            ("task",),
+            buckets=TASK_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.wait_time = Histogram(
+            "hurricane_celery_task_wait_seconds",
+            "Time from the worker receiving a task (or from its ETA, if later) until a "
+            "pool process began it, by task name: prefetched tasks wait here.",
+            ("task",),
+            buckets=TASK_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.reconnects = Counter(
+            "hurricane_celery_reconnects",
+            "Times the worker consumed again after losing the broker.",
+            registry=registry,
+        )
+        self.gauge_of(
+            "hurricane_celery_connected",
+            "1 while connected to the broker and consuming, else 0.",
+            connected,
+        )
+        self.gauge_of(
+            "hurricane_celery_tasks_reserved",
+            "Tasks received (prefetched) and waiting for a pool process.",
+            reserved,
+        )
+        self.gauge_of("hurricane_celery_pool_busy", "Pool processes running a task.", busy)
+        self.gauge_of("hurricane_celery_pool_idle", "Pool processes without a task.", idle)
+        self.gauge_of(
+            "hurricane_celery_loop_heartbeat_age_seconds",
+            "Seconds since the worker's consumer loop last beat (liveness fails past "
+            "--celery-loop-timeout while connected).",
+            loop_age,
+        )
+
+
+class CeleryBeatMetrics(ProcessMetrics):
+    """Celery beat's metrics (hurricane.celery)."""
+
+    startup_help = "Seconds from the start of beat until its scheduler first ticked."
+
+    def __init__(self, connected: Callable[[], float], tick_age: Callable[[], float]) -> None:
+        super().__init__()
+        self.ticks = Counter(
+            "hurricane_celery_beat_ticks",
+            "Times the scheduler looked for due tasks.",
+            registry=self.registry,
+        )
+        self.gauge_of(
+            "hurricane_celery_beat_connected",
+            "1 while beat's last look at the broker found it answering, else 0.",
+            connected,
+        )
+        self.gauge_of(
+            "hurricane_celery_beat_tick_age_seconds",
+            "Seconds since the scheduler last ticked.",
+            tick_age,
+        )

@@ -329,6 +329,11 @@ class DjangoLivenessHandler(ProbeHandler):
             state.report_liveness(False, ["max lifetime exceeded"])
             self.answer(400, f"max lifetime of {state.max_lifetime} {state.lifetime_unit} exceeded")
             return
+        reason = state.not_alive_reason()
+        if reason:
+            state.report_liveness(False, [reason])
+            self.answer(500, reason)
+            return
         problems = await state.checks.run("liveness", liveness_errors)
         state.report_liveness(not problems, [str(problem) for problem in problems])
         if problems:

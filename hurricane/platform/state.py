@@ -69,6 +69,11 @@ class ProbeState:
         """Why readiness must fail before any check runs, or None."""
         return None
 
+    def not_alive_reason(self) -> str | None:
+        """Why liveness must fail before any check runs, or None: read on the probe
+        server's thread, so it must not block (no broker round trip)."""
+        return None
+
     def mark_started(self, seconds: float, **details: Any) -> None:
         """Start-up is done: the startup probe turns 200."""
         self.started = True
