@@ -251,7 +251,8 @@ def test_the_manifests_run_the_demo_image_of_this_version() -> None:
         "\n".join(path.read_text() for path in (ROOT / "k8s-manifests").rglob("*.yaml")),
         re.M,
     )
-    assert len(images) == 3  # web, the migration Job, the consumer
+    # web, the migration Job, the consumer, the Celery worker and beat
+    assert len(images) == 5
     assert set(images) == {f"blueshoe/hurricane-demo:{PROJECT_VERSION}"}
 
 

@@ -266,6 +266,8 @@ def test_sigterm_fails_readiness_at_once_and_finishes_the_task_in_hand(
     worker.wait(lambda: worker.metric("hurricane_celery_pool_busy") == 1, 10, "the task begun")
 
     worker.signal(signal.SIGTERM)
+    # At once: within the moment the worker's main thread takes to run its handler.
+    worker.wait(lambda: worker.status("/ready") == 503, 2, "readiness 503")
     draining = worker.probe("/ready")
     assert (draining.status_code, draining.text) == (503, "draining\n")
     hook = webhook_receiver.wait_for(
