@@ -23,6 +23,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 from tornado.platform.asyncio import AsyncIOMainLoop
+from tornado.websocket import WebSocketHandler, WebSocketProtocol13, _WebSocketParams
 
 # The Tornado releases (major, minor) this module is checked against; pyproject.toml
 # admits these and nothing newer.
@@ -144,6 +145,78 @@ def adopt_stream(stream: IOStream, subclass: type[IOStream]) -> None:
 def stop_timing_headers(server: HTTPServer) -> None:
     """Turn off Tornado's per-request header timer: the sweep times header reads."""
     server.conn_params.header_timeout = None
+
+
+# -- WebSockets ------------------------------------------------------------------------------
+
+
+class StrictWebSocketProtocol(WebSocketProtocol13):
+    """Tornado's WebSocket protocol (framing, masking, fragments, ping/pong, the size
+    limit, permessage-deflate), with the close codes RFC 6455 asks for where Tornado
+    only drops the connection, so that a client (and the app's ``websocket.disconnect``)
+    learns why:
+
+    - a text message that is not UTF-8: Tornado aborts; here the handler gets it as
+      bytes with :attr:`message_is_text` set, decodes it itself and closes with 1007;
+    - a protocol error (a fragmented or oversized control frame, reserved bits, a
+      continuation of nothing, an unknown opcode): every one ends in ``_abort()``
+      while the connection is open and no close was sent; here a close 1002 goes
+      out first.
+
+    It also records the close codes that went each way (:attr:`sent_code`,
+    :attr:`received_close`), which Tornado folds into one ``close_code`` of the
+    client's. It relies on ``_handle_message(opcode, data)`` (called once per whole
+    message and per control frame) and ``_abort()``.
+    """
+
+    message_is_text = False
+    #: The first close code this side sent (None: none yet).
+    sent_code: int | None = None
+    #: Whether the client sent a close frame.
+    received_close = False
+
+    def _handle_message(self, opcode: int, data: bytes) -> Any:
+        if opcode == 0x1:
+            self.message_is_text = True
+            # As binary: decompressed and counted the same, but not decoded here.
+            return super()._handle_message(0x2, data)
+        self.message_is_text = False
+        if opcode == 0x8:
+            self.received_close = True
+        return super()._handle_message(opcode, data)
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if self.sent_code is None and not self.server_terminated:
+            self.sent_code = 1000 if code is None and reason is not None else code
+        super().close(code, reason)
+
+    def _abort(self) -> None:
+        stream = self.stream
+        if stream is not None and not stream.closed() and not self.server_terminated:
+            # Only a protocol error aborts an open connection before a close was sent:
+            # a closed stream, a failed handshake (no stream yet) and the size limit
+            # (which closes with 1009 first) do not get here.
+            self.close(1002, "protocol error")
+        super()._abort()
+
+
+def websocket_protocol(
+    handler: WebSocketHandler,
+    ping_interval: float | None,
+    ping_timeout: float | None,
+    max_message_size: int,
+    compression_options: dict[str, Any] | None,
+) -> StrictWebSocketProtocol:
+    """A server-side :class:`StrictWebSocketProtocol` for ``handler``, for its
+    ``get_websocket_protocol()``: Tornado's own builds its parameters in the private
+    ``_WebSocketParams``."""
+    params = _WebSocketParams(
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        max_message_size=max_message_size,
+        compression_options=compression_options,
+    )
+    return StrictWebSocketProtocol(handler, False, params)
 
 
 # -- the event loop -----------------------------------------------------------------------
