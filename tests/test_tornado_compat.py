@@ -330,3 +330,83 @@ def test_the_tornado_in_use_is_one_checked_and_pyproject_admits_no_newer():
     [requirement] = [d for d in pyproject["project"]["dependencies"] if d.startswith("tornado")]
     newest = max(compat.TESTED_TORNADO)
     assert f"<{newest[0]}.{newest[1] + 1}" in requirement, requirement
+
+
+# -- WebSockets ---------------------------------------------------------------------------------
+
+
+def test_strict_websocket_protocol_hands_text_as_bytes_and_records_close_codes():
+    """websocket_protocol builds Tornado's protocol from the private _WebSocketParams;
+    _handle_message gets each whole message with its opcode (text is handed on as
+    bytes, flagged), and a close frame from the client is seen as one."""
+    import tornado.web
+    import tornado.websocket
+
+    seen: list[Any] = []
+    closed: Any = None  # a future, made on the loop below
+
+    class Handler(tornado.websocket.WebSocketHandler):
+        def get_websocket_protocol(self) -> Any:
+            self.protocol = compat.websocket_protocol(self, None, None, 1024, None)
+            return self.protocol
+
+        def on_message(self, message: Any) -> None:
+            seen.append((message, self.protocol.message_is_text))
+            if message == b"close please":
+                self.close(4000, "as asked")
+
+        def on_close(self) -> None:
+            closed.set_result((self.protocol.sent_code, self.protocol.received_close))
+
+    async def scenario() -> None:
+        nonlocal closed
+        closed = asyncio.get_running_loop().create_future()
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(tornado.web.Application([(r"/", Handler)]))
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        try:
+            client = await tornado.websocket.websocket_connect(f"ws://127.0.0.1:{port}/")
+            await client.write_message("tëxt")
+            await client.write_message(b"\x00bin", binary=True)
+            await client.write_message(b"close please", binary=True)
+            assert await client.read_message() is None  # closed by the server
+            assert await asyncio.wait_for(closed, 5) == (4000, True)
+        finally:
+            server.stop()
+
+    asyncio.run(scenario())
+    assert seen == [("tëxt".encode(), True), (b"\x00bin", False), (b"close please", False)]
+
+
+def test_strict_websocket_protocol_closes_a_protocol_error_with_1002():
+    """Tornado ends every framing error in _abort() with the stream open; the
+    subclass sends a close 1002 first."""
+    import tornado.web
+    import tornado.websocket
+
+    class Handler(tornado.websocket.WebSocketHandler):
+        def get_websocket_protocol(self) -> Any:
+            return compat.websocket_protocol(self, None, None, 1024, None)
+
+    async def scenario() -> bytes:
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(tornado.web.Application([(r"/", Handler)]))
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(bytes([0x09, 0x80]) + b"\0\0\0\0")  # a ping without FIN
+            frame = await asyncio.wait_for(reader.read(64), 5)
+            writer.close()
+            return frame
+        finally:
+            server.stop()
+
+    frame = asyncio.run(scenario())
+    assert frame[0] == 0x88 and frame[2:4] == (1002).to_bytes(2, "big"), frame
