@@ -410,3 +410,11 @@ def test_strict_websocket_protocol_closes_a_protocol_error_with_1002():
 
     frame = asyncio.run(scenario())
     assert frame[0] == 0x88 and frame[2:4] == (1002).to_bytes(2, "big"), frame
+
+
+def test_has_header_sees_a_field_whatever_the_case_the_client_sent():
+    headers = httputil.HTTPHeaders.parse("Host: x\r\nupgrade: websocket\r\nCONNECTION: Upgrade\r\n")
+    assert compat.has_header(headers, "Upgrade")
+    assert compat.has_header(headers, "Connection")
+    assert not compat.has_header(headers, "Sec-Websocket-Key")
+    assert not compat.has_header(httputil.HTTPHeaders(), "Upgrade")

@@ -33,6 +33,7 @@ from hurricane.http.response import (
 from hurricane.http.tornado_compat import (
     close_after_response,
     closes_after_response,
+    has_header,
     header_field_count,
     wrote_response_head,
 )
@@ -216,11 +217,11 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             # Only possible when the probes share the app port: the app is not up yet.
             self.answer_error(503, "Service starting", close=True)
             return None
-        # get_list: no exception raised when the header is absent, as on nearly every
-        # request; the WebSocket check runs only when it is there.
+        # The WebSocket check runs only when an Upgrade header came, as on almost no
+        # request.
         if (
             start_line.method == "GET"
-            and headers.get_list("Upgrade")
+            and has_header(headers, "Upgrade")
             and asks_for_websocket(headers)
         ):
             return self._websocket(start_line, headers)
