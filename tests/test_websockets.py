@@ -558,6 +558,11 @@ def test_lifespan_auto_serves_without_an_application_that_does_not_take_it(tmp_p
         server.kill()
 
 
+def test_the_lifespan_state_reaches_http_requests_too(server):
+    response = requests.get(server.url("/lifespan-state/"), timeout=5)
+    assert response.json() == {"greeting": "hello from lifespan"}
+
+
 def test_lifespan_off_never_sends_it(tmp_path):
     server = start_server(tmp_path, "--lifespan", "off")
     try:

@@ -338,7 +338,9 @@ class Server:
                 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
                 application = ASGIStaticFilesHandler(application)
-            router.container = HurricaneASGIContainer(application, route_of)
+            router.container = container = HurricaneASGIContainer(application, route_of)
+            if self.lifespan is not None:
+                container.lifespan_state = self.lifespan.state
             self.attach_websockets(application)
             return
         self.mode = "ASGI: async views on the loop, sync views in the pool"

@@ -133,4 +133,14 @@ async def application(scope, receive, send):
         return await lifespan(scope, receive, send)
     if scope["type"] == "websocket":
         return await websocket(scope, receive, send)
+    if scope["path"] == "/lifespan-state/":
+        body = json.dumps(scope.get("state")).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        return await send({"type": "http.response.body", "body": body})
     return await django_application(scope, receive, send)
