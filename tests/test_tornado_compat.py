@@ -418,3 +418,39 @@ def test_has_header_sees_a_field_whatever_the_case_the_client_sent():
     assert compat.has_header(headers, "Connection")
     assert not compat.has_header(headers, "Sec-Websocket-Key")
     assert not compat.has_header(httputil.HTTPHeaders(), "Upgrade")
+
+
+@pytest.mark.parametrize("compression", [None, {}], ids=["plain", "permessage-deflate"])
+def test_write_websocket_message_frames_text_and_binary_compressed_or_not(compression):
+    """write_websocket_message writes through the private _write_frame, compressing
+    with the connection's _compressor when deflate was negotiated; its future is the
+    stream's."""
+    import tornado.web
+    import tornado.websocket
+
+    class Handler(tornado.websocket.WebSocketHandler):
+        def get_compression_options(self) -> Any:
+            return compression
+
+        async def on_message(self, message: Any) -> None:
+            protocol = self.ws_connection
+            await compat.write_websocket_message(protocol, "tëxt ".encode() * 50, False)
+            await compat.write_websocket_message(protocol, b"\x00\xff" * 50, True)
+
+    async def scenario() -> list[Any]:
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(tornado.web.Application([(r"/", Handler)]))
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        try:
+            client = await tornado.websocket.websocket_connect(
+                f"ws://127.0.0.1:{port}/", compression_options=compression
+            )
+            await client.write_message("go")
+            received = [await client.read_message(), await client.read_message()]
+            client.close()
+            return received
+        finally:
+            server.stop()
+
+    assert asyncio.run(scenario()) == ["tëxt " * 50, b"\x00\xff" * 50]

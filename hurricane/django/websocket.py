@@ -24,12 +24,17 @@ import logging
 from typing import Any
 
 import tornado.web
-from tornado.websocket import WebSocketClosedError, WebSocketHandler
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketHandler
 
 from hurricane.django.asgi import ASGI_VERSIONS, build_scope
 from hurricane.http.forwarded import TrustedProxies
 from hurricane.http.response import error_response
-from hurricane.http.tornado_compat import StrictWebSocketProtocol, websocket_protocol
+from hurricane.http.tornado_compat import (
+    StrictWebSocketProtocol,
+    websocket_protocol,
+    write_websocket_message,
+)
 from hurricane.http.websocket import GOING_AWAY, OpenWebSockets, WebSocketLimits
 
 logger = logging.getLogger("hurricane.server.general")
@@ -409,17 +414,24 @@ class ASGIWebSocketHandler(WebSocketHandler):
             if self.disconnect is not None or self.app_closed:
                 raise ClientDisconnected("the WebSocket is closed")
             text, data = message.get("text"), message.get("bytes")
+            if text is not None:
+                payload, binary = text.encode("utf-8"), False
+            elif data is not None:
+                payload, binary = bytes(data), True
+            else:
+                raise ASGIMessageError("websocket.send with neither text nor bytes")
+            protocol = self.ws_connection
+            if protocol is None or protocol.is_closing():
+                raise ClientDisconnected("the WebSocket is closed")
             try:
-                if text is not None:
-                    written = self.write_message(text)
-                elif data is not None:
-                    written = self.write_message(bytes(data), binary=True)
-                else:
-                    raise ASGIMessageError("websocket.send with neither text nor bytes")
+                written = write_websocket_message(protocol, payload, binary)  # type: ignore[arg-type]
                 if self.bridge.metrics is not None:
                     self.bridge.metrics.message("out")
-                await written
-            except WebSocketClosedError:
+                # Returns once the stream took the frame: a client that does not read
+                # holds its application here.
+                if not written.done():
+                    await written
+            except StreamClosedError:
                 raise ClientDisconnected("the WebSocket is closed") from None
             return
         if kind == "websocket.accept":

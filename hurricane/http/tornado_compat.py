@@ -207,6 +207,23 @@ class StrictWebSocketProtocol(WebSocketProtocol13):
         super()._abort()
 
 
+def write_websocket_message(
+    protocol: WebSocketProtocol13, message: bytes, binary: bool
+) -> Future[None]:
+    """Send one whole message (compressed when the connection negotiated it), as
+    ``write_message`` does, and return the stream's future of its last byte.
+    ``write_message`` wraps that future in a task of its own, per message, to turn
+    its error into WebSocketClosedError: a task created, scheduled and collected for
+    every message sent (5% of the event loop's samples on an echo; py-spy). Raises
+    StreamClosedError on a closed stream, and its future fails with it."""
+    protocol._message_bytes_out += len(message)
+    flags = 0
+    if protocol._compressor:
+        message = protocol._compressor.compress(message)
+        flags |= protocol.RSV1
+    return protocol._write_frame(True, 0x2 if binary else 0x1, message, flags=flags)
+
+
 def websocket_protocol(
     handler: WebSocketHandler,
     ping_interval: float | None,
