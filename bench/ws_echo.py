@@ -150,8 +150,11 @@ def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
 
 
-async def echo_load(port: int, clients: int, duration: float) -> int:
+async def echo_load(port: int, clients: int, duration: float, pid: int) -> tuple[int, float]:
+    """Round trips in ``duration`` and the server's CPU seconds meanwhile (the
+    handshakes before are not counted)."""
     connections = [await open_websocket(port) for _ in range(clients)]
+    cpu_before = cpu_seconds(pid)
     stop = time.monotonic() + duration
     counts = [0] * clients
 
@@ -164,9 +167,10 @@ async def echo_load(port: int, clients: int, duration: float) -> int:
             counts[index] += 1
 
     await asyncio.gather(*(client(i) for i in range(clients)))
+    cpu = cpu_seconds(pid) - cpu_before
     for _, writer in connections:
         writer.close()
-    return sum(counts)
+    return sum(counts), cpu
 
 
 async def idle_memory(pid: int, port: int) -> float:
@@ -203,10 +207,12 @@ def main() -> None:
         for server in order:
             process, port = start(server)
             try:
+                # Memory first, on the fresh process: after the load its heap has grown.
+                per_idle = asyncio.run(idle_memory(process.pid, port))
+                results.setdefault((server, "KiB/idle"), []).append(per_idle / 1024)
+                print(f"run {run + 1} {server}: {per_idle / 1024:.1f} KiB per idle WebSocket")
                 for clients in args.clients:
-                    cpu_before = cpu_seconds(process.pid)
-                    trips = asyncio.run(echo_load(port, clients, args.duration))
-                    cpu = cpu_seconds(process.pid) - cpu_before
+                    trips, cpu = asyncio.run(echo_load(port, clients, args.duration, process.pid))
                     rate = trips / args.duration
                     results.setdefault((server, f"rt/s c{clients}"), []).append(rate)
                     results.setdefault((server, f"rt/CPU-s c{clients}"), []).append(
@@ -217,9 +223,6 @@ def main() -> None:
                         f"{cpu:.2f} CPU-s, {trips / cpu if cpu else 0:,.0f} per CPU-s",
                         flush=True,
                     )
-                per_idle = asyncio.run(idle_memory(process.pid, port))
-                results.setdefault((server, "KiB/idle"), []).append(per_idle / 1024)
-                print(f"run {run + 1} {server}: {per_idle / 1024:.1f} KiB per idle WebSocket")
             finally:
                 process.terminate()
                 try:
