@@ -454,3 +454,59 @@ def test_write_websocket_message_frames_text_and_binary_compressed_or_not(compre
             server.stop()
 
     assert asyncio.run(scenario()) == ["tëxt " * 50, b"\x00\xff" * 50]
+
+
+def test_strict_websocket_protocol_cuts_frames_from_one_read_however_they_arrive():
+    """_read_bytes(n) is every read of a frame (header, length, mask, payload), and
+    _wire_bytes_in counts them: frames split byte by byte and frames sent together
+    in one write both arrive whole, and no byte is counted twice."""
+    import tornado.web
+    import tornado.websocket
+
+    seen: list[bytes] = []
+    protocols: list[Any] = []
+
+    class Handler(tornado.websocket.WebSocketHandler):
+        def get_websocket_protocol(self) -> Any:
+            protocol = compat.websocket_protocol(self, None, None, 1 << 20, None)
+            protocols.append(protocol)
+            return protocol
+
+        def on_message(self, message: Any) -> None:
+            seen.append(message)
+
+    def frame(payload: bytes) -> bytes:
+        mask = b"\x01\x02\x03\x04"
+        size = len(payload)
+        length = (
+            bytes([0x80 | size]) if size < 126 else bytes([0x80 | 126]) + size.to_bytes(2, "big")
+        )
+        return b"\x82" + length + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    frames = [frame(b"a" * 5), frame(b"b" * 300), frame(b"c" * 9000)]
+
+    async def scenario() -> None:
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(tornado.web.Application([(r"/", Handler)]))
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            for byte in frames[0] + frames[1][:7]:  # byte by byte, then part of the next
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.001)
+            writer.write(frames[1][7:] + frames[2] + frames[0])  # the rest together
+            await until(lambda: len(seen) == 4, "four messages")
+            writer.close()
+        finally:
+            server.stop()
+
+    asyncio.run(scenario())
+    assert seen == [b"a" * 5, b"b" * 300, b"c" * 9000, b"a" * 5]
+    assert protocols[0]._wire_bytes_in == len(frames[0]) * 2 + len(frames[1]) + len(frames[2])
