@@ -507,6 +507,36 @@ def test_sigterm_refuses_new_websockets_then_closes_open_ones_with_1001(tmp_path
         server.kill()
 
 
+def test_with_processes_the_drain_refuses_new_websockets_and_closes_open_ones(tmp_path):
+    """--processes 2: the supervisor holds --shutdown-delay; its serving processes
+    refuse new handshakes meanwhile, then close what is open with 1001."""
+    server = start_server(tmp_path, "--processes", "2", "--workers", "2", "--shutdown-delay", "1.5")
+    try:
+
+        async def drain():
+            open_ones = [await websockets.connect(ws_url(server, "/ws/idle/")) for _ in range(4)]
+            server.signal(signal.SIGTERM)
+            await asyncio.sleep(0.8)  # the serving processes see it at their next heartbeat
+            statuses = []
+            for _ in range(4):
+                with pytest.raises(websockets.InvalidStatus) as refused:
+                    await websockets.connect(ws_url(server, "/ws/idle/"))
+                statuses.append(refused.value.response.status_code)
+            codes = []
+            for ws in open_ones:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await ws.recv()
+                codes.append(closed.value.rcvd.code)
+            return statuses, codes
+
+        statuses, codes = run(drain())
+        assert statuses == [503] * 4
+        assert codes == [1001] * 4
+        assert server.wait_exit(10) == 0
+    finally:
+        server.kill()
+
+
 # -- 5. projects without a WebSocket application -----------------------------------------------
 
 
