@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
+import random
 import re
 import signal
 import socket
@@ -364,8 +367,22 @@ def test_invalid_utf8_in_a_text_message_is_closed_with_1007(server):
         client_frame(0x0, b"nothing to continue"),
         client_frame(0x3, b"reserved opcode"),
         bytes([0x80 | 0x40 | 0x1, 0x80 | 2]) + b"\0\0\0\0hi",  # RSV1 without deflate
+        client_frame(0x8, struct.pack("!H", 5000)),  # a close code no one may send
+        client_frame(0x8, struct.pack("!H", 1005)),  # "no status": never sent
+        client_frame(0x8, b"\x03"),  # half a code
+        client_frame(0x8, struct.pack("!H", 1000) + b"\xff"),  # a reason not UTF-8
     ],
-    ids=["fragmented-ping", "long-ping", "lone-continuation", "reserved-opcode", "rsv1"],
+    ids=[
+        "fragmented-ping",
+        "long-ping",
+        "lone-continuation",
+        "reserved-opcode",
+        "rsv1",
+        "close-5000",
+        "close-1005",
+        "close-1-byte",
+        "close-bad-reason",
+    ],
 )
 def test_protocol_errors_are_closed_with_1002(server, frame):
     sock, buffer = opened(server.port)
@@ -609,3 +626,94 @@ def test_options_are_checked(tmp_path):
     assert result.returncode != 0
     assert "--lifespan" in result.stdout + result.stderr
     assert "auto, on or off" in result.stdout + result.stderr
+
+
+# -- 7. a fuzz run ------------------------------------------------------------------------------
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def thread_count(pid: int) -> int:
+    return int(re.search(r"Threads:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())[1])
+
+
+def random_frame(rng: random.Random) -> bytes:
+    """A frame that may be anything: any opcode, flags, masked or not, a length that
+    may lie, a payload of random bytes or of text."""
+    payload = rng.choice(
+        [
+            b"",
+            rng.randbytes(rng.randint(1, 200)),
+            "é✓ text".encode() * rng.randint(1, 30),
+            rng.randbytes(rng.randint(126, 3000)),
+        ]
+    )
+    first = rng.getrandbits(8) if rng.random() < 0.3 else 0x80 | rng.choice([0, 1, 2, 8, 9, 10])
+    masked = rng.random() < 0.9
+    announced = len(payload) if rng.random() < 0.8 else rng.choice([0, 5, 126, 70000, 2**40])
+    if announced < 126:
+        header = bytes([first, (0x80 if masked else 0) | announced])
+    elif announced < 65536:
+        header = bytes([first, (0x80 if masked else 0) | 126]) + struct.pack("!H", announced)
+    else:
+        header = bytes([first, (0x80 if masked else 0) | 127]) + struct.pack("!Q", announced)
+    if not masked:
+        return header + payload
+    mask = rng.randbytes(4)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+def test_fuzzed_handshakes_and_frames_get_no_5xx_no_hang_and_leak_nothing(server):
+    rng = random.Random(20261204)
+    pid = server.process.pid
+    requests.get(server.url("/hello/"), timeout=5)  # the first request's lazy set-up
+    fds_before, threads_before = open_fds(pid), thread_count(pid)
+    errors_before = server.output.count(" ERROR ")
+    statuses = set()
+    # Handshakes with a field dropped, emptied or garbled.
+    for _ in range(60):
+        headers = {
+            name: rng.choice([None, "", "x" * rng.randint(1, 40), value])
+            for name, value in {
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Key": KEY,
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits",
+                "Sec-WebSocket-Protocol": "chat, other",
+            }.items()
+        }
+        headers["Upgrade"] = headers["Upgrade"] or "websocket"  # else it is plain HTTP
+        sock, head, _ = raw_handshake(server.port, path="/ws/echo/", headers=headers)
+        sock.close()
+        statuses.add(int(head.split()[1]))
+    assert not {s for s in statuses if s >= 500}, statuses
+    # Frames: each connection gets a burst of random frames, and must end (closed by
+    # the server, or answered) within a few seconds.
+    for _ in range(40):
+        sock, buffer = opened(server.port)
+        sock.sendall(b"".join(random_frame(rng) for _ in range(rng.randint(1, 8))))
+        sock.settimeout(0.5)
+        with contextlib.suppress(OSError):  # timed out (still open), or reset
+            while sock.recv(65536):
+                pass
+        sock.close()
+    assert requests.get(server.url("/hello/"), timeout=5).status_code == 200
+    wait_until(
+        lambda: open_fds(pid) <= fds_before + 2,
+        15,
+        f"the server's descriptors back to {fds_before} (now {open_fds(pid)})",
+    )
+    assert thread_count(pid) <= threads_before + 2
+    # What the application heard of each end is a code a peer may send, or the
+    # server's own 1005 (no code) and 1006 (dropped).
+    codes = {int(code) for code in re.findall(r"ws-app: disconnect (\d+)", server.output)}
+    assert all(
+        c in {1000, 1001, 1002, 1003, 1005, 1006} or 1007 <= c <= 1014 or 3000 <= c < 5000
+        for c in codes
+    ), codes
+    new_errors = server.output.count(" ERROR ") - errors_before
+    assert new_errors == 0, server.output[-3000:]

@@ -157,6 +157,28 @@ def stop_timing_headers(server: HTTPServer) -> None:
 # -- WebSockets ------------------------------------------------------------------------------
 
 
+# Close codes a peer may send (RFC 6455 7.4; 1012-1014 registered since): 1004-1006
+# and 1015 are never sent, 3000-4999 belong to libraries and applications.
+SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+
+
+def valid_close_payload(data: bytes) -> bool:
+    """Whether a close frame's payload is empty or a sendable code with a UTF-8
+    reason."""
+    if not data:
+        return True
+    if len(data) < 2:
+        return False
+    code = int.from_bytes(data[:2], "big")
+    if code not in SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
+        return False
+    try:
+        data[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 # Bytes a WebSocket asks its stream for at once (StrictWebSocketProtocol._read_bytes).
 READ_AHEAD = 65536
 
@@ -172,7 +194,8 @@ class StrictWebSocketProtocol(WebSocketProtocol13):
     - a protocol error (a fragmented or oversized control frame, reserved bits, a
       continuation of nothing, an unknown opcode): every one ends in ``_abort()``
       while the connection is open and no close was sent; here a close 1002 goes
-      out first.
+      out first. A close frame with a code no peer may send, or a reason that is
+      not UTF-8, is one too (Tornado takes any).
 
     It also records the close codes that went each way (:attr:`sent_code`,
     :attr:`received_close`), which Tornado folds into one ``close_code`` of the
@@ -195,6 +218,11 @@ class StrictWebSocketProtocol(WebSocketProtocol13):
             return super()._handle_message(0x2, data)
         self.message_is_text = False
         if opcode == 0x8:
+            if not valid_close_payload(data):
+                # Tornado would pass any code on (50089 reached the application) and
+                # fail in its task on a reason that is not UTF-8.
+                self._abort()
+                return None
             self.received_close = True
         return super()._handle_message(opcode, data)
 
