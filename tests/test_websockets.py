@@ -297,11 +297,21 @@ def test_metrics_count_connections_messages_and_closes(server):
     assert value_of(after, "hurricane_websocket_connections_open") >= 0
 
 
-def test_idle_websockets_do_not_make_the_pod_unready(server):
-    socks = [opened(server.port, "/ws/idle/")[0] for _ in range(40)]
+def test_a_thousand_idle_websockets_keep_the_pod_ready_in_bounded_memory(server):
+    """Idle WebSockets are not requests in flight: readiness stays 200 and HTTP is
+    answered at once. Their memory: bench/ws_echo.py measures about 24 KiB each; the
+    bound here leaves room for the allocator."""
+    pid = server.process.pid
+    requests.get(server.url("/hello/"), timeout=5)
+    before = process_rss_kib(pid)
+    socks = [opened(server.port, "/ws/idle/")[0] for _ in range(1000)]
     try:
         assert requests.get(server.probe("/ready"), timeout=5).status_code == 200
+        started = time.monotonic()
         assert requests.get(server.url("/hello/"), timeout=5).status_code == 200
+        assert time.monotonic() - started < 0.5
+        per_connection_kib = (process_rss_kib(pid) - before) / 1000
+        assert per_connection_kib < 64, f"{per_connection_kib:.0f} KiB per idle WebSocket"
     finally:
         for sock in socks:
             sock.close()
@@ -343,6 +353,21 @@ def test_an_oversize_message_is_closed_with_1009_before_its_payload(server):
     sock.close()
     assert opcode == 0x8
     assert close_code_of(payload)[0] == 1009
+
+
+def test_a_compressed_message_over_the_limit_once_inflated_is_closed_with_1009(server):
+    """A few KiB of deflate that inflate past --ws-max-message-size: refused as it
+    inflates, not after."""
+
+    async def talk():
+        async with websockets.connect(ws_url(server, "/ws/echo/")) as ws:
+            assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+            await ws.send("a" * (MAX_MESSAGE * 8))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            return closed.value.rcvd.code
+
+    assert run(talk()) == 1009
 
 
 def test_invalid_utf8_in_a_text_message_is_closed_with_1007(server):
