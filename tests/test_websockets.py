@@ -189,6 +189,19 @@ def test_application_close_code_and_reason_reach_the_client(server):
     assert (received.code, received.reason) == (4001, "see you")
 
 
+def test_a_close_reason_too_long_for_a_frame_is_cut_not_sent_broken(server):
+    async def talk():
+        async with websockets.connect(ws_url(server, "/ws/echo/")) as ws:
+            await ws.send("close 4002 " + "é" * 100)  # 200 bytes of UTF-8
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            return closed.value.rcvd
+
+    received = run(talk())
+    assert received.code == 4002
+    assert received.reason == "é" * 61  # 122 bytes: the 123rd would split a character
+
+
 def test_the_clients_close_code_reaches_the_application(server):
     async def talk():
         async with websockets.connect(ws_url(server, "/ws/echo/")) as ws:

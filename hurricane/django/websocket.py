@@ -49,6 +49,18 @@ NO_STATUS = 1005
 INTERNAL_ERROR = 1011
 
 
+def close_reason(reason: str | None) -> str | None:
+    """A close frame's reason as it may go out: a control frame carries at most 125
+    bytes, two of them the code, so a longer reason is cut (at a character's end):
+    sent whole, the client would take the frame for a protocol error."""
+    if not reason:
+        return None
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= 123:
+        return reason
+    return encoded[:123].decode("utf-8", errors="ignore")
+
+
 class ClientDisconnected(OSError):
     """``send`` on a WebSocket that is closed (the ASGI spec asks for an OSError)."""
 
@@ -453,7 +465,8 @@ class ASGIWebSocketHandler(WebSocketHandler):
             if self.accepted and not self.app_closed:
                 self.app_closed = True
                 if self.ws_connection is not None:
-                    self.close(int(message.get("code", 1000)), message.get("reason") or None)
+                    reason = close_reason(message.get("reason"))
+                    self.close(int(message.get("code", 1000)), reason)
             return
         if kind == "websocket.http.response.start":
             if self.decided.done() or self.response_start is not None:
