@@ -291,10 +291,14 @@ def test_metrics_count_connections_messages_and_closes(server):
         async with websockets.connect(ws_url(server, "/ws/echo/")) as ws:
             await ws.send("one")
             await ws.recv()
+            # Messages are added to the counters every second.
             samples = scrape_until(
                 server,
-                lambda s: value_of(s, "hurricane_websocket_connections_open") >= 1,
-                "an open websocket counted",
+                lambda s: (
+                    value_of(s, "hurricane_websocket_connections_open") >= 1
+                    and value_of(s, "hurricane_websocket_messages_total", direction="out") >= 1
+                ),
+                "an open websocket and its messages counted",
             )
             await ws.close(4555)
             return samples

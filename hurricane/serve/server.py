@@ -371,6 +371,16 @@ class Server:
             lifespan_state=self.lifespan.state if self.lifespan is not None else None,
         )
         router.websocket_app = bridge.application_for_tornado()
+        websocket_metrics = bridge.metrics
+        if websocket_metrics is not None:
+            loop = asyncio.get_running_loop()
+            interval = websocket_metrics.FLUSH_INTERVAL
+
+            def flush() -> None:
+                websocket_metrics.flush()
+                loop.call_later(interval, flush)
+
+            loop.call_later(interval, flush)
 
     # -- in-place restart past --max-memory --------------------------------------------------
 
