@@ -43,6 +43,9 @@ logger = logging.getLogger("hurricane.server.general")
 #: reading: a few, so that a burst does not stall on every message, but bounded.
 INBOX_BOUND = 16
 
+#: Bytes a WebSocket's stream asks the kernel for per read (see open()).
+READ_CHUNK = 16384
+
 #: What ``websocket.disconnect`` says when no close frame came: the connection dropped.
 ABNORMAL_CLOSURE = 1006
 NO_STATUS = 1005
@@ -281,6 +284,13 @@ class ASGIWebSocketHandler(WebSocketHandler):
 
     def open(self, *args: str, **kwargs: str) -> None:
         """The client has its 101."""
+        stream = self.protocol.stream if self.protocol is not None else None
+        if stream is not None:
+            # Tornado's stream allocates a fresh buffer of this size for every recv
+            # (and tries one before waiting for each frame): 64 KiB took 1.3 µs to
+            # allocate where 16 KiB takes 0.17 (timeit), on messages mostly far
+            # smaller; a larger message takes a few more reads.
+            stream.read_chunk_size = READ_CHUNK
         if self.bridge.metrics is not None:
             self.bridge.metrics.opened()
         self.handshake_done.set_result(None)
