@@ -222,6 +222,28 @@ def test_a_dropped_connection_is_a_disconnect_1006(server):
     )
 
 
+def test_a_client_that_leaves_before_the_application_decides(server):
+    """The handshake waits for the application; a client gone meanwhile is a
+    websocket.disconnect 1006, and a late accept raises an OSError (the spec's)."""
+    before = server.output.count("ws-app: accept failed: ClientDisconnected")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    sock.sendall(
+        (
+            f"GET /ws/slow-accept/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    time.sleep(0.1)
+    sock.close()
+    wait_until(
+        lambda: server.output.count("ws-app: accept failed: ClientDisconnected") > before,
+        10,
+        "the late accept to fail",
+    )
+    assert requests.get(server.url("/hello/"), timeout=5).status_code == 200
+
+
 def test_accept_headers_scope_and_forwarded_client(server):
     async def talk(headers):
         async with websockets.connect(

@@ -236,6 +236,9 @@ class ASGIWebSocketHandler(WebSocketHandler):
             for name, value in headers:
                 self.add_header(name, value)
             await super().get(*args, **kwargs)  # 101, then frames until the close
+            # Ended, or refused by Tornado after all (a cross-site Sec-Fetch-Site
+            # without an Origin): either way the application hears of it.
+            self._client_gone(ABNORMAL_CLOSURE)
         elif kind == "close":
             self._answer(*error_response(403))
         elif kind == "response":

@@ -104,6 +104,14 @@ async def websocket(scope, receive, send):
         shown["headers"] = {k.decode(): v.decode() for k, v in scope["headers"]}
         await send({"type": "websocket.send", "text": json.dumps(shown)})
         return await until_disconnect(receive)
+    if path == "/ws/slow-accept/":
+        # Decides late: the client may be gone by then.
+        await asyncio.sleep(0.5)
+        try:
+            await send({"type": "websocket.accept"})
+        except OSError as error:
+            report(f"accept failed: {type(error).__name__}")
+        return await until_disconnect(receive)
     if path == "/ws/idle/":
         await send({"type": "websocket.accept"})
         return await until_disconnect(receive)
