@@ -596,6 +596,13 @@ def test_with_processes_the_drain_refuses_new_websockets_and_closes_open_ones(tm
 
         async def drain():
             open_ones = [await websockets.connect(ws_url(server, "/ws/idle/")) for _ in range(4)]
+            # The supervisor's /metrics adds up its processes' open WebSockets.
+            await asyncio.to_thread(
+                scrape_until,
+                server,
+                lambda s: value_of(s, "hurricane_websocket_connections_open") == 4,
+                "4 open WebSockets over both processes",
+            )
             server.signal(signal.SIGTERM)
             await asyncio.sleep(0.8)  # the serving processes see it at their next heartbeat
             statuses = []

@@ -335,6 +335,15 @@ class WebSocketMetrics:
         self.closes.labels(str(code)).inc()
 
 
+class ServingProcessMetrics(HttpRequestMetrics):
+    """A serving process's of ``--processes``: the request and WebSocket instruments,
+    in prometheus_client's multiprocess files only (no registry, no endpoint)."""
+
+    def __init__(self) -> None:
+        super().__init__(registry=None)
+        self.websockets = WebSocketMetrics(registry=None)
+
+
 IN_FLIGHT_HELP = "Requests on the app port being read, waiting, run or written."
 BACKLOG_HELP = "App requests waiting for a free worker thread."
 

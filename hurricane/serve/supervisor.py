@@ -185,9 +185,9 @@ class ChildServerState(ServerState):
         self.metrics = None
 
     def make_metrics(self) -> Any:
-        from hurricane.metrics.exposition import HttpRequestMetrics
+        from hurricane.metrics.exposition import ServingProcessMetrics
 
-        return HttpRequestMetrics(registry=None)
+        return ServingProcessMetrics()
 
 
 def child_role_from_environment() -> ChildRole | None:
@@ -197,7 +197,8 @@ def child_role_from_environment() -> ChildRole | None:
     folder = os.environ.get(PROCESS_DIR_VARIABLE)
     if index is None or folder is None:
         return None
-    count = os.path.getsize(os.path.join(folder, "slots")) // (8 * len(FIELDS))
+    # The rows, and the supervisor's one integer after them (ProcessSlots).
+    count = (os.path.getsize(os.path.join(folder, "slots")) // 8 - 1) // len(FIELDS)
     slots = ProcessSlots(os.path.join(folder, "slots"), count)
     # The folder's name is random (mkdtemp): a supervisor's pid is not, in a container.
     return ChildRole(int(index), slots, os.getppid(), zlib.crc32(folder.encode()))
