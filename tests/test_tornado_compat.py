@@ -330,3 +330,183 @@ def test_the_tornado_in_use_is_one_checked_and_pyproject_admits_no_newer():
     [requirement] = [d for d in pyproject["project"]["dependencies"] if d.startswith("tornado")]
     newest = max(compat.TESTED_TORNADO)
     assert f"<{newest[0]}.{newest[1] + 1}" in requirement, requirement
+
+
+# -- WebSockets ---------------------------------------------------------------------------------
+
+
+def test_strict_websocket_protocol_hands_text_as_bytes_and_records_close_codes():
+    """websocket_protocol builds Tornado's protocol from the private _WebSocketParams;
+    _handle_message gets each whole message with its opcode (text is handed on as
+    bytes, flagged), and a close frame from the client is seen as one."""
+    import tornado.web
+    import tornado.websocket
+
+    seen: list[Any] = []
+    closed: Any = None  # a future, made on the loop below
+
+    class Handler(tornado.websocket.WebSocketHandler):
+        def get_websocket_protocol(self) -> Any:
+            self.protocol = compat.websocket_protocol(self, None, None, 1024, None)
+            return self.protocol
+
+        def on_message(self, message: Any) -> None:
+            seen.append((message, self.protocol.message_is_text))
+            if message == b"close please":
+                self.close(4000, "as asked")
+
+        def on_close(self) -> None:
+            closed.set_result((self.protocol.sent_code, self.protocol.received_close))
+
+    async def scenario() -> None:
+        nonlocal closed
+        closed = asyncio.get_running_loop().create_future()
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(tornado.web.Application([(r"/", Handler)]))
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        try:
+            client = await tornado.websocket.websocket_connect(f"ws://127.0.0.1:{port}/")
+            await client.write_message("tëxt")
+            await client.write_message(b"\x00bin", binary=True)
+            await client.write_message(b"close please", binary=True)
+            assert await client.read_message() is None  # closed by the server
+            assert await asyncio.wait_for(closed, 5) == (4000, True)
+        finally:
+            server.stop()
+
+    asyncio.run(scenario())
+    assert seen == [("tëxt".encode(), True), (b"\x00bin", False), (b"close please", False)]
+
+
+def test_strict_websocket_protocol_closes_a_protocol_error_with_1002():
+    """Tornado ends every framing error in _abort() with the stream open; the
+    subclass sends a close 1002 first."""
+    import tornado.web
+    import tornado.websocket
+
+    class Handler(tornado.websocket.WebSocketHandler):
+        def get_websocket_protocol(self) -> Any:
+            return compat.websocket_protocol(self, None, None, 1024, None)
+
+    async def scenario() -> bytes:
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(tornado.web.Application([(r"/", Handler)]))
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(bytes([0x09, 0x80]) + b"\0\0\0\0")  # a ping without FIN
+            frame = await asyncio.wait_for(reader.read(64), 5)
+            writer.close()
+            return frame
+        finally:
+            server.stop()
+
+    frame = asyncio.run(scenario())
+    assert frame[0] == 0x88 and frame[2:4] == (1002).to_bytes(2, "big"), frame
+
+
+def test_has_header_sees_a_field_whatever_the_case_the_client_sent():
+    headers = httputil.HTTPHeaders.parse("Host: x\r\nupgrade: websocket\r\nCONNECTION: Upgrade\r\n")
+    assert compat.has_header(headers, "Upgrade")
+    assert compat.has_header(headers, "Connection")
+    assert not compat.has_header(headers, "Sec-Websocket-Key")
+    assert not compat.has_header(httputil.HTTPHeaders(), "Upgrade")
+
+
+@pytest.mark.parametrize("compression", [None, {}], ids=["plain", "permessage-deflate"])
+def test_write_websocket_message_frames_text_and_binary_compressed_or_not(compression):
+    """write_websocket_message writes through the private _write_frame, compressing
+    with the connection's _compressor when deflate was negotiated; its future is the
+    stream's."""
+    import tornado.web
+    import tornado.websocket
+
+    class Handler(tornado.websocket.WebSocketHandler):
+        def get_compression_options(self) -> Any:
+            return compression
+
+        async def on_message(self, message: Any) -> None:
+            protocol = self.ws_connection
+            await compat.write_websocket_message(protocol, "tëxt ".encode() * 50, False)
+            await compat.write_websocket_message(protocol, b"\x00\xff" * 50, True)
+
+    async def scenario() -> list[Any]:
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(tornado.web.Application([(r"/", Handler)]))
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        try:
+            client = await tornado.websocket.websocket_connect(
+                f"ws://127.0.0.1:{port}/", compression_options=compression
+            )
+            await client.write_message("go")
+            received = [await client.read_message(), await client.read_message()]
+            client.close()
+            return received
+        finally:
+            server.stop()
+
+    assert asyncio.run(scenario()) == ["tëxt " * 50, b"\x00\xff" * 50]
+
+
+def test_strict_websocket_protocol_cuts_frames_from_one_read_however_they_arrive():
+    """_read_bytes(n) is every read of a frame (header, length, mask, payload), and
+    _wire_bytes_in counts them: frames split byte by byte and frames sent together
+    in one write both arrive whole, and no byte is counted twice."""
+    import tornado.web
+    import tornado.websocket
+
+    seen: list[bytes] = []
+    protocols: list[Any] = []
+
+    class Handler(tornado.websocket.WebSocketHandler):
+        def get_websocket_protocol(self) -> Any:
+            protocol = compat.websocket_protocol(self, None, None, 1 << 20, None)
+            protocols.append(protocol)
+            return protocol
+
+        def on_message(self, message: Any) -> None:
+            seen.append(message)
+
+    def frame(payload: bytes) -> bytes:
+        mask = b"\x01\x02\x03\x04"
+        size = len(payload)
+        length = (
+            bytes([0x80 | size]) if size < 126 else bytes([0x80 | 126]) + size.to_bytes(2, "big")
+        )
+        return b"\x82" + length + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    frames = [frame(b"a" * 5), frame(b"b" * 300), frame(b"c" * 9000)]
+
+    async def scenario() -> None:
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(tornado.web.Application([(r"/", Handler)]))
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            for byte in frames[0] + frames[1][:7]:  # byte by byte, then part of the next
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.001)
+            writer.write(frames[1][7:] + frames[2] + frames[0])  # the rest together
+            await until(lambda: len(seen) == 4, "four messages")
+            writer.close()
+        finally:
+            server.stop()
+
+    asyncio.run(scenario())
+    assert seen == [b"a" * 5, b"b" * 300, b"c" * 9000, b"a" * 5]
+    assert protocols[0]._wire_bytes_in == len(frames[0]) * 2 + len(frames[1]) + len(frames[2])

@@ -253,6 +253,7 @@ def parse_log_level(value: Any) -> str:
 LOOPS = ("auto", "uvloop", "asyncio")
 # The modes of --cpu-affinity.
 AFFINITY_MODES = ("auto", "off")
+LIFESPAN_MODES = ("auto", "on", "off")
 
 
 def uvloop_installed() -> bool:
@@ -270,6 +271,10 @@ def parse_loop(value: Any) -> str:
 
 def parse_cpu_affinity(value: Any) -> str:
     return _one_of(value, AFFINITY_MODES, "auto or off")
+
+
+def parse_lifespan(value: Any) -> str:
+    return _one_of(value, LIFESPAN_MODES, "auto, on or off")
 
 
 def parse_interface(value: Any) -> str | None:
@@ -677,6 +682,46 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         metavar="IPS",
     ),
     Option(
+        "lifespan",
+        parse_lifespan,
+        "auto",
+        "The ASGI lifespan protocol (startup and shutdown events): auto runs it when "
+        "the application supports it; on requires it (a failure fails the start); off "
+        "never sends it.",
+        metavar="MODE",
+    ),
+    Option(
+        "ws_max_message_size",
+        parse_size,
+        1024**2,
+        "Largest WebSocket message taken from a client (ASGI projects); a larger one "
+        "closes the connection with code 1009.",
+        metavar="BYTES",
+    ),
+    Option(
+        "ws_ping_interval",
+        non_negative_seconds,
+        20.0,
+        "Send a WebSocket ping this often, so that proxies see traffic on idle "
+        "connections and dead clients are found; 0: no pings.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "ws_ping_timeout",
+        non_negative_seconds,
+        20.0,
+        "Close a WebSocket whose client has not answered a ping within this long "
+        "(at most --ws-ping-interval); 0: never.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "ws_per_message_deflate",
+        parse_bool,
+        True,
+        "Offer WebSocket compression (permessage-deflate) to clients that ask for it.",
+        metavar="BOOL",
+    ),
+    Option(
         "shutdown_delay",
         non_negative_seconds,
         0.0,
@@ -1040,6 +1085,11 @@ class ServeOptions(Options):
     body_timeout: float
     write_timeout: float
     forwarded_allow_ips: ProxyNetworks | None
+    lifespan: str
+    ws_max_message_size: int
+    ws_ping_interval: float
+    ws_ping_timeout: float
+    ws_per_message_deflate: bool
     shutdown_delay: float
 
 

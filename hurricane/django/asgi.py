@@ -171,9 +171,14 @@ class HurricaneASGIContainer:
         self.application = application
         self.route_of = route_of
         self.tasks: set[asyncio.Task] = set()
+        # The application's lifespan state (hurricane.django.lifespan), copied into
+        # every request's scope as the ASGI spec asks; None without a lifespan.
+        self.lifespan_state: dict[str, Any] | None = None
 
     def serve(self, body: Body, sink: ResponseSink) -> None:
         scope = build_scope(sink)
+        if self.lifespan_state is not None:
+            scope["state"] = dict(self.lifespan_state)
         if self.route_of is not None:
             sink.route = self.route_of(scope["path"])
         self.run(scope, body, sink)

@@ -33,9 +33,11 @@ from hurricane.http.response import (
 from hurricane.http.tornado_compat import (
     close_after_response,
     closes_after_response,
+    has_header,
     header_field_count,
     wrote_response_head,
 )
+from hurricane.http.websocket import asks_for_websocket, handshake_problem
 
 if TYPE_CHECKING:
     from hurricane.serve.server import ServerState
@@ -113,6 +115,10 @@ class RequestRouter(httputil.HTTPServerConnectionDelegate):
         # Whose X-Forwarded-* headers are believed; None (the default: no one's) costs
         # one attribute test per request.
         self.trusted_proxies: TrustedProxies | None = None
+        # The Tornado application that answers WebSocket handshakes (an ASGI
+        # application that takes them: hurricane.django.websocket); None: every
+        # handshake gets 400.
+        self.websocket_app: Any = None
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
@@ -211,10 +217,44 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             # Only possible when the probes share the app port: the app is not up yet.
             self.answer_error(503, "Service starting", close=True)
             return None
+        # The WebSocket check runs only when an Upgrade header came, as on almost no
+        # request.
+        if (
+            start_line.method == "GET"
+            and has_header(headers, "Upgrade")
+            and asks_for_websocket(headers)
+        ):
+            return self._websocket(start_line, headers)
         length = announced_length(headers)
         if length is not None and length > state.max_body_size:
             self._refuse(413, "Request body too large")
         return None
+
+    def _websocket(
+        self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders
+    ) -> Awaitable[None] | None:
+        """A WebSocket handshake: refused from its headers when nothing here can take
+        it, else handed to the WebSocket application (as probes and files are to
+        theirs)."""
+        router = self.router
+        app = router.websocket_app
+        if app is None:
+            # Not a 200 from a view that ignores the Upgrade header: the client would
+            # wait for frames that never come.
+            self._refuse(
+                400, "No WebSockets here: the application serves HTTP only (no ASGI_APPLICATION)"
+            )
+            return None
+        problem = handshake_problem(start_line, headers)
+        if problem is not None:
+            self._refuse(*problem)
+            return None
+        if router.state.draining:
+            self._refuse(503, "Shutting down: no new WebSockets")
+            return None
+        self.inner = app.start_request(self.server_conn, self.conn)
+        self._finish_tracking_on_response_end()
+        return self.inner.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self.inner is not None:

@@ -281,6 +281,69 @@ class HttpRequestMetrics:
         ResponseSizeMetric.prometheus.observe(size)
 
 
+class WebSocketMetrics:
+    """The WebSocket connections of the app port (ASGI projects): how many are open,
+    the messages each way, and the closes by code (1000 normal, 1001 going away on a
+    drain, 1006 dropped without a close, 1009 too big, ...). With ``--processes``,
+    kept in prometheus_client's multiprocess files like the request counters; the
+    open connections add up over the live processes."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.open = Gauge(
+            "hurricane_websocket_connections_open",
+            "WebSocket connections open (handshake done, not closed yet).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.messages = Counter(
+            "hurricane_websocket_messages",
+            "WebSocket messages, by direction: in from clients, out to them.",
+            ["direction"],
+            registry=registry,
+        )
+        self.closes = Counter(
+            "hurricane_websocket_closes",
+            "WebSocket connections closed, by close code (the client's, else the server's).",
+            ["code"],
+            registry=registry,
+        )
+        self._in = self.messages.labels("in")
+        self._out = self.messages.labels("out")
+        # Messages are counted in plain integers on the loop and added to the
+        # counters by flush(), every FLUSH_INTERVAL: a counter's inc() takes a lock,
+        # 7% of the loop's samples on an echo at 1,000 clients (py-spy).
+        self.pending_in = 0
+        self.pending_out = 0
+
+    FLUSH_INTERVAL = 1.0
+
+    def opened(self) -> None:
+        self.open.inc()
+
+    def flush(self) -> None:
+        """Add the messages counted since the last flush (on the loop)."""
+        if self.pending_in:
+            pending, self.pending_in = self.pending_in, 0
+            self._in.inc(pending)
+        if self.pending_out:
+            pending, self.pending_out = self.pending_out, 0
+            self._out.inc(pending)
+
+    def closed(self, code: int) -> None:
+        self.flush()
+        self.open.dec()
+        self.closes.labels(str(code)).inc()
+
+
+class ServingProcessMetrics(HttpRequestMetrics):
+    """A serving process's of ``--processes``: the request and WebSocket instruments,
+    in prometheus_client's multiprocess files only (no registry, no endpoint)."""
+
+    def __init__(self) -> None:
+        super().__init__(registry=None)
+        self.websockets = WebSocketMetrics(registry=None)
+
+
 IN_FLIGHT_HELP = "Requests on the app port being read, waiting, run or written."
 BACKLOG_HELP = "App requests waiting for a free worker thread."
 
@@ -296,6 +359,7 @@ class HttpMetrics(ProcessMetrics, HttpRequestMetrics):
         HttpRequestMetrics.__init__(self, self.registry)
         self.gauge_of("hurricane_http_requests_in_flight", IN_FLIGHT_HELP, in_flight)
         self.gauge_of("hurricane_http_request_backlog", BACKLOG_HELP, backlog)
+        self.websockets = WebSocketMetrics(self.registry)
 
 
 class ServingProcessesCollector:

@@ -28,6 +28,7 @@ from hurricane.http.server import (
     log_tornado_request,
 )
 from hurricane.http.tornado_compat import close_after_response
+from hurricane.http.websocket import OpenWebSockets, WebSocketLimits
 from hurricane.metrics.requests import RequestQueueLengthMetric
 from hurricane.platform.listening import hand_on_sockets, inherited_sockets
 from hurricane.platform.startup import StartupError
@@ -126,6 +127,9 @@ class Server:
         self.pool: WorkerPool | None = None
         self.router: RequestRouter | None = None
         self.app_server: AppHTTPServer | None = None
+        # The open WebSockets (an ASGI application that takes them), for the drain.
+        self.websockets: OpenWebSockets | None = None
+        self.lifespan: Any = None  # hurricane.django.lifespan.Lifespan, when it runs
 
     def run(self) -> int:
         with asyncio.Runner(loop_factory=loop_factory(self.options.loop)) as runner:
@@ -173,6 +177,14 @@ class Server:
         except Exception as error:
             await self.lifecycle.fail_startup("Loading the application failed", error)
             return False
+        if self.lifespan is not None:
+            from hurricane.django.lifespan import LifespanFailed
+
+            try:
+                await self.lifespan.startup()
+            except LifespanFailed as failure:
+                await self.lifecycle.fail_startup(f"ASGI lifespan start-up failed: {failure}", None)
+                return False
         if self.core_choice is not None:
             self.keep_to_one_core(loop, self.core_choice)
         return True
@@ -196,6 +208,15 @@ class Server:
             close_after_response(request_conn)
         app_server.close_idle_connections(requests.busy_connections(), requests.used_connections)
         deadline = time.monotonic() + self.options.graceful_timeout
+        # Open WebSockets get 1001 ("going away") now, after --shutdown-delay, so that
+        # their clients reconnect to another pod; they close alongside the requests.
+        closing_websockets = (
+            asyncio.ensure_future(
+                self.websockets.close_all(self.options.graceful_timeout, logger.info)
+            )
+            if self.websockets is not None
+            else None
+        )
         try:
             await asyncio.wait_for(requests.all_done.wait(), self.options.graceful_timeout)
             # A connection accepted just before the listener stopped may not have sent
@@ -212,7 +233,17 @@ class Server:
                 len(requests.in_flight),
                 self.options.graceful_timeout,
             )
+        if closing_websockets is not None:
+            dropped = await closing_websockets
+            if dropped:
+                logger.warning(
+                    "%d WebSocket(s) still open after %.1f s (--graceful-timeout): dropped",
+                    dropped,
+                    self.options.graceful_timeout,
+                )
         app_server.close_idle_connections(set())
+        if self.lifespan is not None:
+            await self.lifespan.shutdown(max(1.0, deadline - time.monotonic()))
         if restart:
             self.exec_restart(sockets)
 
@@ -290,13 +321,27 @@ class Server:
         )
 
         application = load_asgi_application()
+        if self.options.lifespan != "off":
+            if is_django_handler(application):
+                if self.options.lifespan == "on":
+                    raise StartupError(
+                        "--lifespan on: Django's own ASGI handler does not take the ASGI "
+                        "lifespan protocol; name an application that does in ASGI_APPLICATION"
+                    )
+            else:
+                from hurricane.django.lifespan import Lifespan
+
+                self.lifespan = Lifespan(application, self.options.lifespan)
         if not is_django_handler(application):
             self.mode = "ASGI"
             if self.serves_static_through_finders():
                 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
                 application = ASGIStaticFilesHandler(application)
-            router.container = HurricaneASGIContainer(application, route_of)
+            router.container = container = HurricaneASGIContainer(application, route_of)
+            if self.lifespan is not None:
+                container.lifespan_state = self.lifespan.state
+            self.attach_websockets(application)
             return
         self.mode = "ASGI: async views on the loop, sync views in the pool"
         router.container = DjangoDispatcher(
@@ -306,6 +351,36 @@ class Server:
             ),
             HurricaneWSGIContainer(self.build_wsgi_application(asgi=True), pool, loop, route_of),
         )
+
+    def attach_websockets(self, application: Any) -> None:
+        """WebSocket handshakes go to ``application`` (an ASGI application other than
+        Django's own handler, which takes HTTP only)."""
+        from hurricane.django.websocket import WebSocketBridge
+
+        router = self.router
+        assert router is not None
+        self.websockets = OpenWebSockets()
+        metrics = self.state.http_metrics
+        bridge = WebSocketBridge(
+            application,
+            WebSocketLimits.from_options(self.options),
+            self.websockets,
+            self.port,
+            trusted_proxies=router.trusted_proxies,
+            metrics=getattr(metrics, "websockets", None),
+            lifespan_state=self.lifespan.state if self.lifespan is not None else None,
+        )
+        router.websocket_app = bridge.application_for_tornado()
+        websocket_metrics = bridge.metrics
+        if websocket_metrics is not None:
+            loop = asyncio.get_running_loop()
+            interval = websocket_metrics.FLUSH_INTERVAL
+
+            def flush() -> None:
+                websocket_metrics.flush()
+                loop.call_later(interval, flush)
+
+            loop.call_later(interval, flush)
 
     # -- in-place restart past --max-memory --------------------------------------------------
 

@@ -74,7 +74,9 @@ class ProcessSlots:
     """One row of integers per serving process, in a file every process maps."""
 
     def __init__(self, path: str, count: int, create: bool = False) -> None:
-        size = 8 * len(FIELDS) * count
+        # The rows, then one integer the supervisor writes: 1 once the pod drains.
+        self._draining_at = len(FIELDS) * count
+        size = 8 * (len(FIELDS) * count + 1)
         if create:
             with open(path, "wb") as file:
                 file.write(b"\0" * size)
@@ -94,6 +96,14 @@ class ProcessSlots:
 
     def rows(self) -> list[dict[str, int]]:
         return [self.read(index) for index in range(self.count)]
+
+    def mark_pod_draining(self) -> None:
+        self._values[self._draining_at] = 1
+
+    def pod_draining(self) -> bool:
+        """Whether the supervisor drains: during its --shutdown-delay the serving
+        processes still answer HTTP, but take no new WebSocket."""
+        return bool(self._values[self._draining_at])
 
 
 def now_ms() -> int:
@@ -143,6 +153,8 @@ class ChildRole:
         """Write this process's row for the supervisor's probes, every heartbeat; a
         process whose supervisor is gone drains and exits."""
         self.report(server.state)
+        if server.websockets is not None and self.slots.pod_draining():
+            server.websockets.refusing = True  # new handshakes get 503
         if self.orphaned() and not server.state.draining:
             logger.warning("The supervisor is gone: draining")
             asyncio.ensure_future(server.lifecycle.drain(0.0))
@@ -173,9 +185,9 @@ class ChildServerState(ServerState):
         self.metrics = None
 
     def make_metrics(self) -> Any:
-        from hurricane.metrics.exposition import HttpRequestMetrics
+        from hurricane.metrics.exposition import ServingProcessMetrics
 
-        return HttpRequestMetrics(registry=None)
+        return ServingProcessMetrics()
 
 
 def child_role_from_environment() -> ChildRole | None:
@@ -185,7 +197,8 @@ def child_role_from_environment() -> ChildRole | None:
     folder = os.environ.get(PROCESS_DIR_VARIABLE)
     if index is None or folder is None:
         return None
-    count = os.path.getsize(os.path.join(folder, "slots")) // (8 * len(FIELDS))
+    # The rows, and the supervisor's one integer after them (ProcessSlots).
+    count = (os.path.getsize(os.path.join(folder, "slots")) // 8 - 1) // len(FIELDS)
     slots = ProcessSlots(os.path.join(folder, "slots"), count)
     # The folder's name is random (mkdtemp): a supervisor's pid is not, in a container.
     return ChildRole(int(index), slots, os.getppid(), zlib.crc32(folder.encode()))
@@ -232,6 +245,12 @@ class SupervisorState(ServerState):
             in_flight=lambda: sum(row["in_flight"] for row in rows()),
             serving=lambda: sum(row["serving"] for row in rows()),
         )
+
+    def start_draining(self) -> None:
+        super().start_draining()
+        # The serving processes drain after --shutdown-delay; until then they refuse
+        # new WebSockets (the readiness probe, here, already fails).
+        self.supervisor.slots.mark_pod_draining()
 
     def lifetime_used(self) -> int:
         return sum(row["requests"] for row in self.supervisor.slots.rows())

@@ -17,7 +17,8 @@ MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
 ROOT_URLCONF = "webproject.urls"
 WSGI_APPLICATION = "webproject.wsgi.application"
 # Hurricane serves through ASGI when this is set: async views on its event loop.
-ASGI_APPLICATION = "webproject.asgi.application"
+# bench/ws_echo.py names its WebSocket echo instead.
+ASGI_APPLICATION = os.environ.get("BENCH_ASGI_APPLICATION", "webproject.asgi.application")
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
