@@ -759,3 +759,19 @@ def test_webhook_url_credentials_stay_out_of_the_log(serve, webhook_receiver):
     # Of the receiver, the webhook's own lines show the scheme and host alone.
     assert re.search(rf"Webhook startup sent to {re.escape(origin)}$", server.output, re.M)
     assert "s3cr3t" not in server.output
+
+
+def test_the_entrypoint_and_serve_read_the_same_dry_run_words():
+    """HURRICANE_DRY_RUN is read twice, by the entrypoint (which cannot import
+    Hurricane) and by serve/consume (hurricane.config.plan): a word one takes and the
+    other refuses would start a pod, or refuse one, behind the user's back."""
+    from hurricane.config.plan import FALSE_WORDS, TRUE_WORDS, DryRunError, dry_run_requested
+
+    words = load_entrypoint().DRY_RUN_WORDS
+    assert {word for word, wanted in words.items() if wanted} == set(TRUE_WORDS)
+    assert {word for word, wanted in words.items() if not wanted} == set(FALSE_WORDS)
+    for word in (*TRUE_WORDS, *FALSE_WORDS):
+        variable = {"HURRICANE_DRY_RUN": f" {word.upper()} "}
+        assert dry_run_requested(variable) is words[word]
+    with pytest.raises(DryRunError):
+        dry_run_requested({"HURRICANE_DRY_RUN": "maybe"})
