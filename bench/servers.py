@@ -47,7 +47,24 @@ PEER_PACKAGES = ("gunicorn", "granian", "uvicorn")
 # Not run by default: Hurricane on asyncio's own event loop (`serve --loop asyncio`),
 # to measure what uvloop, the default, makes of each path.
 HURRICANE_ON_ASYNCIO = "hurricane-asyncio"
-OURS = ("hurricane", "hurricane-2p", HURRICANE_ON_ASYNCIO)
+# Also only when named: the same project served on the WSGI path (HURRICANE_ASGI=false),
+# and behind a Django Channels router, as a project that adds WebSockets writes its
+# ASGI application (bench/webproject/webproject/channels_asgi.py): what sync views
+# under ASGI cost against the WSGI path.
+HURRICANE_WSGI = "hurricane-wsgi"
+HURRICANE_CHANNELS = "hurricane-channels"
+OPTIONAL = (HURRICANE_ON_ASYNCIO, HURRICANE_WSGI, HURRICANE_CHANNELS)
+# The environment each of Hurricane's variants adds to the project's.
+VARIANT_ENV = {
+    HURRICANE_WSGI: {"HURRICANE_ASGI": "false"},
+    HURRICANE_CHANNELS: {"BENCH_ASGI_APPLICATION": "webproject.channels_asgi.application"},
+}
+VARIANT_TEXT = {
+    HURRICANE_ON_ASYNCIO: "`serve --loop asyncio`",
+    HURRICANE_WSGI: "the WSGI path (`HURRICANE_ASGI=false`)",
+    HURRICANE_CHANNELS: "behind a Channels `ProtocolTypeRouter`",
+}
+OURS = ("hurricane", "hurricane-2p", *OPTIONAL)
 PROBED = (*OURS, "original")
 STARTUP_POLL = 0.005  # seconds between polls for the first 200
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -109,6 +126,8 @@ def command(server: str, port: int) -> list[str]:
         return [sys.executable, "manage.py", "serve", "--processes", "2", "--port", str(port)]
     if server == HURRICANE_ON_ASYNCIO:
         return [sys.executable, "manage.py", "serve", "--loop", "asyncio", "--port", str(port)]
+    if server in VARIANT_ENV:
+        return [sys.executable, "manage.py", "serve", "--port", str(port)]
     if server == "original":
         return [str(original_python()), "manage.py", "serve", "--port", str(port)]
     arguments = PEER_ARGUMENTS[server].format(port=port).split()
@@ -192,7 +211,11 @@ class Server:
         self.process = subprocess.Popen(
             command(self.name, self.port),
             cwd=PROJECT,
-            env={**project_environment(self.workdir), **self.extra_env},
+            env={
+                **project_environment(self.workdir),
+                **VARIANT_ENV.get(self.name, {}),
+                **self.extra_env,
+            },
             stdout=log,
             stderr=log,
             start_new_session=True,
@@ -430,6 +453,15 @@ class Results:
     peak_rss: dict[str, list[int]] = field(default_factory=dict)
     probes: dict[str, list[ProbeLatency]] = field(default_factory=dict)
 
+    def best_peer(self, path: str) -> str | None:
+        """The peer (not a variant of Hurricane) with the most requests per second."""
+        served = [
+            (cell.median("requests_per_second"), server)
+            for (server, cell_path), cell in self.cells.items()
+            if cell_path == path and server not in OURS and cell.loads
+        ]
+        return max(served)[1] if served else None
+
     def ratio(self, ours: str, peer: str, path: str) -> tuple[float, float] | None:
         """Ours over the peer's: requests per second, and per CPU-second."""
         mine, theirs = self.cells.get((ours, path)), self.cells.get((peer, path))
@@ -488,7 +520,17 @@ def target_lines(results: Results) -> list[str]:
         ratio_row(f"{path} >= 1.0x gunicorn", "hurricane", "gunicorn", path, 1.0, False)
         ratio_row(f"{path} >= 1.0x granian per CPU-s", "hurricane", "granian", path, 1.0, True)
     ratio_row("/sleep >= 0.9x granian", "hurricane", "granian", "/sleep", 0.9, False)
+    ratio_row("/sleep >= 0.97x granian", "hurricane", "granian", "/sleep", 0.97, False)
     ratio_row("/asleep >= 2x uvicorn", "hurricane", "uvicorn", "/asleep", 2.0, False)
+    for ours in ("hurricane", "hurricane-2p"):
+        best = results.best_peer("/asleep")
+        if best:
+            label = f"{ours}: /asleep >= 1.0x the best peer ({best})"
+            ratio_row(label, ours, best, "/asleep", 1.0, False)
+    for ours, how in (("hurricane", "ASGI_APPLICATION"), (HURRICANE_CHANNELS, "a Channels router")):
+        for path in ("/plain", "/json"):
+            label = f"{path} with {how} >= 0.95x the WSGI path"
+            ratio_row(label, ours, HURRICANE_WSGI, path, 0.95, False)
     ratio_row(
         "--processes 2: /plain >= 1.0x granian", "hurricane-2p", "granian", "/plain", 1.0, False
     )
@@ -561,11 +603,10 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
         f"`python bench/servers.py --runs {args.runs} --duration {args.duration}`: "
         f"wrk -t2 -c{args.connections} -d{args.duration}s on 127.0.0.1, median of {args.runs} "
         f"run(s), {os.cpu_count()} CPUs, {versions()}. hurricane-2p is `serve --processes 2`"
-        + (
-            f", {HURRICANE_ON_ASYNCIO} `serve --loop asyncio`."
-            if HURRICANE_ON_ASYNCIO in servers
-            else "."
-        ),
+        + "".join(
+            f", {variant} {VARIANT_TEXT[variant]}" for variant in OPTIONAL if variant in servers
+        )
+        + ".",
         "",
         "Requests per second (requests per CPU-second of the server in brackets):",
         "",
@@ -658,7 +699,7 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--servers", nargs="+", choices=(*SERVERS, HURRICANE_ON_ASYNCIO), default=list(SERVERS)
+        "--servers", nargs="+", choices=(*SERVERS, *OPTIONAL), default=list(SERVERS)
     )
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--runs", type=int, default=3)

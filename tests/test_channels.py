@@ -51,7 +51,11 @@ def channels_server(serve):
 
 def test_sync_async_and_json_consumers_with_sessions_and_the_origin_check(channels_server):
     server = channels_server()
-    assert "ASGI;" in server.output  # a Channels router: everything through ASGI
+    # A Channels router whose "http" is Django's handler: WebSockets go to the
+    # router, HTTP the way Django's own handler goes (sync views in the pool).
+    assert "(ASGI: WebSockets to the router, async views on the loop, sync views in the pool;" in (
+        server.output
+    )
     # Logged in over HTTP: the session cookie the handshake carries.
     session = requests.Session()
     assert session.get(server.url("/login-as/ada/"), timeout=10).status_code == 200
@@ -113,3 +117,23 @@ def test_a_group_message_reaches_clients_of_two_serving_processes(channels_serve
 
     pids = run(talk())
     assert len(set(pids)) == 2
+
+
+def test_http_behind_a_channels_router_runs_sync_views_in_the_worker_pool(channels_server):
+    """A project that adds Channels keeps the HTTP speed it had: its sync views run in
+    the worker pool as on the WSGI path, its async views on the loop, and neither
+    hops through Django's thread-sensitive executor."""
+    server = channels_server()
+
+    def thread_of(path: str) -> str:
+        response = requests.get(server.url(path), timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()["thread"]
+
+    assert thread_of("/meta/").startswith("hurricane-worker-")
+    assert thread_of("/async/thread/") == "MainThread"
+    assert thread_of("/async/sync-thread/").startswith("hurricane-async-sync")
+    # The router's session middleware is not involved on HTTP; Django's is.
+    session = requests.Session()
+    assert session.get(server.url("/login-as/grace/"), timeout=10).text == "logged in as grace\n"
+    assert "sessionid" in session.cookies

@@ -307,3 +307,31 @@ def is_django_handler(application: Any) -> bool:
     from django.core.handlers.asgi import ASGIHandler
 
     return isinstance(application, ASGIHandler)
+
+
+def django_http_handler_of(application: Any) -> Any | None:
+    """The Django ASGI handler that answers ``application``'s HTTP requests, where
+    Hurricane can see it, else None.
+
+    That is the application itself, or the ``"http"`` entry of a Channels
+    ``ProtocolTypeRouter`` when it is Django's handler as ``get_asgi_application()``
+    returns it: the router only passes an HTTP scope on, so Hurricane may pass it on
+    in its place and send sync views to the worker pool (DjangoDispatcher) instead of
+    through Django's thread hops. A wrapped entry (ASGI middleware, the static files
+    handler) or a router class of the project's own keeps getting every request.
+    """
+    if is_django_handler(application):
+        return application
+    try:
+        from channels.routing import ProtocolTypeRouter
+    except ImportError:
+        return None
+    if not isinstance(application, ProtocolTypeRouter):
+        return None
+    if type(application).__call__ is not ProtocolTypeRouter.__call__:
+        return None
+    mapping = getattr(application, "application_mapping", None)
+    http = mapping.get("http") if isinstance(mapping, dict) else None
+    from django.core.handlers.asgi import ASGIHandler
+
+    return http if type(http) is ASGIHandler else None

@@ -316,6 +316,7 @@ class Server:
             DjangoDispatcher,
             HurricaneASGIContainer,
             LentThreadsDjangoApplication,
+            django_http_handler_of,
             is_django_handler,
             load_asgi_application,
         )
@@ -332,7 +333,8 @@ class Server:
                 from hurricane.django.lifespan import Lifespan
 
                 self.lifespan = Lifespan(application, self.options.lifespan)
-        if not is_django_handler(application):
+        django_http = django_http_handler_of(application)
+        if django_http is None:
             self.mode = "ASGI"
             if self.serves_static_through_finders():
                 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
@@ -344,11 +346,21 @@ class Server:
             self.attach_websockets(application)
             return
         self.mode = "ASGI: async views on the loop, sync views in the pool"
+        if django_http is not application:
+            # A Channels router around Django's handler: its WebSockets (and whatever
+            # else it routes) go to it, its HTTP to the same two paths as Django's own.
+            self.mode = (
+                "ASGI: WebSockets to the router, async views on the loop, sync views in the pool"
+            )
+            self.attach_websockets(application)
+        async_views = HurricaneASGIContainer(
+            LentThreadsDjangoApplication(django_http, keep_idle=IDLE_ASYNC_THREADS),
+            route_of,
+        )
+        if self.lifespan is not None:
+            async_views.lifespan_state = self.lifespan.state
         router.container = DjangoDispatcher(
-            HurricaneASGIContainer(
-                LentThreadsDjangoApplication(application, keep_idle=IDLE_ASYNC_THREADS),
-                route_of,
-            ),
+            async_views,
             HurricaneWSGIContainer(self.build_wsgi_application(asgi=True), pool, loop, route_of),
         )
 
