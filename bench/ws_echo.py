@@ -1,5 +1,6 @@
 """WebSocket echo benchmark: Hurricane against uvicorn (its websockets and wsproto
-implementations) serving one ASGI echo (bench/webproject/webproject/ws_echo.py).
+implementations), daphne and granian serving one ASGI echo
+(bench/webproject/webproject/ws_echo.py).
 
     python bench/ws_echo.py                     every server, 64 and 1000 clients, 3 runs
     python bench/ws_echo.py --runs 1 --duration 5 --clients 64 --servers hurricane
@@ -36,7 +37,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PROJECT = BENCH / "webproject"
 APP = "webproject.ws_echo:application"
-SERVERS = ("hurricane", "uvicorn-websockets", "uvicorn-wsproto")
+SERVERS = ("hurricane", "uvicorn-websockets", "uvicorn-wsproto", "daphne", "granian")
 KEY = base64.b64encode(os.urandom(16)).decode()
 PAYLOAD = b"x" * 32
 MASK = b"\x01\x02\x03\x04"
@@ -78,6 +79,40 @@ def command(server: str, port: int) -> list[str]:
             "off",
             "--ws-per-message-deflate",
             "off",
+        ]
+    if server == "daphne":
+        # Channels' own server (Twisted and autobahn); no access log unless asked.
+        return [
+            *on_cpu1,
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-v",
+            "0",
+            APP,
+        ]
+    if server == "granian":
+        # asginl: ASGI without the lifespan protocol, as the others run it.
+        return [
+            *on_cpu1,
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asginl",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            APP,
         ]
     implementation = server.removeprefix("uvicorn-")
     return [
@@ -141,13 +176,31 @@ async def open_websocket(port: int) -> tuple[asyncio.StreamReader, asyncio.Strea
     return reader, writer
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants: granian serves from a worker process of its
+    supervisor's."""
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            todo.extend(int(child) for child in task.read_text().split())
+    return tree
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    total = 0
+    for member in process_tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
 
 
 def rss_bytes(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+    return sum(
+        int(Path(f"/proc/{member}/statm").read_text().split()[1]) * PAGE_SIZE
+        for member in process_tree(pid)
+    )
 
 
 async def echo_load(port: int, clients: int, duration: float, pid: int) -> tuple[int, float]:
