@@ -290,8 +290,23 @@ def milliseconds(text: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
+def warm_up(server: Server, path: str, seconds: int, connections: int) -> None:
+    """Unmeasured load before each cell: the steady state is what is compared, not
+    the first second of a fresh process (lazy imports, caches, a worker pool still
+    growing), which every server has too."""
+    subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", server_url(server, path)],
+        capture_output=True,
+        timeout=seconds + 60,
+    )
+
+
+def server_url(server: Server, path: str) -> str:
+    return f"http://127.0.0.1:{server.port}{path}"
+
+
 def wrk(server: Server, path: str, duration: int, connections: int) -> Load:
-    url = f"http://127.0.0.1:{server.port}{path}"
+    url = server_url(server, path)
     stop = threading.Event()
 
     def sample() -> None:
@@ -485,6 +500,8 @@ def run(args: argparse.Namespace) -> Results:
                 try:
                     server.start()
                     for path in args.paths:
+                        if args.warmup:
+                            warm_up(server, path, args.warmup, args.connections)
                         if path == "/plain" and name in PROBED:
                             with polling_probes(server.port + 1) as samples:
                                 load = wrk(server, path, args.duration, args.connections)
@@ -601,7 +618,8 @@ def report(results: Results, args: argparse.Namespace, ceiling: float | None) ->
         "# HTTP benchmark",
         "",
         f"`python bench/servers.py --runs {args.runs} --duration {args.duration}`: "
-        f"wrk -t2 -c{args.connections} -d{args.duration}s on 127.0.0.1, median of {args.runs} "
+        f"wrk -t2 -c{args.connections} -d{args.duration}s on 127.0.0.1 after {args.warmup} s "
+        f"of unmeasured load, median of {args.runs} "
         f"run(s), {os.cpu_count()} CPUs, {versions()}. hurricane-2p is `serve --processes 2`"
         + "".join(
             f", {variant} {VARIANT_TEXT[variant]}" for variant in OPTIONAL if variant in servers
@@ -705,6 +723,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per cell")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="seconds of unmeasured load before each cell"
+    )
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "http.md")
     args = parser.parse_args()
     check_tools(args.servers)
