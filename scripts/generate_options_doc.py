@@ -4,14 +4,15 @@
     python scripts/generate_options_doc.py            write docs/options.md
     python scripts/generate_options_doc.py --check    exit 1 if docs/options.md is stale
 
-The tables (one for ``serve``, one for ``consume``: flag, variable, default, meaning)
-come from SERVE_OPTIONS and CONSUME_OPTIONS, so a new option, a changed default or a
+The tables (one for ``serve``, one for ``consume``: flag, variable, default, meaning;
+one for Celery's workers and beat: variable, default, meaning) come from
+SERVE_OPTIONS, CONSUME_OPTIONS and CELERY_OPTIONS, so a new option, a changed default or a
 changed help text reaches the page by running this script; ``tests/test_docs.py``
 fails while the page is stale. The meaning is the option's help text (what
 ``manage.py serve --help`` prints) followed by a note of this script's NOTES, where
 the page says more than ``--help`` does (links to the other pages, measured figures).
-The prose before and after the tables is this script's PREAMBLE, CONSUME_INTRO and
-EPILOGUE: edit them here, not in docs/options.md.
+The prose before and after the tables is this script's PREAMBLE, CONSUME_INTRO,
+CELERY_INTRO and EPILOGUE: edit them here, not in docs/options.md.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hurricane.config.options import CONSUME_OPTIONS, SERVE_OPTIONS, Option, parse_size  # noqa: E402
+from hurricane.config.options import (  # noqa: E402
+    CELERY_OPTIONS,
+    CONSUME_OPTIONS,
+    SERVE_OPTIONS,
+    Option,
+    parse_size,
+)
 
 OUTPUT = REPO / "docs" / "options.md"
 COMMAND = "python scripts/generate_options_doc.py"
@@ -73,6 +80,15 @@ paths, `--req-queue-len`, `--no-probe`, `--no-metrics`, `--metrics`, the webhook
 the debugger options), where `--req-queue-len` counts messages waiting for the
 handler and `--max-lifetime` messages handled. The broker's settings `AMQP_*` are
 read as Django settings, then as environment variables of the same names.
+"""
+
+CELERY_INTRO = """\
+## Celery workers and beat
+
+`hurricane.celery.install(app)` gives a Celery worker or beat the probes, metrics and
+webhooks (see [Celery](celery.md)). Celery starts the process and keeps its own
+options, so these are read from the Django settings and the environment only (the
+setting wins), when the worker or beat starts.
 """
 
 EPILOGUE = """\
@@ -299,6 +315,14 @@ CONSUME_NOTES = {
     "reconnect": "Without it, a lost connection exits 1 so that Kubernetes restarts the pod.",
 }
 
+CELERY_NOTES = {
+    "interface": "See [Where it listens](listening.md).",
+    "metrics": "On the probe port; see [Celery](celery.md#metrics).",
+    "webhook_url": "Worker and beat state changes; see [Webhooks](webhooks.md).",
+    "req_queue_len": "See [Celery](celery.md#the-workers-probes).",
+    "celery_loop_timeout": "See [Celery](celery.md).",
+}
+
 
 def size_text(size: int) -> str:
     for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
@@ -355,6 +379,19 @@ def table(options: Sequence[Option], notes: dict[str, str]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def variables_table(options: Sequence[Option], notes: dict[str, str]) -> str:
+    """A table without the command-line column, for processes that another program
+    starts (Celery's)."""
+    rows = ["| variable / setting | default | what it does |", "|---|---|---|"]
+    for option in options:
+        meaning = option.help.strip()
+        note = notes.get(option.name)
+        if note:
+            meaning += " " + note
+        rows.append(f"| `{option.variable}` | {cell(default_text(option))} | {cell(meaning)} |")
+    return "\n".join(rows) + "\n"
+
+
 def old_names_text() -> str:
     names = [
         name for option in SERVE_OPTIONS if option.name != "command" for name in option.old_names
@@ -364,7 +401,11 @@ def old_names_text() -> str:
 
 def render() -> str:
     """The whole of docs/options.md."""
-    for notes, options in ((SERVE_NOTES, SERVE_OPTIONS), (CONSUME_NOTES, CONSUME_OPTIONS)):
+    for notes, options in (
+        (SERVE_NOTES, SERVE_OPTIONS),
+        (CONSUME_NOTES, CONSUME_OPTIONS),
+        (CELERY_NOTES, CELERY_OPTIONS),
+    ):
         unknown = set(notes) - {option.name for option in options}
         assert not unknown, f"notes for options that do not exist: {sorted(unknown)}"
     unknown = set(NOTES) - {option.name for option in (*SERVE_OPTIONS, *CONSUME_OPTIONS)}
@@ -376,6 +417,8 @@ def render() -> str:
             table(SERVE_OPTIONS, SERVE_NOTES),
             CONSUME_INTRO,
             table(CONSUME_OPTIONS, CONSUME_NOTES),
+            CELERY_INTRO,
+            variables_table(CELERY_OPTIONS, CELERY_NOTES),
             EPILOGUE.replace("{old_names}", old_names_text()),
         )
     )
