@@ -336,6 +336,18 @@ def test_beat_ticks_live_and_a_stalled_scheduler_fails_liveness(celery, tmp_path
     beat.wait(lambda: beat.status("/alive") == 200, 10, "liveness back")
 
 
+def test_sigterm_stops_beat_with_a_draining_webhook_and_exit_0(celery, tmp_path, webhook_receiver):
+    beat = celery("beat", "--max-interval", "1", HURRICANE_WEBHOOK_URL=webhook_receiver.url)
+    beat.wait(lambda: beat.status("/ready") == 200, 30, "readiness (the broker reached)")
+    webhook_receiver.wait_for(lambda w: w["type"] == "readiness" and w["status"] == "succeeded", 5)
+    beat.signal(signal.SIGTERM)
+    hook = webhook_receiver.wait_for(
+        lambda w: w["type"] == "readiness" and w["status"] == "failed", 5
+    )
+    assert hook["details"]["problems"] == ["draining"]
+    assert beat.process.wait(20) == 0, beat.output
+
+
 def test_a_second_beat_is_logged_and_unready(celery, tmp_path):
     first = celery("beat", "--max-interval", "1")
     first.wait(lambda: first.status("/ready") == 200, 30, "the first beat ready")

@@ -6,7 +6,8 @@
   and the checks tagged ``hurricane``/``liveness``; never the broker;
 - readiness: the broker answered at the last look (a thread looks every few
   seconds, on a connection of its own, so no probe waits for the broker), no other
-  beat holds the lock, the readiness checks and the databases.
+  beat holds the lock, the readiness checks and the databases; on SIGTERM it fails
+  ("draining", with its webhook) as beat stops sending tasks.
 
 Two beats would send every periodic task twice. On RabbitMQ, each beat declares an
 exclusive queue named after the app: the broker lets one connection hold it, so a
@@ -22,7 +23,7 @@ from typing import Any
 
 from celery import signals
 
-from hurricane.celery.common import load_options, start_probes
+from hurricane.celery.common import load_options, start_probes, wait_for_last_webhook
 from hurricane.config.options import CeleryOptions
 from hurricane.platform.state import ProbeState
 
@@ -193,8 +194,21 @@ def install_beat(app: Any, began: float) -> None:
             state.ticked()
             return interval
 
+        close = scheduler.close
+
+        def closed(*args: Any, **kwargs: Any) -> Any:
+            # Beat's SIGTERM/SIGINT handler ends its loop, and the loop's last step
+            # syncs the schedule through close(): from here on beat sends no task.
+            # Readiness fails now, with its webhook, which gets a moment to leave.
+            state.start_draining()
+            try:
+                return close(*args, **kwargs)
+            finally:
+                wait_for_last_webhook(state, "draining")
+
         # On this scheduler only, whatever its class (django-celery-beat's too).
         scheduler.tick = ticked
+        scheduler.close = closed
         BrokerWatch(app, state).start()
         start_probes(state, options, "beat")
 
