@@ -178,6 +178,9 @@ def test_asgi_application_setting_selects_asgi_with_async_views_on_the_loop(serv
     assert thread_of(server, "/meta/").startswith("hurricane-worker-")
     # ... and an async view's thread-sensitive sync code on a thread lent to its request.
     assert thread_of(server, "/async/sync-thread/").startswith("hurricane-async-sync")
+    # A sync view's async_to_sync runs its coroutine on the server's loop, as it would
+    # from Django's own sync_to_async threads.
+    assert thread_of(server, "/async-to-sync-thread/") == "MainThread"
 
 
 def test_async_views_run_on_the_loop_that_loop_names(serve):
@@ -209,6 +212,8 @@ def test_without_asgi_application_the_default_is_wsgi(serve):
     server = serve()
     assert serving_mode(server) == "WSGI"
     assert thread_of(server, "/async/thread/") != "MainThread"
+    # As under any WSGI server: async_to_sync makes a loop of its own.
+    assert thread_of(server, "/async-to-sync-thread/") != "MainThread"
     assert requests.get(server.url("/async/hello/"), timeout=10).text == "Hello from async"
 
 

@@ -133,6 +133,9 @@ def test_http_behind_a_channels_router_runs_sync_views_in_the_worker_pool(channe
     assert thread_of("/meta/").startswith("hurricane-worker-")
     assert thread_of("/async/thread/") == "MainThread"
     assert thread_of("/async/sync-thread/").startswith("hurricane-async-sync")
+    # Channels' async_to_sync(channel_layer.group_send) in a sync view reaches the
+    # server's loop, which owns the channel layer's queues and connections.
+    assert thread_of("/async-to-sync-thread/") == "MainThread"
     # The router's session middleware is not involved on HTTP; Django's is.
     session = requests.Session()
     assert session.get(server.url("/login-as/grace/"), timeout=10).text == "logged in as grace\n"

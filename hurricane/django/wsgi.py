@@ -14,6 +14,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -133,6 +134,18 @@ class LoopInbox:
                 logger.exception("Error in a callback from a worker thread")
 
 
+def lend_loop_to_async_to_sync(loop: asyncio.AbstractEventLoop) -> None:
+    """Make asgiref's ``async_to_sync`` in this thread run its coroutine on ``loop``,
+    as it does in the threads of asgiref's own ``sync_to_async`` (the same thread
+    locals, with the process id that keeps a forked child from using its parent's)."""
+    from asgiref.sync import SyncToAsync
+
+    local = SyncToAsync.threadlocal
+    if getattr(local, "main_event_loop", None) is not loop:
+        local.main_event_loop = loop
+        local.main_event_loop_pid = os.getpid()
+
+
 class HurricaneWSGIContainer:
     """Runs a WSGI application for one request at a time per worker thread."""
 
@@ -142,6 +155,7 @@ class HurricaneWSGIContainer:
         pool: WorkerPool,
         loop: asyncio.AbstractEventLoop,
         route_of: Callable[[str], str] | None = None,
+        async_to_sync_on_loop: bool = False,
     ) -> None:
         self.wsgi_application = wsgi_application
         self.pool = pool
@@ -149,11 +163,19 @@ class HurricaneWSGIContainer:
         self.inbox = LoopInbox(loop)
         # Names the URL pattern a request matched, for the metrics' route label.
         self.route_of = route_of
+        # On the ASGI path, sync views run here instead of in Django's sync_to_async
+        # threads; asgiref's async_to_sync in them (Channels' group_send from a view)
+        # must then reach the server's loop as it would from those threads, not start
+        # a loop of its own per call: the channel layer's queues and connections
+        # belong to the server's loop.
+        self.async_to_sync_on_loop = async_to_sync_on_loop
 
     def serve(self, body: Body, sink: ResponseSink) -> None:
         self.pool.submit(self._run, build_environ(sink, body), sink)
 
     def _run(self, environ: dict[str, Any], sink: ResponseSink) -> None:
+        if self.async_to_sync_on_loop:
+            lend_loop_to_async_to_sync(self.loop)
         try:
             if not sink.client_gone:  # else it gave up while the request waited for a worker
                 self._respond(environ, sink)

@@ -361,7 +361,13 @@ class Server:
             async_views.lifespan_state = self.lifespan.state
         router.container = DjangoDispatcher(
             async_views,
-            HurricaneWSGIContainer(self.build_wsgi_application(asgi=True), pool, loop, route_of),
+            HurricaneWSGIContainer(
+                self.build_wsgi_application(asgi=True),
+                pool,
+                loop,
+                route_of,
+                async_to_sync_on_loop=True,
+            ),
         )
 
     def attach_websockets(self, application: Any) -> None:

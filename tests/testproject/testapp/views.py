@@ -5,6 +5,7 @@ import time
 import warnings
 from pathlib import Path
 
+from asgiref.sync import async_to_sync
 from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -146,6 +147,16 @@ def meta(request):
             "x_custom": request.META.get("HTTP_X_CUSTOM"),
         }
     )
+
+
+def async_to_sync_thread(request):
+    """The thread a coroutine run by ``async_to_sync`` in this sync view runs on, as
+    Channels' ``async_to_sync(channel_layer.group_send)`` does."""
+
+    async def where():
+        return threading.current_thread().name
+
+    return JsonResponse({"thread": async_to_sync(where)()})
 
 
 def gate(request):

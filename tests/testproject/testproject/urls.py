@@ -17,6 +17,7 @@ urlpatterns = [
     path("bad-header/", views.bad_header),
     path("items/", views.items),
     path("meta/", views.meta),
+    path("async-to-sync-thread/", views.async_to_sync_thread),
     path("gate/", views.gate),
     path("stream-error/", views.stream_error),
     path("db/", views.db),
