@@ -26,6 +26,7 @@ def demo_env(tmp_path, **extra: str) -> dict[str, str]:
     return {
         "DEMO_DATABASE": str(tmp_path / "demo.sqlite3"),
         "DEMO_STATIC_ROOT": str(tmp_path / "static"),
+        "DEMO_REDIS_URL": "",  # in memory, whatever the shell running the tests says
         **extra,
     }
 
