@@ -8,8 +8,9 @@ For each kustomization (the root, base, every overlay, and base plus each compon
 it renders the objects with ``kubectl kustomize``, validates them against the
 Kubernetes schemas of KUBERNETES_VERSIONS with kubernetes-validate in strict mode (an
 unknown or misspelt field fails), and cross-references them: selectors, ports,
-probes, Hurricane's variables and their values, shutdown timing, the restricted Pod
-Security profile. Then yamllint over the sources and checkov's Kubernetes checks
+probes, Ingress backends, Hurricane's variables and their values, shutdown timing,
+ingress-nginx's read timeout against the WebSocket pings, the restricted Pod Security
+profile. Then yamllint over the sources and checkov's Kubernetes checks
 (settings and skipped checks with their reasons in .checkov.yaml). Prints every
 problem and exits 1 if there was one.
 
@@ -74,6 +75,10 @@ MODE_OPTIONS = {
 }
 # Kubernetes' default when a pod does not set terminationGracePeriodSeconds.
 DEFAULT_GRACE_SECONDS = 30
+# ingress-nginx: how long it waits for a proxied connection's pod to send anything,
+# set by this annotation (whole seconds), 60 s without it.
+NGINX_READ_TIMEOUT = "nginx.ingress.kubernetes.io/proxy-read-timeout"
+NGINX_DEFAULT_READ_TIMEOUT = 60
 
 
 def load_entrypoint() -> Any:
@@ -267,12 +272,32 @@ def containers(objects: list[dict]) -> Iterator[Container]:
             yield Container(workload, spec, environment)
 
 
+def ingress_backends(ingress: dict) -> list[dict]:
+    """The Service backends (``name`` and ``port``) of an Ingress: its default backend's
+    and its rules' paths', each once."""
+    spec = ingress.get("spec", {})
+    backends = [spec.get("defaultBackend") or {}]
+    for rule in spec.get("rules", []):
+        backends += [path["backend"] for path in rule.get("http", {}).get("paths", [])]
+    unique = {repr(b["service"]): b["service"] for b in backends if "service" in b}
+    return list(unique.values())
+
+
+def service_has_port(service: dict, port: dict) -> bool:
+    """Whether a Service has the port an Ingress backend asks for, by name or number."""
+    ports = service.get("spec", {}).get("ports", [])
+    if "name" in port:
+        return any(entry.get("name") == port["name"] for entry in ports)
+    return any(entry["port"] == port.get("number") for entry in ports)
+
+
 def reference_problems(objects: list[dict]) -> list[str]:
     """Selectors, ports and references between the objects."""
     problems = []
     workloads = [obj for obj in objects if obj.get("kind") in WORKLOAD_KINDS]
     all_containers = list(containers(objects))
     names = {(obj.get("kind"), obj["metadata"]["name"]) for obj in objects}
+    services = {obj["metadata"]["name"]: obj for obj in objects if obj.get("kind") == "Service"}
 
     def selected(selector: dict) -> list[Container]:
         return [c for c in all_containers if selects(selector, pod_labels(c.workload))]
@@ -316,6 +341,15 @@ def reference_problems(objects: list[dict]) -> list[str]:
             for port in ports:
                 if port is not None and chosen and not any(c.has_port(port) for c in chosen):
                     problems.append(f"{describe(obj)}: port {port} is on no selected pod")
+        elif kind == "Ingress":
+            for backend in ingress_backends(obj):
+                name, port = backend["name"], backend.get("port", {})
+                service = services.get(name)
+                if service is None:
+                    problems.append(f"{describe(obj)}: its backend names no Service {name}")
+                elif not service_has_port(service, port):
+                    wanted = port.get("name", port.get("number"))
+                    problems.append(f"{describe(obj)}: Service/{name} has no port {wanted}")
         elif kind == "HorizontalPodAutoscaler":
             target = spec["scaleTargetRef"]
             if (target["kind"], target["name"]) not in names:
@@ -572,6 +606,45 @@ def network_policy_problems(objects: list[dict]) -> list[str]:
     return problems
 
 
+def ingress_problems(objects: list[dict]) -> list[str]:
+    """An ingress-nginx Ingress in front of ``serve`` keeps idle WebSockets open: its
+    proxy-read-timeout, how long it waits for the pod to send anything, is longer than
+    the pause between the pings serve sends (--ws-ping-interval)."""
+    problems = []
+    serving = [c for c in containers(objects) if c.mode == "serve"]
+    services = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Service"}
+    for ingress in (obj for obj in objects if obj.get("kind") == "Ingress"):
+        annotations = ingress["metadata"].get("annotations", {})
+        if (
+            NGINX_READ_TIMEOUT not in annotations
+            and ingress["spec"].get("ingressClassName") != "nginx"
+        ):
+            continue
+        raw = annotations.get(NGINX_READ_TIMEOUT, str(NGINX_DEFAULT_READ_TIMEOUT))
+        try:
+            read_timeout = int(raw)
+        except ValueError:
+            problems.append(
+                f"{describe(ingress)}: {NGINX_READ_TIMEOUT} {raw!r} is not a whole number of "
+                "seconds (ingress-nginx would ignore it)"
+            )
+            continue
+        for backend in ingress_backends(ingress):
+            selector = services.get(backend["name"], {}).get("spec", {}).get("selector", {})
+            for container in (c for c in serving if selects(selector, pod_labels(c.workload))):
+                try:
+                    interval = container.options().ws_ping_interval
+                except OptionError:
+                    continue  # hurricane_problems reports the bad value
+                if interval and read_timeout <= interval:
+                    problems.append(
+                        f"{describe(ingress)}: proxy-read-timeout {read_timeout} s is not longer "
+                        f"than the WebSocket pings' --ws-ping-interval {interval:g} s of "
+                        f"{container.name}: ingress-nginx would close idle WebSockets"
+                    )
+    return problems
+
+
 def production_problems(objects: list[dict]) -> list[str]:
     """A production render never attaches a debugger (bad values are reported by
     hurricane_problems)."""
@@ -599,6 +672,7 @@ def check_rendered(rendered: str, production: bool = False) -> list[str]:
     problems += hurricane_problems(objects)
     problems += security_problems(objects)
     problems += network_policy_problems(objects)
+    problems += ingress_problems(objects)
     if production:
         problems += production_problems(objects)
     return problems

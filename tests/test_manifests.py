@@ -72,6 +72,9 @@ BROKEN_FIXTURES = {
     "celery-beat-rolling": "beat needs replicas: 1 and strategy Recreate",
     "celery-grace-below-time-limit": "terminationGracePeriodSeconds 120 is not more than",
     "celery-unknown-variable": "`celery-worker` does not understand HURRICANE_CELERY_LOOP_TIMOUT",
+    "ingress-backend-port-missing": "Ingress/hurricane-web: Service/hurricane-web has no port web",
+    "ingress-timeout-below-ping": "proxy-read-timeout 15 s is not longer than the WebSocket "
+    "pings' --ws-ping-interval 20 s of Deployment/hurricane-web container web",
 }
 
 

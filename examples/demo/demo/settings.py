@@ -5,8 +5,17 @@ PostgreSQL server, as in the Kubernetes manifests, where every replica and the
 migration Job must share one database. The password comes from ``DEMO_DB_PASSWORD``,
 which the image's entrypoint reads from the file ``DEMO_DB_PASSWORD_FILE`` names (the
 manifests list it in ``HURRICANE_FILE_VARS``).
+
+The live page (``/live/``) needs Django Channels (``pip install -e ".[channels]"``).
+With it installed, ``ASGI_APPLICATION`` names the demo's Channels router and ``serve``
+takes WebSockets; without it, the demo serves its JSON API as before and the page says
+what is missing. Its channel layer is Redis when ``DEMO_REDIS_URL`` names one (so that
+a note saved by ``manage.py consume``, or by another serving process or pod, reaches
+every open page), else one in memory, which reaches the pages of the process that
+saved the note only.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -31,6 +40,24 @@ MIDDLEWARE = [
 ROOT_URLCONF = "demo.urls"
 WSGI_APPLICATION = "demo.wsgi.application"
 
+DEMO_LIVE_PAGE = importlib.util.find_spec("channels") is not None
+if DEMO_LIVE_PAGE:
+    INSTALLED_APPS.append("channels")
+    ASGI_APPLICATION = "demo.asgi.application"
+    if os.environ.get("DEMO_REDIS_URL"):
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {
+                    "hosts": [os.environ["DEMO_REDIS_URL"]],
+                    # Several demos (or tests) can share one Redis database.
+                    "prefix": os.environ.get("DEMO_REDIS_PREFIX", "demo"),
+                },
+            }
+        }
+    else:
+        CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
 if os.environ.get("DEMO_DB_HOST"):
     DATABASES = {
         "default": {
@@ -52,7 +79,9 @@ else:
         }
     }
 
-TEMPLATES = []
+TEMPLATES = [
+    {"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True},
+]
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "/static/"

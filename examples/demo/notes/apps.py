@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class NotesConfig(AppConfig):
@@ -6,3 +7,6 @@ class NotesConfig(AppConfig):
 
     def ready(self) -> None:
         from notes import checks  # noqa: F401  (registers the liveness check)
+
+        if settings.DEMO_LIVE_PAGE:
+            from notes import live  # noqa: F401  (announces new notes to the live page)

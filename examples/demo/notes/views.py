@@ -1,7 +1,8 @@
 import json
 
+from django.conf import settings
 from django.http import HttpResponse, HttpResponseNotAllowed, JsonResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, render
 from django.templatetags.static import static
 from django.views.decorators.csrf import csrf_exempt
 
@@ -12,8 +13,14 @@ def index(request):
     return HttpResponse(
         "<!doctype html><title>Hurricane demo</title>"
         f'<link rel="stylesheet" href="{static("notes/style.css")}">'
-        "<h1>Hurricane demo</h1><p>GET or POST <a href='/notes/'>/notes/</a>.</p>"
+        "<h1>Hurricane demo</h1><p>GET or POST <a href='/notes/'>/notes/</a>, "
+        "or watch them arrive on <a href='/live/'>the live page</a>.</p>"
     )
+
+
+def live(request):
+    """The notes as they are saved, over a WebSocket (notes/live.py)."""
+    return render(request, "notes/live.html", {"live": settings.DEMO_LIVE_PAGE})
 
 
 def note_text(body: bytes) -> str:
