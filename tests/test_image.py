@@ -522,3 +522,99 @@ def test_image_build_says_what_to_do_for_a_python_it_cannot_have(stand_in: str) 
         f"stand-in base has Python {stand_in_python}: pass --python {stand_in_python}, "
         "or --base IMAGE"
     )
+
+
+CELERY_TAG = "localhost/hurricane-celery:image-test"
+
+
+def test_celery_worker_and_beat_modes_run_from_the_image_with_their_probes(
+    base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entrypoint's `celery-worker` and `celery-beat` modes, in an image built as
+    docs/image.md says with Celery in the project's requirements: the worker starts,
+    is ready, runs a task sent from outside over the host's RabbitMQ and stores its
+    result in Redis; beat starts and is ready; each exits 0 when stopped (SIGTERM)."""
+    import celery as celery_package
+
+    context = tmp_path / "project"
+    shutil.copytree(
+        TEST_PROJECT, context, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3")
+    )
+    (context / "requirements.txt").write_text(f"celery[redis]=={celery_package.__version__}\n")
+    (context / "Dockerfile").write_text(
+        re.sub(r"^FROM \S+", f"FROM {base_image}", users_dockerfile(), flags=re.M)
+    )
+    podman(
+        "build", "--network=host", "--secret", f"id=pip-ca,src={HOST_CA_BUNDLE}",
+        "--tag", CELERY_TAG, str(context),
+    )  # fmt: skip
+
+    tag = f"{time.monotonic_ns()}"
+    queue = f"hurricane-image-celery-{tag}"
+    env = {
+        "HURRICANE_CELERY_APP": "testapp.celery_app:app",
+        "TEST_CELERY_QUEUE": queue,
+        "TEST_CELERY_APP_NAME": f"hurricane-image-{tag}",
+        "TEST_CELERY_BACKEND": "redis://127.0.0.1:6379/5",
+        "TEST_SQLITE": "/tmp/test.sqlite3",
+    }
+
+    @contextlib.contextmanager
+    def celery_container(*command: str) -> Iterator[Container]:
+        probe_port = free_port()
+        name = f"hurricane-image-celery-{time.monotonic_ns()}"
+        podman(
+            "run", "--detach", "--name", name, "--network=host",
+            "--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp",
+            *(f"--env={key}={value}" for key, value in env.items()),
+            f"--env=HURRICANE_PROBE_PORT={probe_port}",
+            CELERY_TAG, *command,
+        )  # fmt: skip
+        running = Container(name, "", f"http://127.0.0.1:{probe_port}")
+        try:
+            yield running
+        finally:
+            print(f"--- logs of {name} ---\n" + running.logs())
+            podman("rm", "--force", "--time", "0", name, check=False)
+
+    def wait_ready(running: Container) -> None:
+        running.wait_started(timeout=90)
+        deadline = time.monotonic() + 30
+        while requests.get(running.probe_url + "/ready", timeout=5).status_code != 200:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{running.name} not ready in 30 s:\n{running.logs()}")
+            time.sleep(0.2)
+
+    def stop(running: Container) -> None:
+        podman("stop", "--time", "30", running.name)
+        state = running.state()
+        assert (state["Running"], state["ExitCode"]) == (False, 0), running.logs()
+
+    monkeypatch.syspath_prepend(str(TEST_PROJECT))
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "testproject.settings")
+    from testapp.celery_app import app
+
+    app.conf.task_default_queue = queue
+    app.conf.result_backend = env["TEST_CELERY_BACKEND"]
+    try:
+        with celery_container("celery-worker", "--loglevel", "INFO", "-c", "1") as worker:
+            wait_ready(worker)
+            assert app.tasks["testapp.celery_app.add"].delay(2, 3).get(timeout=30) == 5
+            metrics = requests.get(worker.probe_url + "/metrics", timeout=5).text
+            succeeded = (
+                "hurricane_celery_tasks_finished_total"
+                '{outcome="succeeded",task="testapp.celery_app.add"} 1.0'
+            )
+            assert succeeded in metrics, metrics
+            stop(worker)
+        with celery_container(
+            "celery-beat", "--loglevel", "INFO", "-s", "/tmp/schedule", "--max-interval", "1"
+        ) as beat:
+            wait_ready(beat)
+            assert requests.get(beat.probe_url + "/alive", timeout=5).status_code == 200
+            stop(beat)
+    finally:
+        with app.connection_for_write() as connection:
+            channel = connection.channel()
+            with contextlib.suppress(Exception):
+                channel.queue_delete(queue)
