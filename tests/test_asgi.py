@@ -15,6 +15,7 @@ import signal
 import socket
 import time
 
+import pytest
 import requests
 from test_http import read_until, wait_for_log
 from test_lifecycle import BackgroundRequest
@@ -183,6 +184,25 @@ def test_asgi_application_setting_selects_asgi_with_async_views_on_the_loop(serv
     assert thread_of(server, "/async-to-sync-thread/") == "MainThread"
 
 
+def test_async_views_pool_runs_short_requests_in_a_worker_and_long_views_on_the_loop(serve):
+    """--async-views pool: the coroutine still runs on the event loop, the request's
+    sync code in a worker thread; a view that held its thread over a second goes to
+    the loop from then on, with one line saying so."""
+    server = serve("--async-views", "pool", env=asgi_settings())
+    assert thread_of(server, "/async/thread/") == "MainThread"
+    assert thread_of(server, "/async/sync-thread/").startswith("hurricane-worker-")
+    assert thread_of(server, "/async/sync-thread/?sleep=1.2").startswith("hurricane-worker-")
+    wait_for_log(
+        server,
+        r"The async view testapp\.async_views\.sync_thread held a worker thread for 1\.\d s: "
+        r"its requests run on the event loop from now on",
+    )
+    assert thread_of(server, "/async/sync-thread/").startswith("hurricane-async-sync")
+    # Other async views are not concerned.
+    assert thread_of(server, "/async/meta/") == "MainThread"
+    assert requests.get(server.url("/async/hello/"), timeout=10).text == "Hello from async"
+
+
 def test_async_views_run_on_the_loop_that_loop_names(serve):
     """What the start-up log says is the loop the views really run on: uvloop by
     default, also in the serving processes of --processes (their supervisor keeps
@@ -242,8 +262,9 @@ def test_async_views_sleep_concurrently_on_the_loop(serve):
 # -- 4. streaming -------------------------------------------------------------------------------
 
 
-def test_async_generator_streams_as_produced_in_valid_chunks(serve, tmp_path):
-    server = serve("--asgi")
+@pytest.mark.parametrize("async_views", ["loop", "pool"])
+def test_async_generator_streams_as_produced_in_valid_chunks(serve, tmp_path, async_views):
+    server = serve("--asgi", "--async-views", async_views)
     gate = tmp_path / "open-stream"
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(f"GET /async/stream/?gate={gate} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
@@ -414,8 +435,9 @@ def test_sigterm_lets_an_in_flight_async_request_finish(serve, tmp_path):
     assert "Drained; exiting" in server.output
 
 
-def test_client_going_away_stops_the_async_generator(serve, tmp_path):
-    server = serve("--asgi")
+@pytest.mark.parametrize("async_views", ["loop", "pool"])
+def test_client_going_away_stops_the_async_generator(serve, tmp_path, async_views):
+    server = serve("--asgi", "--async-views", async_views)
     marker = tmp_path / "stopped"
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(

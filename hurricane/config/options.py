@@ -254,6 +254,7 @@ LOOPS = ("auto", "uvloop", "asyncio")
 # The modes of --cpu-affinity.
 AFFINITY_MODES = ("auto", "off")
 LIFESPAN_MODES = ("auto", "on", "off")
+ASYNC_VIEWS_MODES = ("loop", "pool")
 
 
 def uvloop_installed() -> bool:
@@ -275,6 +276,10 @@ def parse_cpu_affinity(value: Any) -> str:
 
 def parse_lifespan(value: Any) -> str:
     return _one_of(value, LIFESPAN_MODES, "auto, on or off")
+
+
+def parse_async_views(value: Any) -> str:
+    return _one_of(value, ASYNC_VIEWS_MODES, "loop or pool")
 
 
 def parse_interface(value: Any) -> str | None:
@@ -580,6 +585,17 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "loop, sync views in the worker pool (default: when ASGI_APPLICATION is set; "
         "HURRICANE_ASGI=false turns it off).",
         flag_takes_value=False,
+    ),
+    Option(
+        "async_views",
+        parse_async_views,
+        "loop",
+        "Where Django's async views run on the ASGI path: loop runs each request on the "
+        "event loop, its sync middleware and signal receivers on a thread lent to it; "
+        "pool runs a request in a worker thread with its coroutine on the event loop "
+        "(faster for short awaits), while threads above --workers are free and until "
+        "the view holds a thread for over a second or streams, then on the loop.",
+        metavar="MODE",
     ),
     Option(
         "loop",
@@ -1072,6 +1088,7 @@ class ServeOptions(Options):
     max_workers: int
     processes: int
     asgi: bool | None  # None: when ASGI_APPLICATION is set
+    async_views: str
     loop: str
     cpu_affinity: str
     static_watch: str | None

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote
@@ -245,28 +247,109 @@ class LentThreadsDjangoApplication:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="hurricane-async-sync")
 
 
+class AsyncViewsInPool:
+    """Which requests for async views run in the worker pool (``--async-views pool``).
+
+    There, Django's WSGI handler runs the request's sync middleware and signal
+    receivers in the worker thread, and the view's coroutine on the event loop
+    (hurricane.django.wsgi.lend_loop_to_async_to_sync): one round trip to the loop,
+    where Django's ASGI handler makes four to a thread lent to the request, each
+    waiting for the interpreter lock to change hands. On a 50 ms async view that is
+    1.6x the requests per second for a third less CPU
+    (bench/results/profile-asleep.md). The cost: the thread waits while the view
+    awaits, and a client that goes away does not cancel the view (it runs to its
+    end, as under a WSGI server). So a request goes there only while fewer than
+    ``budget`` such requests hold threads (the base threads of --workers stay for
+    sync views), and a view that held a thread for more than HOLD_LIMIT seconds, or
+    streamed its response, runs on the loop from then on (a long poll, server-sent
+    events).
+
+    ``admit`` runs on the event loop; ``streaming`` and ``finished`` in the worker
+    threads.
+    """
+
+    HOLD_LIMIT = 1.0
+
+    def __init__(self, budget: int, pool: Any) -> None:
+        self.budget = budget
+        self.pool = pool
+        self.in_pool = 0
+        self.lock = threading.Lock()
+        self.on_loop: set[Any] = set()  # views that showed they hold threads long
+
+    def admit(self, view: Any) -> bool:
+        if view in self.on_loop or self.in_pool >= self.budget:
+            return False
+        with self.lock:
+            self.in_pool += 1
+        return True
+
+    def streaming(self, view: Any) -> None:
+        self._to_loop(view, "streams its response")
+
+    def finished(self, view: Any, seconds: float) -> None:
+        with self.lock:
+            self.in_pool -= 1
+        if seconds > self.HOLD_LIMIT:
+            self._to_loop(view, f"held a worker thread for {seconds:.1f} s")
+
+    def _to_loop(self, view: Any, why: str) -> None:
+        if view not in self.on_loop:
+            self.on_loop.add(view)
+            name = getattr(view, "__qualname__", None) or repr(view)
+            logger.info(
+                "The async view %s.%s %s: its requests run on the event loop from now on",
+                getattr(view, "__module__", "?"),
+                name,
+                why,
+            )
+
+
 class DjangoDispatcher:
-    """Django's ASGI handler for ``async def`` views, the worker pool for the rest."""
+    """Django's ASGI handler for ``async def`` views (or the worker pool, see
+    :class:`AsyncViewsInPool`), the worker pool for the rest."""
 
     def __init__(
         self,
         asgi: HurricaneASGIContainer,
         wsgi: HurricaneWSGIContainer,
+        async_in_pool: AsyncViewsInPool | None = None,
     ) -> None:
         self.asgi = asgi
         self.wsgi = wsgi
+        self.async_in_pool = async_in_pool
 
     def serve(self, body: Body, sink: ResponseSink) -> None:
         path = unquote(split_target(sink.start_line.path)[0])
-        if view_is_async(path):
-            self.asgi.serve(body, sink)
-        else:
+        view = async_view_of(path)
+        if view is None:
             self.wsgi.serve(body, sink)
+        elif self.async_in_pool is not None and self.async_in_pool.admit(view):
+            self.wsgi.serve(body, sink, PooledAsyncRequest(self.async_in_pool, view))
+        else:
+            self.asgi.serve(body, sink)
+
+
+class PooledAsyncRequest:
+    """What the worker thread tells :class:`AsyncViewsInPool` of one request."""
+
+    __slots__ = ("views", "view", "began")
+
+    def __init__(self, views: AsyncViewsInPool, view: Any) -> None:
+        self.views = views
+        self.view = view
+        self.began = time.monotonic()
+
+    def streaming(self) -> None:
+        self.views.streaming(self.view)
+
+    def finished(self) -> None:
+        self.views.finished(self.view, time.monotonic() - self.began)
 
 
 @functools.lru_cache(maxsize=4096)
-def view_is_async(path: str) -> bool:
-    """Whether Django's URLconf sends ``path`` to an ``async def`` view. Cached per
+def async_view_of(path: str) -> Any:
+    """The ``async def`` view Django's URLconf sends ``path`` to, else None. Cached per
     path; a path that matches nothing (404) or breaks the URLconf is not async:
     the worker pool answers it, through the same middleware."""
     from asgiref.sync import iscoroutinefunction
@@ -279,8 +362,8 @@ def view_is_async(path: str) -> bool:
     try:
         match = get_resolver().resolve(path)
     except Exception:
-        return False
-    return iscoroutinefunction(match.func)
+        return None
+    return match.func if iscoroutinefunction(match.func) else None
 
 
 def load_asgi_application() -> Any:

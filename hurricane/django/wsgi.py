@@ -170,19 +170,24 @@ class HurricaneWSGIContainer:
         # belong to the server's loop.
         self.async_to_sync_on_loop = async_to_sync_on_loop
 
-    def serve(self, body: Body, sink: ResponseSink) -> None:
-        self.pool.submit(self._run, build_environ(sink, body), sink)
+    def serve(self, body: Body, sink: ResponseSink, watcher: Any = None) -> None:
+        """Run the request in a worker thread. ``watcher`` (an async view's request,
+        hurricane.django.asgi.PooledAsyncRequest) hears when the response streams and
+        when the thread is done with it."""
+        self.pool.submit(self._run, build_environ(sink, body), sink, watcher)
 
-    def _run(self, environ: dict[str, Any], sink: ResponseSink) -> None:
+    def _run(self, environ: dict[str, Any], sink: ResponseSink, watcher: Any = None) -> None:
         if self.async_to_sync_on_loop:
             lend_loop_to_async_to_sync(self.loop)
         try:
             if not sink.client_gone:  # else it gave up while the request waited for a worker
-                self._respond(environ, sink)
+                self._respond(environ, sink, watcher)
         finally:
             environ["wsgi.input"].close()  # a spooled body's file is freed now
+            if watcher is not None:
+                watcher.finished()
 
-    def _respond(self, environ: dict[str, Any], sink: ResponseSink) -> None:
+    def _respond(self, environ: dict[str, Any], sink: ResponseSink, watcher: Any = None) -> None:
         post = self.inbox.post
         response: dict[str, Any] = {}
         written: list[bytes] = []
@@ -207,6 +212,8 @@ class HurricaneWSGIContainer:
                 _close(result)
                 post(sink.send_whole, response["status"], response["headers"], body)
                 return
+            if watcher is not None:
+                watcher.streaming()
             self._stream(result, response, written, sink)
         except Exception:
             logger.exception("Error producing the response body")
@@ -223,6 +230,12 @@ class HurricaneWSGIContainer:
         written: list[bytes],
         sink: ResponseSink,
     ) -> None:
+        if self.async_to_sync_on_loop and getattr(result, "is_async", False):
+            # An async view's StreamingHttpResponse over an async iterator: Django's
+            # WSGI handler would gather it whole before the first byte (and never end
+            # an endless one); here each chunk is taken from it on the loop, as the
+            # ASGI path does, while it is written.
+            result = AsyncChunks(result, self.loop)
         iterator = iter(result)
         try:
             first = next(iterator)
@@ -248,6 +261,40 @@ class HurricaneWSGIContainer:
         finally:
             _close(result)
         self.inbox.post(sink.finish_stream)
+
+
+class AsyncChunks:
+    """The chunks of a StreamingHttpResponse's async iterator, for a worker thread:
+    each one produced on the event loop. ``close`` closes the iterator there (a
+    client that went away stops the generator) and then the response."""
+
+    def __init__(self, response: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.response = response
+        self.loop = loop
+        self.iterator = response.streaming_content.__aiter__()
+
+    def __iter__(self) -> Iterable[bytes]:
+        while True:
+            future = asyncio.run_coroutine_threadsafe(self.iterator.__anext__(), self.loop)
+            try:
+                yield future.result()
+            except StopAsyncIteration:
+                return
+
+    def close(self) -> None:
+        # streaming_content wraps the view's iterator; closing the wrapper does not
+        # close what it wraps (an "async for" leaves its iterator open), so the view's
+        # own generator (Django keeps it as _iterator) is closed too: a client that
+        # went away stops it, as on the ASGI path.
+        for iterator in (self.iterator, getattr(self.response, "_iterator", None)):
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is None:
+                continue
+            try:
+                asyncio.run_coroutine_threadsafe(aclose(), self.loop).result(STREAM_WRITE_TIMEOUT)
+            except Exception:
+                logger.exception("Error closing the streamed response's iterator")
+        self.response.close()
 
 
 def _chain(written: list[bytes], first: bytes, rest: Iterable[bytes]) -> Iterable[bytes]:

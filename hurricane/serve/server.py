@@ -313,6 +313,7 @@ class Server:
             )
             return
         from hurricane.django.asgi import (
+            AsyncViewsInPool,
             DjangoDispatcher,
             HurricaneASGIContainer,
             LentThreadsDjangoApplication,
@@ -359,6 +360,9 @@ class Server:
         )
         if self.lifespan is not None:
             async_views.lifespan_state = self.lifespan.state
+        async_in_pool = None
+        if self.options.async_views == "pool":
+            async_in_pool = AsyncViewsInPool(budget=max(1, pool.max_size - pool.size), pool=pool)
         router.container = DjangoDispatcher(
             async_views,
             HurricaneWSGIContainer(
@@ -368,6 +372,7 @@ class Server:
                 route_of,
                 async_to_sync_on_loop=True,
             ),
+            async_in_pool,
         )
 
     def attach_websockets(self, application: Any) -> None:

@@ -48,7 +48,9 @@ async def thread(request):
 
 
 async def sync_thread(request):
-    """The thread the request's thread-sensitive sync code runs on."""
+    """The thread the request's thread-sensitive sync code runs on, after awaiting
+    ?sleep= seconds (default none)."""
+    await asyncio.sleep(float(request.GET.get("sleep", "0")))
     name = await sync_to_async(lambda: threading.current_thread().name)()
     return JsonResponse({"thread": name})
 
