@@ -53,7 +53,24 @@ HURRICANE_ON_ASYNCIO = "hurricane-asyncio"
 # under ASGI cost against the WSGI path.
 HURRICANE_WSGI = "hurricane-wsgi"
 HURRICANE_CHANNELS = "hurricane-channels"
-OPTIONAL = (HURRICANE_ON_ASYNCIO, HURRICANE_WSGI, HURRICANE_CHANNELS)
+# And `serve --async-views pool`, in one process and in two: async views in the
+# worker pool, their coroutines on the loop.
+HURRICANE_POOL = "hurricane-pool"
+HURRICANE_2P_POOL = "hurricane-2p-pool"
+OPTIONAL = (
+    HURRICANE_ON_ASYNCIO,
+    HURRICANE_WSGI,
+    HURRICANE_CHANNELS,
+    HURRICANE_POOL,
+    HURRICANE_2P_POOL,
+)
+# Command-line arguments each of Hurricane's variants adds to `manage.py serve`.
+VARIANT_ARGS = {
+    "hurricane-2p": ["--processes", "2"],
+    HURRICANE_ON_ASYNCIO: ["--loop", "asyncio"],
+    HURRICANE_POOL: ["--async-views", "pool"],
+    HURRICANE_2P_POOL: ["--processes", "2", "--async-views", "pool"],
+}
 # The environment each of Hurricane's variants adds to the project's.
 VARIANT_ENV = {
     HURRICANE_WSGI: {"HURRICANE_ASGI": "false"},
@@ -63,6 +80,8 @@ VARIANT_TEXT = {
     HURRICANE_ON_ASYNCIO: "`serve --loop asyncio`",
     HURRICANE_WSGI: "the WSGI path (`HURRICANE_ASGI=false`)",
     HURRICANE_CHANNELS: "behind a Channels `ProtocolTypeRouter`",
+    HURRICANE_POOL: "`serve --async-views pool`",
+    HURRICANE_2P_POOL: "`serve --processes 2 --async-views pool`",
 }
 OURS = ("hurricane", "hurricane-2p", *OPTIONAL)
 PROBED = (*OURS, "original")
@@ -120,14 +139,9 @@ PEER_ARGUMENTS = {
 
 def command(server: str, port: int) -> list[str]:
     """How each server is started: Hurricane and the original with their defaults."""
-    if server == "hurricane":
-        return [sys.executable, "manage.py", "serve", "--port", str(port)]
-    if server == "hurricane-2p":
-        return [sys.executable, "manage.py", "serve", "--processes", "2", "--port", str(port)]
-    if server == HURRICANE_ON_ASYNCIO:
-        return [sys.executable, "manage.py", "serve", "--loop", "asyncio", "--port", str(port)]
-    if server in VARIANT_ENV:
-        return [sys.executable, "manage.py", "serve", "--port", str(port)]
+    if server in OURS:
+        arguments = VARIANT_ARGS.get(server, [])
+        return [sys.executable, "manage.py", "serve", *arguments, "--port", str(port)]
     if server == "original":
         return [str(original_python()), "manage.py", "serve", "--port", str(port)]
     arguments = PEER_ARGUMENTS[server].format(port=port).split()
@@ -539,7 +553,7 @@ def target_lines(results: Results) -> list[str]:
     ratio_row("/sleep >= 0.9x granian", "hurricane", "granian", "/sleep", 0.9, False)
     ratio_row("/sleep >= 0.97x granian", "hurricane", "granian", "/sleep", 0.97, False)
     ratio_row("/asleep >= 2x uvicorn", "hurricane", "uvicorn", "/asleep", 2.0, False)
-    for ours in ("hurricane", "hurricane-2p"):
+    for ours in ("hurricane", "hurricane-2p", HURRICANE_POOL, HURRICANE_2P_POOL):
         best = results.best_peer("/asleep")
         if best:
             label = f"{ours}: /asleep >= 1.0x the best peer ({best})"
