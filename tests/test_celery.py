@@ -390,3 +390,55 @@ def test_the_celery_options_are_those_of_the_table_and_the_shared_defaults():
         "log_level", "debugger", "debugger_port", "pycharm_host", "pycharm_port",
         "forbid_debugger",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("metrics", [True, False])
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+def test_a_finished_task_request_is_freed_at_once_not_by_the_garbage_collector(metrics, outcome):
+    """The worker's main process wraps each request's callbacks; once the task ended,
+    nothing of Hurricane's keeps the request alive (a reference cycle per task would
+    wait for the collector's passes, which cost the worker CPU per task)."""
+    import gc
+    import types
+    import weakref
+
+    from celery.worker.request import Request
+
+    from hurricane.celery.worker import WorkerState
+    from hurricane.config.options import CeleryOptions
+
+    calls = []
+
+    class Finished(Request):  # only what the main process's callbacks need
+        def __init__(self) -> None:
+            self.name = "testapp.celery_app.noop"
+
+        eta = None
+
+        def on_accepted(self, pid, time_accepted):
+            calls.append("accepted")
+
+        def on_success(self, failed__retval__runtime, **kwargs):
+            calls.append("success")
+
+        def on_failure(self, exc_info, *args, **kwargs):
+            calls.append("failure")
+
+    settings = types.SimpleNamespace(HURRICANE_NO_METRICS=not metrics)
+    state = WorkerState(CeleryOptions.resolve({}, settings), time.monotonic(), lambda: 2)
+    gc.disable()
+    try:
+        request = Finished()
+        freed = weakref.ref(request)
+        state.task_received(request)
+        request.on_accepted(1, time.monotonic())
+        if outcome == "succeeded":
+            request.on_success((False, None, 0.01))
+        else:
+            request.on_failure(types.SimpleNamespace(exception=ValueError("x")))
+        del request
+        assert freed() is None
+    finally:
+        gc.enable()
+    assert calls == ["accepted", "success" if outcome == "succeeded" else "failure"]
+    assert state.tasks_handled == 1

@@ -181,8 +181,8 @@ class WorkerState(ProbeState):
     def task_received(self, request: Any) -> None:
         """Count the task, and wrap this request's callbacks to see it start and end."""
         if self.worker_metrics is None:
-            request.on_success = self._counting_success(request.on_success)
-            request.on_failure = self._counting_failure(request.on_failure)
+            request.on_success = self._counting_success(request)
+            request.on_failure = self._counting_failure(request)
             return
         instruments = self.instruments_of(request.name)
         instruments.received.inc()
@@ -210,6 +210,7 @@ class WorkerState(ProbeState):
                 self.tasks_handled += 1
                 instruments.finish("succeeded")
                 instruments.run_time.observe(runtime)
+                unwrap(request)
             return on_success(failed__retval__runtime, **kwargs)
 
         def failed(exc_info: Any, *args: Any, **kwargs: Any) -> Any:
@@ -217,27 +218,49 @@ class WorkerState(ProbeState):
             instruments.finish(failure_outcome(exc_info))
             if accepted_at:
                 instruments.run_time.observe(max(0.0, time.monotonic() - accepted_at[0]))
+            unwrap(request)
             return on_failure(exc_info, *args, **kwargs)
 
         request.on_accepted = accepted
         request.on_success = succeeded
         request.on_failure = failed
 
-    def _counting_success(self, on_success: Callable[..., Any]) -> Callable[..., Any]:
+    def _counting_success(self, request: Any) -> Callable[..., Any]:
         # Without metrics, --max-lifetime still counts the tasks handled.
+        on_success = request.on_success
+
         def succeeded(failed__retval__runtime: Any, **kwargs: Any) -> Any:
             if not failed__retval__runtime[0]:
                 self.tasks_handled += 1
+                unwrap(request)
             return on_success(failed__retval__runtime, **kwargs)
 
         return succeeded
 
-    def _counting_failure(self, on_failure: Callable[..., Any]) -> Callable[..., Any]:
+    def _counting_failure(self, request: Any) -> Callable[..., Any]:
+        on_failure = request.on_failure
+
         def failed(exc_info: Any, *args: Any, **kwargs: Any) -> Any:
             self.tasks_handled += 1
+            unwrap(request)
             return on_failure(exc_info, *args, **kwargs)
 
         return failed
+
+
+def unwrap(request: Any) -> None:
+    """Take a finished request's callbacks back to its class's. A wrapper holds the
+    request's own bound method, so the request held itself through its wrappers: a
+    reference cycle per task, freed only by the garbage collector's passes, whose
+    cost grew with every task waiting for them."""
+    attributes = vars(request)
+    for name in WRAPPED_CALLBACKS:
+        attributes.pop(name, None)
+
+
+# The callbacks of a request (celery.worker.request.Request) that the main process
+# runs when the pool reports a task begun and ended, wrapped per request.
+WRAPPED_CALLBACKS = ("on_accepted", "on_success", "on_failure")
 
 
 def failure_outcome(exc_info: Any) -> str:
