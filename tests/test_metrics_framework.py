@@ -64,7 +64,11 @@ def test_duplicate_code_is_refused():
 def test_custom_metrics_are_exported():
     OrdersMetric.increment()
     TemperatureMetric.set(4)
-    text = HttpMetrics(backlog=lambda: 0, in_flight=lambda: 0).render().decode()
+    text = (
+        HttpMetrics(backlog=lambda: 0, in_flight=lambda: 0, threads=lambda: 6, busy=lambda: 0)
+        .render()
+        .decode()
+    )
     assert "test_orders_total 1.0" in text
     assert "test_temperature 4.0" in text
     assert 'version="' + hurricane.__version__ + '"' in text and "hurricane_info{" in text

@@ -362,6 +362,9 @@ def test_backlog_and_in_flight_while_requests_wait_for_the_only_worker(serve, tm
             "requests to wait for the only worker",
         )
         assert value_of(samples, "hurricane_http_requests_in_flight") >= 1
+        # The pool's one thread is busy: a busy share of 1.
+        assert value_of(samples, "hurricane_http_worker_threads") == 1
+        assert value_of(samples, "hurricane_http_worker_threads_busy") == 1
     finally:
         gate.touch()
         for thread in threads:
@@ -372,10 +375,41 @@ def test_backlog_and_in_flight_while_requests_wait_for_the_only_worker(serve, tm
         lambda s: (
             value_of(s, "hurricane_http_request_backlog") == 0
             and value_of(s, "hurricane_http_requests_in_flight") == 0
+            and value_of(s, "hurricane_http_worker_threads_busy") == 0
         ),
         "the backlog to empty",
     )
     assert value_of(samples, "hurricane_http_requests_total", route="gate/", status="200") == 3
+
+
+def test_the_pools_busy_share_is_added_up_over_the_serving_processes(serve, tmp_path):
+    """With --processes 2, the supervisor's /metrics gives the worker threads and the
+    busy ones of both serving processes, from the rows they write every heartbeat."""
+    server = serve("--processes", "2", "--workers", "2", "--max-workers", "2")
+    samples = scrape_until(
+        server,
+        lambda s: value_of(s, "hurricane_http_worker_threads") == 4,
+        "both processes' threads reported",
+    )
+    assert value_of(samples, "hurricane_http_worker_threads_busy") == 0
+    gate = tmp_path / "open-gate"
+    results: list[int] = []
+
+    def held_request() -> None:
+        results.append(requests.get(server.url(f"/gate/?file={gate}"), timeout=60).status_code)
+
+    held = threading.Thread(target=held_request, daemon=True)
+    try:
+        held.start()
+        scrape_until(
+            server,
+            lambda s: value_of(s, "hurricane_http_worker_threads_busy") == 1,
+            "one busy thread reported",
+        )
+    finally:
+        gate.touch()
+        held.join(60)
+    assert results == [200]
 
 
 def test_no_metrics_removes_the_endpoint_and_the_app_still_works(serve):

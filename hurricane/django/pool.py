@@ -255,6 +255,11 @@ class WorkerPool:
         """Threads serving now, not counting those asked to retire."""
         return len(self._workers) - self._surplus
 
+    @property
+    def busy(self) -> int:
+        """Threads running a task now (read from any thread: a copy of the list)."""
+        return sum(1 for worker in list(self._workers) if worker.busy)
+
     def submit(self, function: Callable, *args: Any) -> None:
         self._queue.put((function, args))
 

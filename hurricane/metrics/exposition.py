@@ -346,6 +346,21 @@ class ServingProcessMetrics(HttpRequestMetrics):
 
 IN_FLIGHT_HELP = "Requests on the app port being read, waiting, run or written."
 BACKLOG_HELP = "App requests waiting for a free worker thread."
+THREADS_HELP = (
+    "Worker threads in the pool now (from --workers up to --max-workers, growing while "
+    "they wait rather than compute)."
+)
+BUSY_HELP = (
+    "Worker threads running a request now; over hurricane_http_worker_threads, the "
+    "pool's busy share."
+)
+
+
+def pool_gauges(
+    metrics: ProcessMetrics, threads: Callable[[], float], busy: Callable[[], float]
+) -> None:
+    metrics.gauge_of("hurricane_http_worker_threads", THREADS_HELP, threads)
+    metrics.gauge_of("hurricane_http_worker_threads_busy", BUSY_HELP, busy)
 
 
 class HttpMetrics(ProcessMetrics, HttpRequestMetrics):
@@ -354,11 +369,18 @@ class HttpMetrics(ProcessMetrics, HttpRequestMetrics):
     serves_http = True
     startup_help = "Seconds from the start of serve until the app port listened."
 
-    def __init__(self, backlog: Callable[[], float], in_flight: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        backlog: Callable[[], float],
+        in_flight: Callable[[], float],
+        threads: Callable[[], float],
+        busy: Callable[[], float],
+    ) -> None:
         ProcessMetrics.__init__(self)
         HttpRequestMetrics.__init__(self, self.registry)
         self.gauge_of("hurricane_http_requests_in_flight", IN_FLIGHT_HELP, in_flight)
         self.gauge_of("hurricane_http_request_backlog", BACKLOG_HELP, backlog)
+        pool_gauges(self, threads, busy)
         self.websockets = WebSocketMetrics(self.registry)
 
 
@@ -416,11 +438,14 @@ class SupervisorMetrics(ProcessMetrics):
         backlog: Callable[[], float],
         in_flight: Callable[[], float],
         serving: Callable[[], float],
+        threads: Callable[[], float],
+        busy: Callable[[], float],
     ) -> None:
         super().__init__(include_default_registry=False)
         self.registry.register(ServingProcessesCollector(multiprocess_dir, backlog))
         self.gauge_of("hurricane_http_requests_in_flight", IN_FLIGHT_HELP, in_flight)
         self.gauge_of("hurricane_http_request_backlog", BACKLOG_HELP, backlog)
+        pool_gauges(self, threads, busy)
         self.gauge_of(
             "hurricane_serving_processes", "Serving processes that answer requests.", serving
         )

@@ -146,6 +146,8 @@ class Server:
         options = self.options
         self.pool = pool = WorkerPool(options.workers, max_size=options.max_workers)
         self.state.backlog = lambda: pool.backlog
+        self.state.worker_threads = lambda: pool.threads
+        self.state.workers_busy = lambda: pool.busy
         RequestQueueLengthMetric.backlog_source = self.state.backlog
         file_app, prefixes = make_file_application(options, log_tornado_request)
         probes = self.lifecycle.probes

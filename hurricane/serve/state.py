@@ -105,6 +105,9 @@ class ServerState(ProbeState):
         # Requests waiting for a worker: the pool's, once the app port opened (one
         # assignment, on the loop; read from the probe server's thread).
         self.backlog: Callable[[], int] = lambda: 0
+        # The pool's threads, and those running a request (the same way).
+        self.worker_threads: Callable[[], int] = lambda: 0
+        self.workers_busy: Callable[[], int] = lambda: 0
         self.http_metrics = None
         if self.metrics_enabled:
             self.http_metrics = self.metrics = self.make_metrics()
@@ -113,7 +116,10 @@ class ServerState(ProbeState):
         from hurricane.metrics.exposition import HttpMetrics
 
         return HttpMetrics(
-            backlog=lambda: self.backlog(), in_flight=lambda: len(self.requests.in_flight)
+            backlog=lambda: self.backlog(),
+            in_flight=lambda: len(self.requests.in_flight),
+            threads=lambda: self.worker_threads(),
+            busy=lambda: self.workers_busy(),
         )
 
     def lifetime_used(self) -> int:

@@ -67,7 +67,16 @@ RESTART_BACKOFF_MAX = 30.0
 # own drains before it kills them.
 EXIT_MARGIN = 5.0
 
-FIELDS = ("pid", "serving", "backlog", "in_flight", "requests", "heartbeat_ms")
+FIELDS = (
+    "pid",
+    "serving",
+    "backlog",
+    "in_flight",
+    "requests",
+    "heartbeat_ms",
+    "threads",
+    "busy",
+)
 
 
 class ProcessSlots:
@@ -169,6 +178,8 @@ class ChildRole:
             len(state.requests.in_flight),
             state.requests.requests_served,
             now_ms(),
+            state.worker_threads(),
+            state.workers_busy(),
         )
 
     def orphaned(self) -> bool:
@@ -244,6 +255,8 @@ class SupervisorState(ServerState):
             backlog=lambda: self.backlog(),
             in_flight=lambda: sum(row["in_flight"] for row in rows()),
             serving=lambda: sum(row["serving"] for row in rows()),
+            threads=lambda: sum(row["threads"] for row in rows()),
+            busy=lambda: sum(row["busy"] for row in rows()),
         )
 
     def start_draining(self) -> None:
@@ -383,7 +396,7 @@ class Supervisor:
                 MULTIPROCESS_VARIABLE: self.metrics_dir,
             },
         )
-        self.slots.write(index, 0, 0, 0, 0, 0, 0)
+        self.slots.write(index, *(0 for _ in FIELDS))
         child = self.children[index] = subprocess.Popen(
             [sys.executable, *sys.orig_argv[1:]],
             env=env,
