@@ -941,3 +941,41 @@ def test_stop_from_the_handler_ends_consume_after_the_message(consume, broker, t
     records = read_records(tmp_path)
     assert [r["id"] for r in records] == [0, 1], records
     assert broker.count(names.queue) == 4
+
+
+def test_queue_depth_and_unsettled_messages_for_autoscaling(consume, broker, tmp_path):
+    """The signals a scaler reads: the messages ready in the queue as the broker
+    reports them (asked every few seconds), and those delivered to this consumer and
+    not yet settled (prefetched, and the one in hand)."""
+    names = broker.names()
+    process = consume(*consumer_args(names, "--prefetch", "3"))
+    wait_until(
+        lambda: metric(process, "hurricane_amqp_queue_messages") == 0,
+        15,
+        "the empty queue reported",
+        process,
+    )
+    # The first message holds the handler 20 s; three are delivered, seven wait.
+    broker.publish(
+        names.exchange, names.queue, [{"id": 0, "sleep": 20}, *({"id": n} for n in range(1, 10))]
+    )
+    wait_until(
+        lambda: (
+            metric(process, "hurricane_amqp_queue_messages") == 7
+            and metric(process, "hurricane_amqp_messages_unsettled") == 3
+        ),
+        15,
+        "seven ready in the queue and three unsettled",
+        process,
+    )
+    assert metric(process, "hurricane_amqp_message_backlog") == 2
+    wait_until(lambda: len(read_records(tmp_path)) == 10, 60, "all ten handled", process)
+    wait_until(
+        lambda: (
+            metric(process, "hurricane_amqp_queue_messages") == 0
+            and metric(process, "hurricane_amqp_messages_unsettled") == 0
+        ),
+        15,
+        "the queue and the consumer empty",
+        process,
+    )

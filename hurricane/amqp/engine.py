@@ -52,6 +52,9 @@ ERROR_PAUSE_MAX = 10.0
 DEFAULT_MAX_DELIVERIES = 5
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024**2
 DEFAULT_PREFETCH = 10
+# How often the consumer asks the broker how many messages its queue holds (the
+# hurricane_amqp_queue_messages gauge, a signal for autoscaling).
+QUEUE_LOOK_INTERVAL = 5.0
 
 
 class HandlerHooks(Protocol):
@@ -266,6 +269,11 @@ class ConsumerEngine:
         # Delivery tags of the current channel not yet settled, oldest first (loop only).
         self._unsettled: collections.deque = collections.deque()
         self._flush_scheduled = False
+        # The queue's ready messages as the broker last reported them, asked on a
+        # channel of its own (None: not known); the loop writes, the probes read.
+        self.queue_messages: int | None = None
+        self._look_channel: Any = None
+        self._look_timer: asyncio.TimerHandle | None = None
         self._handler_thread: threading.Thread | None = None
         self._in_hand: tuple[int, int] | None = None  # (generation, delivery tag)
         # How the handler settled the message in hand: "ack", "nack", "requeue" or None.
@@ -622,6 +630,52 @@ class ConsumerEngine:
         """Messages received and waiting for the handler thread."""
         return self._deliveries.qsize()
 
+    @property
+    def unsettled(self) -> int:
+        """Messages delivered on the current channel and not yet settled."""
+        return len(self._unsettled)
+
+    def _look_at_queue(self) -> None:
+        """Ask the broker how many messages the queue holds (a passive declare), now
+        and every QUEUE_LOOK_INTERVAL s while connected. On a channel of its own: a
+        refusal closes that channel, never the one that consumes."""
+        self._look_timer = None
+        connection = self.connection
+        if self.closing or connection is None or not connection.is_open or not self.queue:
+            self.queue_messages = None
+            return
+        loop = self._loop
+        assert loop is not None  # connect() set it
+
+        def again() -> None:
+            if not self.closing:
+                self._look_timer = loop.call_later(QUEUE_LOOK_INTERVAL, self._look_at_queue)
+
+        def reported(frame: Any) -> None:
+            self.queue_messages = frame.method.message_count
+            again()
+
+        def ask(channel: Any) -> None:
+            channel.queue_declare(queue=self.queue, passive=True, callback=reported)
+
+        def look_channel_closed(channel: Any, reason: BaseException) -> None:
+            if channel is self._look_channel:
+                self._look_channel = None
+                self.queue_messages = None
+                logger.debug("The look at the queue failed: %s", describe_broker_error(reason))
+                again()
+
+        def opened(channel: Any) -> None:
+            self._look_channel = channel
+            channel.add_on_close_callback(look_channel_closed)
+            ask(channel)
+
+        channel = self._look_channel
+        if channel is not None and channel.is_open:
+            ask(channel)
+        else:
+            connection.channel(on_open_callback=opened)
+
     def _on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         self._unsettled.append(method.delivery_tag)
         self.observer.message_received()
@@ -707,6 +761,7 @@ class ConsumerEngine:
             raise
         self.was_consuming = True
         self._start_handler_thread()
+        self._look_at_queue()
         logger.info(
             "Consuming %r (%s queue%s; exchange %r, routing keys %s; prefetch %d, "
             "deliveries %s, bodies up to %s) from %s",
@@ -948,6 +1003,7 @@ class ConsumerEngine:
 
     def _connection_closed(self, connection: Any, reason: BaseException) -> None:
         self._channel_lost()
+        self._stop_looking_at_queue()
         self._fail_waiters(
             BrokerError(
                 f"the broker at {self.broker} closed the connection: "
@@ -1047,6 +1103,13 @@ class ConsumerEngine:
                 f"{self.handler_name} runs under AMQPClient(...).run() or manage.py consume"
             )
         asyncio.run(self.runner())
+
+    def _stop_looking_at_queue(self) -> None:
+        if self._look_timer is not None:
+            self._look_timer.cancel()
+            self._look_timer = None
+        self._look_channel = None
+        self.queue_messages = None
 
     def _close_connection(self) -> None:
         connection = self.connection

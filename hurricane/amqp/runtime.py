@@ -14,6 +14,7 @@ import logging
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from typing import TypeVar
 
 from hurricane.amqp.basehandler import (
@@ -67,12 +68,18 @@ class ConsumerState(ProbeState, ConsumerObserver):
         self.connected = False
         self.messages_handled = 0
         self.backlog = lambda: 0
+        # Set once the engine exists (the same way as backlog).
+        self.unsettled: Callable[[], int] = lambda: 0
+        self.queue_messages: Callable[[], int | None] = lambda: None
         self.consumer_metrics = None
         if self.metrics_enabled:
             from hurricane.metrics.exposition import ConsumerMetrics
 
             self.consumer_metrics = self.metrics = ConsumerMetrics(
-                backlog=lambda: self.backlog(), connected=lambda: int(self.connected)
+                backlog=lambda: self.backlog(),
+                connected=lambda: int(self.connected),
+                unsettled=lambda: self.unsettled(),
+                queue_messages=lambda: self.queue_messages(),
             )
 
     def lifetime_used(self) -> int:
@@ -176,6 +183,8 @@ class Consumer:
             max_message_size=options.max_message_size,
         )
         state.backlog = lambda: client.engine.backlog
+        state.unsettled = lambda: client.engine.unsettled
+        state.queue_messages = lambda: client.engine.queue_messages
         RequestQueueLengthMetric.backlog_source = state.backlog
         if self.handle_signals:
             handle_stop_signals(loop, self.on_signal)

@@ -456,7 +456,13 @@ class ConsumerMetrics(ProcessMetrics):
 
     startup_help = "Seconds from the start of consume until it consumed."
 
-    def __init__(self, backlog: Callable[[], float], connected: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        backlog: Callable[[], float],
+        connected: Callable[[], float],
+        unsettled: Callable[[], float] = lambda: 0,
+        queue_messages: Callable[[], float | None] = lambda: None,
+    ) -> None:
         super().__init__()
 
         def counter(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
@@ -497,6 +503,33 @@ class ConsumerMetrics(ProcessMetrics):
             "Messages received and waiting for the handler.",
             backlog,
         )
+        self.gauge_of(
+            "hurricane_amqp_messages_unsettled",
+            "Messages the broker delivered to this consumer and that are not yet "
+            "acknowledged or rejected: those prefetched and the one in hand.",
+            unsettled,
+        )
+        self.registry.register(QueueDepthCollector(queue_messages))
+
+
+class QueueDepthCollector:
+    """``hurricane_amqp_queue_messages``: the messages ready in the consumed queue, as
+    the broker last reported them; no sample while that is not known (not yet asked,
+    or the broker did not answer), rather than a number that would mislead a scaler."""
+
+    def __init__(self, read: Callable[[], float | None]) -> None:
+        self.read = read
+
+    def collect(self) -> Any:
+        family = GaugeMetricFamily(
+            "hurricane_amqp_queue_messages",
+            "Messages ready in the consumed queue, as the broker last reported them "
+            "(asked every few seconds); absent while not known.",
+        )
+        value = self.read()
+        if value is not None:
+            family.add_metric([], value)
+        yield family
 
 
 # Celery tasks run from milliseconds to many minutes: the default buckets stop at 10 s.
