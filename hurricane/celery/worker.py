@@ -39,6 +39,7 @@ from hurricane.celery.common import (
     wait_for_last_webhook,
 )
 from hurricane.config.options import CeleryOptions
+from hurricane.metrics.exposition import TaskTally
 from hurricane.platform.state import ProbeState
 
 logger = logging.getLogger("hurricane.celery")
@@ -64,24 +65,22 @@ def active_tasks() -> int:
 
 
 class TaskInstruments:
-    """The metrics' children of one task name, looked up once rather than per task."""
+    """The counts of one task name, kept by the worker's main thread in plain
+    integers; hurricane.metrics.exposition.CeleryTaskCollector reads them when
+    scraped."""
 
-    __slots__ = ("received", "started", "finished", "run_time", "wait_time", "name", "metrics")
+    __slots__ = ("name", "received", "started", "finished", "run_time", "wait_time")
 
-    def __init__(self, metrics: Any, name: str) -> None:
-        self.metrics = metrics
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.received = metrics.received.labels(name)
-        self.started = metrics.started.labels(name)
-        self.run_time = metrics.run_time.labels(name)
-        self.wait_time = metrics.wait_time.labels(name)
-        self.finished: dict[str, Any] = {}
+        self.received = 0
+        self.started = 0
+        self.finished: dict[str, int] = {}
+        self.run_time = TaskTally()
+        self.wait_time = TaskTally()
 
     def finish(self, outcome: str) -> None:
-        child = self.finished.get(outcome)
-        if child is None:
-            child = self.finished[outcome] = self.metrics.finished.labels(self.name, outcome)
-        child.inc()
+        self.finished[outcome] = self.finished.get(outcome, 0) + 1
 
 
 class WorkerState(ProbeState):
@@ -111,6 +110,7 @@ class WorkerState(ProbeState):
                 busy=active_tasks,
                 idle=lambda: max(0, self.pool_size() - active_tasks()),
                 loop_age=self.loop_age,
+                tasks=lambda: list(self.instruments.values()),
             )
 
     def lifetime_used(self) -> int:
@@ -172,10 +172,10 @@ class WorkerState(ProbeState):
                 label = OTHER_TASKS
                 instruments = self.instruments.get(OTHER_TASKS)
                 if instruments is None:
-                    instruments = TaskInstruments(self.worker_metrics, label)
+                    instruments = TaskInstruments(label)
                     self.instruments[OTHER_TASKS] = instruments
                 return instruments
-            instruments = self.instruments[name] = TaskInstruments(self.worker_metrics, name)
+            instruments = self.instruments[name] = TaskInstruments(name)
         return instruments
 
     def task_received(self, request: Any) -> None:
@@ -185,7 +185,7 @@ class WorkerState(ProbeState):
             request.on_failure = self._counting_failure(request)
             return
         instruments = self.instruments_of(request.name)
-        instruments.received.inc()
+        instruments.received += 1
         received = time.time()
         eta = request.eta
         if eta is not None:
@@ -198,7 +198,7 @@ class WorkerState(ProbeState):
         def accepted(pid: Any, time_accepted: float) -> Any:
             # time_accepted: the pool process's monotonic clock, the same clock as ours.
             accepted_at.append(time_accepted)
-            instruments.started.inc()
+            instruments.started += 1
             began = time.time() - (time.monotonic() - time_accepted)
             instruments.wait_time.observe(max(0.0, began - received))
             return on_accepted(pid, time_accepted)

@@ -406,7 +406,7 @@ def django_http_handler_of(application: Any) -> Any | None:
     if is_django_handler(application):
         return application
     try:
-        from channels.routing import ProtocolTypeRouter
+        from channels.routing import ProtocolTypeRouter  # type: ignore[import-untyped]
     except ImportError:
         return None
     if not isinstance(application, ProtocolTypeRouter):

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -273,7 +273,7 @@ class AsyncChunks:
         self.loop = loop
         self.iterator = response.streaming_content.__aiter__()
 
-    def __iter__(self) -> Iterable[bytes]:
+    def __iter__(self) -> Iterator[bytes]:
         while True:
             future = asyncio.run_coroutine_threadsafe(self.iterator.__anext__(), self.loop)
             try:
