@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -63,11 +64,58 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class ProbePoller:
+    """Asks /alive and /ready in turn every PROBE_INTERVAL s, as a kubelet would but
+    more often, and keeps each answer's time (a failed or late answer counts as the
+    timeout)."""
+
+    PROBE_INTERVAL = 0.05
+    TIMEOUT = 1.0
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.times: list[float] = []
+        self.failures = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        import urllib.error
+        import urllib.request
+
+        paths = ("/alive", "/ready")
+        asked = 0
+        while not self.stop.wait(self.PROBE_INTERVAL):
+            url = f"http://127.0.0.1:{self.port}{paths[asked % 2]}"
+            asked += 1
+            began = time.perf_counter()
+            try:
+                with urllib.request.urlopen(url, timeout=self.TIMEOUT) as response:
+                    response.read()
+                answered = True
+            except urllib.error.HTTPError:  # an answer all the same (a 503 while unready)
+                answered = True
+            except OSError:
+                answered = False
+            if answered:
+                self.times.append(time.perf_counter() - began)
+            else:
+                self.failures += 1
+                self.times.append(self.TIMEOUT)
+
+    def p99_ms(self) -> float:
+        if not self.times:
+            return float("nan")
+        ordered = sorted(self.times)
+        return 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
 def one_run(
     task: str, count: int, hurricane: bool, concurrency: int, log_dir: Path
-) -> tuple[float, float]:
-    """Tasks per second of one worker over ``count`` preloaded tasks, and the CPU
-    microseconds per task of its main process (where hurricane.celery works)."""
+) -> tuple[float, float, ProbePoller | None]:
+    """Tasks per second of one worker over ``count`` preloaded tasks, the CPU
+    microseconds per task of its main process (where hurricane.celery works), and,
+    with Hurricane, its probes' answer times while the tasks ran."""
     queue = f"hurricane-bench-{uuid.uuid4().hex[:8]}"
     counter = f"hurricane-bench-counter-{queue}"
     env = {
@@ -77,7 +125,7 @@ def one_run(
         "BENCH_COUNTER": counter,
         "BENCH_REDIS_DB": str(REDIS_DB),
         "BENCH_HURRICANE": "1" if hurricane else "0",
-        "HURRICANE_PROBE_PORT": str(free_port()),
+        "HURRICANE_PROBE_PORT": str(probe_port := free_port()),
     }
     os.environ["BENCH_QUEUE"] = queue
     from celery_bench import app
@@ -94,6 +142,7 @@ def one_run(
          "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING"],
         cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    poller = ProbePoller(probe_port) if hurricane else None
     try:
         deadline = time.monotonic() + 600
         first = None
@@ -102,10 +151,15 @@ def one_run(
             now = time.perf_counter()
             if first is None and done >= 1:
                 first = (now, done, cpu_seconds(worker.pid))
+                if poller is not None:
+                    poller.thread.start()
             if done >= count:
                 assert first is not None
                 cpu = (cpu_seconds(worker.pid) - first[2]) / (done - first[1]) * 1e6
-                return (done - first[1]) / (now - first[0]), cpu
+                if poller is not None:
+                    poller.stop.set()
+                    poller.thread.join()
+                return (done - first[1]) / (now - first[0]), cpu, poller
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited: see {log.name}")
             time.sleep(0.002)
@@ -128,13 +182,18 @@ def main() -> None:
     kinds = [("noop", args.noop), ("sleep_10ms", args.sleep)]
     results: dict[tuple[str, bool], list[float]] = {}
     cpu: dict[tuple[str, bool], list[float]] = {}
+    probes: dict[str, list[ProbePoller]] = {}
     with tempfile.TemporaryDirectory() as logs:
         for run in range(args.runs):
             for task, count in kinds:
                 for hurricane in (False, True):
-                    rate, micros = one_run(task, count, hurricane, args.concurrency, Path(logs))
+                    rate, micros, poller = one_run(
+                        task, count, hurricane, args.concurrency, Path(logs)
+                    )
                     results.setdefault((task, hurricane), []).append(rate)
                     cpu.setdefault((task, hurricane), []).append(micros)
+                    if poller is not None:
+                        probes.setdefault(task, []).append(poller)
                     name = "hurricane" if hurricane else "plain"
                     print(
                         f"run {run + 1} {task} {name}: {rate:,.0f} tasks/s, "
@@ -156,6 +215,17 @@ def main() -> None:
             name = "hurricane" if hurricane else "plain"
             micros = statistics.median(cpu[(task, hurricane)])
             print(f"| {task} | {name} | {median:,.0f} | {shown} | {ratio} | {micros:.0f} |")
+    print(
+        "\nHurricane's probes while the tasks ran (/alive and /ready in turn every 50 ms; "
+        "no answer within 1 s counts as 1 s):\n"
+    )
+    print("| task | asked | no answer | p99 (ms, each run) |")
+    print("|---|---:|---:|---|")
+    for task, pollers in probes.items():
+        answers = sum(len(poller.times) for poller in pollers)
+        failures = sum(poller.failures for poller in pollers)
+        p99s = ", ".join(f"{poller.p99_ms():.1f}" for poller in pollers)
+        print(f"| {task} | {answers} | {failures} | {p99s} |")
     print(
         f"\nMachine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"Celery {celery.__version__}, prefork concurrency {args.concurrency}."
