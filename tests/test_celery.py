@@ -212,6 +212,27 @@ def test_probes_follow_the_broker_and_never_fail_liveness_for_it(celery, tmp_pat
         proxy.close()
 
 
+def test_a_stuck_task_keeps_the_worker_alive_and_a_backlog_makes_it_unready(celery, client):
+    """One pool process held by a long task: the consumer loop still beats, so
+    liveness stays 200 past --celery-loop-timeout; the tasks prefetched behind it
+    wait, and from --req-queue-len of them on readiness fails, saying why."""
+    worker = celery(
+        "worker", "-c", "1", HURRICANE_REQ_QUEUE_LEN="2", HURRICANE_CELERY_LOOP_TIMEOUT="2"
+    )  # fmt: skip
+    worker.wait(lambda: worker.status("/ready") == 200, 30, "readiness")
+    send(client, "sleep", 30)
+    worker.wait(lambda: worker.metric("hurricane_celery_pool_busy") == 1, 10, "the task begun")
+    for number in range(3):
+        send(client, "add", number, 1)
+    worker.wait(lambda: worker.status("/ready") == 400, 10, "unready with three waiting")
+    assert worker.probe("/ready").text == "3 tasks wait for a pool process (limit 2)\n"
+    assert worker.metric("hurricane_celery_tasks_reserved") == 3
+    time.sleep(3)  # past the loop timeout: a busy pool is no hung loop
+    assert worker.status("/alive") == 200
+    assert worker.metric("hurricane_celery_pool_busy") == 1
+    assert worker.metric("hurricane_celery_pool_idle") == 0
+
+
 def test_task_metrics_count_each_task_once_by_name_and_outcome(celery, client):
     worker = celery()
     worker.wait(lambda: started(worker), 30, "startup")
