@@ -152,6 +152,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         "streaming",
         "route",
         "sent",
+        "counted",
         "on_gone",
         "client",
         "spooled",
@@ -178,6 +179,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         self.status = 0
         self.route = "unmatched"  # until the worker names the matched URL pattern
         self.sent = 0  # bytes of response body written
+        self.counted = False  # logged and in the metrics
         self.on_gone = None
         self.client = None
         self.spooled: BinaryIO | None = None  # the body's file, once it is large
@@ -389,6 +391,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
         conn = self.conn
         stream = conn.stream
         self.sent = len(body)
+        self._count()
         try:
             if stream.closed():
                 written = None
@@ -431,6 +434,7 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
             await self.conn.write(chunk)
 
     def finish_stream(self) -> None:
+        self._count()
         if not self.closed:
             try:
                 self.conn.finish()
@@ -506,17 +510,23 @@ class RequestDelegate(httputil.HTTPMessageDelegate, ResponseSink):
     def _end(self) -> None:
         state = self.router.state
         if not state.request_ended(self.conn):
-            return  # already counted
-        if self.inner is not None:
-            return  # probe and file requests are neither logged nor counted as app requests
-        if self.status:
-            state.app_request_done(
-                self.start_line,
-                self.status,
-                # Typed object; Tornado's HTTP server sets one with remote_ip.
-                self.client or self.conn.context.remote_ip,  # type: ignore[attr-defined]
-                time.perf_counter() - self.started,
-                self.route,
-                self.headers,
-                self.sent,
-            )
+            return  # already ended
+        self._count()
+
+    def _count(self) -> None:
+        """Log the answered app request and put it in the metrics: before its last
+        bytes go out, so that a client that has its response and then asks /metrics
+        (served on the probe server's own thread) finds it counted."""
+        if self.counted or self.inner is not None or not self.status:
+            return  # probe and file requests are neither logged nor counted
+        self.counted = True
+        self.router.state.app_request_done(
+            self.start_line,
+            self.status,
+            # Typed object; Tornado's HTTP server sets one with remote_ip.
+            self.client or self.conn.context.remote_ip,  # type: ignore[attr-defined]
+            time.perf_counter() - self.started,
+            self.route,
+            self.headers,
+            self.sent,
+        )
