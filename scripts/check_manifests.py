@@ -37,6 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 try:
+    import jsonschema
     import kubernetes_validate
     import yaml
 except ModuleNotFoundError as missing:
@@ -63,6 +64,9 @@ KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
 # Kinds of operators' CRDs: not in the Kubernetes schemas, so checked by the
 # cross-reference below only (selector and port).
 CRD_KINDS = {("monitoring.coreos.com/v1", "PodMonitor")}
+# KEDA's CRDs, copied from its release (README.md there): its kinds are validated
+# against them as strictly as the Kubernetes kinds are against theirs.
+KEDA_SCHEMAS = Path(__file__).resolve().parent / "schemas" / "keda"
 CHECKOV_VERSION = "3.3.30"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 MODE_OPTIONS = {
@@ -151,12 +155,62 @@ def describe(obj: dict) -> str:
 # -- schemas -----------------------------------------------------------------------------
 
 
+def strict(schema: Any) -> Any:
+    """An openAPIV3Schema of a CRD as the API server reads it: an object schema that
+    lists its properties takes no others, unless it says so
+    (``additionalProperties``, ``x-kubernetes-preserve-unknown-fields``)."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: strict(value) for key, value in schema.items()}
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        schema["additionalProperties"] = False
+    return schema
+
+
+def crd_validators(folder: Path = KEDA_SCHEMAS) -> dict[tuple[str, str], Any]:
+    """A strict validator for each served version of each CRD in ``folder``, by the
+    (apiVersion, kind) its objects name."""
+    validators = {}
+    for path in sorted(folder.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            if version.get("served"):
+                schema = strict(version["schema"]["openAPIV3Schema"])
+                validators[(f"{group}/{version['name']}", kind)] = jsonschema.Draft4Validator(
+                    schema
+                )
+    return validators
+
+
+CRD_VALIDATORS = crd_validators()
+
+
+def crd_problems(obj: dict, validator: Any) -> list[str]:
+    problems = []
+    errors = validator.iter_errors(obj)
+    for error in sorted(errors, key=lambda error: [str(part) for part in error.path]):
+        where = ".".join(str(part) for part in error.path) or "(top)"
+        problems.append(f"{describe(obj)}: {where}: {error.message} (KEDA's CRD)")
+    return problems
+
+
 def schema_problems(
     objects: list[dict], versions: Iterable[str] = KUBERNETES_VERSIONS
 ) -> list[str]:
     problems = []
     for obj in objects:
         if (obj.get("apiVersion"), obj.get("kind")) in CRD_KINDS:
+            continue
+        validator = CRD_VALIDATORS.get((obj.get("apiVersion"), obj.get("kind")))
+        if validator is not None:
+            problems += crd_problems(obj, validator)
             continue
         for version in versions:
             try:

@@ -52,6 +52,53 @@ def test_checkov_passes_with_reasoned_skips() -> None:
         assert f"# {check} " in config, f"{check} is skipped without a reason"
 
 
+def test_keda_objects_are_validated_strictly_against_kedas_own_crds() -> None:
+    """KEDA's kinds are not in the Kubernetes schemas: the copied CRDs validate them, and
+    as the API server does, a field a schema does not list is refused."""
+    scaled = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "hurricane-web"},
+        "spec": {
+            "scaleTargetRef": {"name": "hurricane-web"},
+            "minReplicaCount": 2,
+            "triggers": [{"type": "cpu", "metadata": {"value": "70"}}],
+        },
+    }
+    assert check_manifests.schema_problems([scaled]) == []
+    scaled["spec"]["minReplicas"] = 2
+    scaled["spec"]["triggers"][0]["metadata"]["value"] = 70
+    assert check_manifests.schema_problems([scaled]) == [
+        "ScaledObject/hurricane-web: spec: Additional properties are not allowed "
+        "('minReplicas' was unexpected) (KEDA's CRD)",
+        "ScaledObject/hurricane-web: spec.triggers.0.metadata.value: 70 is not of type "
+        "'string' (KEDA's CRD)",
+    ]
+    served = {key for key in check_manifests.CRD_VALIDATORS}
+    assert ("keda.sh/v1alpha1", "TriggerAuthentication") in served
+
+
+def test_strict_crd_schemas_keep_what_a_schema_leaves_open() -> None:
+    schema = check_manifests.strict(
+        {
+            "type": "object",
+            "properties": {
+                "listed": {"type": "object", "properties": {"a": {"type": "string"}}},
+                "open": {"type": "object", "additionalProperties": {"type": "string"}},
+                "kept": {
+                    "type": "object",
+                    "properties": {"a": {"type": "string"}},
+                    "x-kubernetes-preserve-unknown-fields": True,
+                },
+            },
+        }
+    )
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["listed"]["additionalProperties"] is False
+    assert schema["properties"]["open"]["additionalProperties"] == {"type": "string"}
+    assert "additionalProperties" not in schema["properties"]["kept"]
+
+
 BROKEN_FIXTURES = {
     "misspelt-field": "Additional properties are not allowed ('readinesProbe' was unexpected)",
     "wrong-type": "'forty-five' is not of type 'integer'",
