@@ -345,6 +345,44 @@ def service_has_port(service: dict, port: dict) -> bool:
     return any(entry["port"] == port.get("number") for entry in ports)
 
 
+def scale_target(autoscaler: dict) -> tuple[str, str] | None:
+    """The (kind, name) an HPA or a KEDA ScaledObject scales; None for other objects."""
+    if autoscaler.get("kind") not in ("HorizontalPodAutoscaler", "ScaledObject"):
+        return None
+    target = autoscaler.get("spec", {}).get("scaleTargetRef", {})
+    return target.get("kind", "Deployment"), target.get("name")
+
+
+def secret_keys(objects: list[dict]) -> dict[str, set[str]]:
+    """The keys of each rendered Secret, by name."""
+    return {
+        obj["metadata"]["name"]: set(obj.get("data") or {}) | set(obj.get("stringData") or {})
+        for obj in objects
+        if obj.get("kind") == "Secret"
+    }
+
+
+def mounted_secrets(objects: list[dict]) -> set[str]:
+    """The Secrets the rendered pods read (volumes, envFrom, env), rendered or not: the
+    base leaves "hurricane-secrets" to be made outside Git."""
+    names = set()
+    for workload in (obj for obj in objects if obj.get("kind") in WORKLOAD_KINDS):
+        pod = workload["spec"]["template"]["spec"]
+        names |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+        for container in pod.get("containers", []):
+            names |= {
+                source["secretRef"]["name"]
+                for source in container.get("envFrom", [])
+                if "secretRef" in source
+            }
+            names |= {
+                variable["valueFrom"]["secretKeyRef"]["name"]
+                for variable in container.get("env", [])
+                if "secretKeyRef" in variable.get("valueFrom", {})
+            }
+    return names
+
+
 def reference_problems(objects: list[dict]) -> list[str]:
     """Selectors, ports and references between the objects."""
     problems = []
@@ -352,6 +390,8 @@ def reference_problems(objects: list[dict]) -> list[str]:
     all_containers = list(containers(objects))
     names = {(obj.get("kind"), obj["metadata"]["name"]) for obj in objects}
     services = {obj["metadata"]["name"]: obj for obj in objects if obj.get("kind") == "Service"}
+    secrets = secret_keys(objects)
+    made_elsewhere = mounted_secrets(objects) - set(secrets)
 
     def selected(selector: dict) -> list[Container]:
         return [c for c in all_containers if selects(selector, pod_labels(c.workload))]
@@ -422,6 +462,63 @@ def reference_problems(objects: list[dict]) -> list[str]:
                             f"{describe(obj)}: scales on {resource}, but {container.name} "
                             f"requests none"
                         )
+        elif kind == "ScaledObject":
+            target_kind, target_name = scale_target(obj)
+            if (target_kind, target_name) not in names:
+                problems.append(f"{describe(obj)}: no {target_kind} {target_name} to scale")
+            for trigger in spec.get("triggers", []):
+                reference = trigger.get("authenticationRef")
+                if not reference:
+                    continue
+                wanted = reference.get("kind", "TriggerAuthentication")
+                # A ClusterTriggerAuthentication is the cluster's, not the overlay's.
+                if wanted == "TriggerAuthentication" and (wanted, reference["name"]) not in names:
+                    problems.append(
+                        f"{describe(obj)}: its {trigger['type']} trigger names no "
+                        f"TriggerAuthentication {reference['name']}"
+                    )
+        elif kind == "TriggerAuthentication":
+            for reference in spec.get("secretTargetRef", []):
+                name, key = reference["name"], reference["key"]
+                if name in secrets and key not in secrets[name]:
+                    problems.append(
+                        f"{describe(obj)}: Secret/{name} has no key {key} (for the "
+                        f"parameter {reference['parameter']})"
+                    )
+                elif name not in secrets and name not in made_elsewhere:
+                    problems.append(
+                        f"{describe(obj)}: names no Secret {name} (none is rendered, and no "
+                        "pod reads one of that name)"
+                    )
+    problems += autoscaler_problems(objects)
+    return problems
+
+
+def autoscaler_problems(objects: list[dict]) -> list[str]:
+    """One autoscaler per workload, and no fixed replicas under it: two (the base's HPA
+    and a ScaledObject's, two ScaledObjects) would fight over the count, and a
+    ``replicas`` in the manifest resets it on every ``kubectl apply``."""
+    problems = []
+    scaled_by: dict[tuple[str, str], list[str]] = {}
+    for obj in objects:
+        target = scale_target(obj)
+        if target is not None:
+            scaled_by.setdefault(target, []).append(describe(obj))
+    for (kind, name), autoscalers in scaled_by.items():
+        if len(autoscalers) > 1:
+            problems.append(
+                f"{kind}/{name} is scaled by {' and '.join(autoscalers)} at once: they would "
+                "fight over its replicas; keep one"
+            )
+        workload = next(
+            (o for o in objects if o.get("kind") == kind and o["metadata"]["name"] == name), None
+        )
+        if workload is not None and "replicas" in workload.get("spec", {}):
+            problems.append(
+                f"{kind}/{name} sets replicas: {workload['spec']['replicas']}, but "
+                f"{autoscalers[0]} owns the count: every kubectl apply would reset it; leave "
+                "replicas out"
+            )
     return problems
 
 

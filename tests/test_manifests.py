@@ -9,8 +9,10 @@ and turn an AMQP message into a note."""
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,6 +124,13 @@ BROKEN_FIXTURES = {
     "ingress-backend-port-missing": "Ingress/hurricane-web: Service/hurricane-web has no port web",
     "ingress-timeout-below-ping": "proxy-read-timeout 15 s is not longer than the WebSocket "
     "pings' --ws-ping-interval 20 s of Deployment/hurricane-web container web",
+    "keda-unknown-field": "ScaledObject/hurricane-web: spec: Additional properties are not "
+    "allowed ('minReplicas' was unexpected) (KEDA's CRD)",
+    "keda-target-missing": "ScaledObject/hurricane-web: no Deployment hurricane-webapp to scale",
+    "two-autoscalers": "Deployment/hurricane-web is scaled by "
+    "HorizontalPodAutoscaler/hurricane-web-memory and ScaledObject/hurricane-web at once",
+    "replicas-under-autoscaler": "Deployment/hurricane-web sets replicas: 2, but "
+    "ScaledObject/hurricane-web owns the count",
 }
 
 
@@ -199,6 +208,50 @@ def test_the_production_overlay_needs_no_operator_crd() -> None:
     assert not kinds & check_manifests.CRD_KINDS
     overlay = (KUSTOMIZATIONS["overlays/production"] / "kustomization.yaml").read_text()
     assert "# - ../../components/podmonitor" in overlay
+
+
+# -- autoscaling ---------------------------------------------------------------------------
+
+COMPONENTS = ROOT / "k8s-manifests" / "components"
+
+
+def render_overlay(text: str) -> list[dict]:
+    """Objects of a kustomization written here, in a folder beside the manifests
+    (kustomize takes relative paths only): ``ROOT`` stands for the repository."""
+    scratch = ROOT / ".cache"
+    scratch.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as folder:
+        Path(folder, "kustomization.yaml").write_text(
+            text.replace("ROOT", os.path.relpath(ROOT, folder))
+        )
+        return check_manifests.parse(check_manifests.render(Path(folder)))
+
+
+def of_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def test_keda_takes_over_from_the_base_hpa() -> None:
+    """The web ScaledObject replaces the base's CPU HPA (KEDA makes an HPA of its own,
+    under the same name, taking over one applied before), and follows a namePrefix."""
+    objects = check_manifests.parse(
+        check_manifests.render_component(COMPONENTS / "autoscaling-keda")
+    )
+    assert of_kind(objects, "HorizontalPodAutoscaler") == []
+    [scaled] = of_kind(objects, "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"] == {"name": "hurricane-web"}
+    assert scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["name"] == "hurricane-web"
+    annotations = scaled["metadata"]["annotations"]
+    assert annotations["scaledobject.keda.sh/transfer-hpa-ownership"] == "true"
+
+    prefixed = render_overlay(
+        "resources: [ROOT/k8s-manifests/base]\n"
+        "components: [ROOT/k8s-manifests/components/autoscaling-keda]\n"
+        "namePrefix: staging-\n"
+    )
+    [scaled] = of_kind(prefixed, "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "staging-hurricane-web"
+    assert check_manifests.reference_problems(prefixed) == []
 
 
 # -- the rendered wiring, run --------------------------------------------------------------
