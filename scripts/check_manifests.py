@@ -22,6 +22,7 @@ virtual environment under .cache/, made on first use (or set CHECKOV to a checko
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib.machinery
 import importlib.util
 import os
@@ -29,6 +30,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +121,13 @@ def components() -> list[Path]:
     return sorted(path for path in (MANIFESTS / "components").iterdir() if path.is_dir())
 
 
+# Components that change another component's objects, rendered after it.
+COMPONENT_NEEDS = {
+    "autoscaling-keda-consumer": ("consumer",),
+    "autoscaling-keda-celery": ("celery",),
+}
+
+
 def render(path: Path) -> str:
     result = subprocess.run(
         ["kubectl", "kustomize", str(path)], capture_output=True, text=True, timeout=120
@@ -130,22 +139,29 @@ def render(path: Path) -> str:
 
 def render_component(component: Path, onto: Path = MANIFESTS / "base") -> str:
     """A component cannot be rendered alone: render a kustomization (the base) with
-    it, from a folder beside them (kustomize takes relative paths only)."""
+    it, and the components it needs before it (COMPONENT_NEEDS), from a folder beside
+    them (kustomize takes relative paths only)."""
+    needed = [component.parent / name for name in COMPONENT_NEEDS.get(component.name, ())]
     scratch = REPO / ".cache"
     scratch.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch) as folder:
         base = os.path.relpath(onto, folder)
+        listed = ", ".join(os.path.relpath(path, folder) for path in [*needed, component])
         Path(folder, "kustomization.yaml").write_text(
             "apiVersion: kustomize.config.k8s.io/v1beta1\n"
             "kind: Kustomization\n"
             f"resources: [{base}]\n"
-            f"components: [{os.path.relpath(component, folder)}]\n"
+            f"components: [{listed}]\n"
         )
         return render(Path(folder))
 
 
 def parse(rendered: str) -> list[dict]:
     return [document for document in yaml.safe_load_all(rendered) if document]
+
+
+def dump(objects: list[dict]) -> str:
+    return yaml.safe_dump_all(objects, sort_keys=False)
 
 
 def describe(obj: dict) -> str:
@@ -796,6 +812,148 @@ def ingress_problems(objects: list[dict]) -> list[str]:
     return problems
 
 
+CELERY_DEFAULT_QUEUE = "celery"
+
+
+def celery_queues(args: list[str]) -> list[str]:
+    """The queues a worker's args name (``-Q a,b``, ``--queues=a,b``), else Celery's
+    default."""
+    for index, arg in enumerate(args):
+        value = None
+        if arg in ("-Q", "--queues") and index + 1 < len(args):
+            value = args[index + 1]
+        elif arg.startswith("--queues="):
+            value = arg.partition("=")[2]
+        elif arg.startswith("-Q") and len(arg) > 2:
+            value = arg[2:]
+        if value:
+            return [queue for queue in value.split(",") if queue]
+    return [CELERY_DEFAULT_QUEUE]
+
+
+def scaled_containers(scaled: dict, objects: list[dict]) -> list[Container]:
+    """Hurricane's containers in the workload a ScaledObject scales."""
+    kind, name = scale_target(scaled)
+    return [c for c in containers(objects) if c.mode and describe(c.workload) == f"{kind}/{name}"]
+
+
+def trigger_url(trigger: dict, objects: list[dict]) -> tuple[str, str] | None:
+    """The broker URL a rabbitmq trigger connects with, and where it comes from, when
+    the render holds it: its ``host``, or its TriggerAuthentication's ``host`` from a
+    rendered Secret. None when it is made outside Git (or read from the pod's env)."""
+    if "host" in trigger.get("metadata", {}):
+        return trigger["metadata"]["host"], "its host"
+    name = trigger.get("authenticationRef", {}).get("name")
+    for auth in objects:
+        if auth.get("kind") != "TriggerAuthentication" or auth["metadata"]["name"] != name:
+            continue
+        for reference in auth["spec"].get("secretTargetRef", []):
+            if reference["parameter"] != "host":
+                continue
+            for secret in (o for o in objects if o.get("kind") == "Secret"):
+                if secret["metadata"]["name"] != reference["name"]:
+                    continue
+                if reference["key"] in (secret.get("stringData") or {}):
+                    return secret["stringData"][
+                        reference["key"]
+                    ], f"Secret/{secret['metadata']['name']} key {reference['key']}"
+                if reference["key"] in (secret.get("data") or {}):
+                    value = base64.b64decode(secret["data"][reference["key"]]).decode()
+                    return value, f"Secret/{secret['metadata']['name']} key {reference['key']}"
+    return None
+
+
+def broker_of_url(url: str, vhost_name: str | None) -> tuple[str | None, int, str]:
+    """(host, port, vhost) of an AMQP URL as KEDA reads it: no path is the vhost "/",
+    and the trigger's vhostName wins."""
+    parsed = urllib.parse.urlsplit(url)
+    path = urllib.parse.unquote(parsed.path[1:]) if len(parsed.path) > 1 else "/"
+    return parsed.hostname, parsed.port or 5672, vhost_name or path
+
+
+def keda_problems(objects: list[dict]) -> list[str]:
+    """What KEDA's ScaledObjects watch against what their workloads do: a rabbitmq
+    trigger watches the queue the consumer (or Celery worker) consumes, on its broker
+    and vhost; a workload scaled to zero can be woken and loses nothing meanwhile."""
+    problems = []
+    for scaled in (obj for obj in objects if obj.get("kind") == "ScaledObject"):
+        spec = scaled["spec"]
+        hurricane = scaled_containers(scaled, objects)
+        for trigger in (t for t in spec["triggers"] if t["type"] == "rabbitmq"):
+            metadata = trigger["metadata"]
+            watched = metadata.get("queueName")
+            found = trigger_url(trigger, objects)
+            for container in hurricane:
+                try:
+                    resolved = container.options()
+                except OptionError:
+                    continue  # hurricane_problems reports the bad value
+                if container.mode == "celery-worker":
+                    queues = celery_queues(container.spec.get("args", []))
+                elif container.mode == "consume":
+                    queues = [resolved.queue] if resolved.queue else []
+                else:
+                    problems.append(
+                        f"{describe(scaled)}: its rabbitmq trigger watches a queue, but "
+                        f"{container.name} runs `{container.mode}`, which consumes none"
+                    )
+                    continue
+                if not queues:
+                    problems.append(
+                        f"{describe(scaled)}: {container.name} consumes a queue the broker "
+                        "names for each connection (no HURRICANE_QUEUE): there is no queue "
+                        "to watch"
+                    )
+                elif watched not in queues:
+                    problems.append(
+                        f"{describe(scaled)}: its rabbitmq trigger watches the queue "
+                        f"{watched!r}, but {container.name} consumes "
+                        f"{', '.join(map(repr, queues))}"
+                    )
+                if found and container.mode == "consume":
+                    url, where = found
+                    watched_broker = broker_of_url(url, metadata.get("vhostName"))
+                    consumed = (resolved.amqp_host, resolved.amqp_port, resolved.amqp_vhost)
+                    if watched_broker != consumed:
+                        problems.append(
+                            f"{describe(scaled)}: its rabbitmq trigger reads the broker of "
+                            f"{where} ({'{}:{} vhost {!r}'.format(*watched_broker)}), but "
+                            f"{container.name} consumes at "
+                            f"{'{}:{} vhost {!r}'.format(*consumed)}"
+                        )
+        if spec.get("minReplicaCount", 0) == 0:
+            problems += scale_to_zero_problems(scaled, hurricane)
+    return problems
+
+
+def scale_to_zero_problems(scaled: dict, hurricane: list[Container]) -> list[str]:
+    """KEDA's minReplicaCount is 0 unless set: only a queue's length wakes a workload
+    from zero, and only a durable queue keeps it, and its messages, through a broker
+    restart while no consumer runs."""
+    problems = []
+    for container in hurricane:
+        try:
+            resolved = container.options()
+        except OptionError:
+            continue
+        if container.mode == "serve":
+            problems.append(
+                f"{describe(scaled)}: may scale {container.name} to zero (minReplicaCount "
+                "0), but with no pod no request is in flight and nothing would wake it: "
+                "keep one at least"
+            )
+        elif container.mode == "consume" and not (
+            resolved.durable or resolved.queue_type == "quorum"
+        ):
+            problems.append(
+                f"{describe(scaled)}: may scale {container.name} to zero (minReplicaCount "
+                "0), but its queue is not durable: a broker restart while no consumer "
+                "runs would lose it with its messages, and nothing would declare it "
+                "again (set HURRICANE_DURABLE=true, or a quorum queue)"
+            )
+    return problems
+
+
 def production_problems(objects: list[dict]) -> list[str]:
     """A production render never attaches a debugger (bad values are reported by
     hurricane_problems)."""
@@ -824,6 +982,7 @@ def check_rendered(rendered: str, production: bool = False) -> list[str]:
     problems += security_problems(objects)
     problems += network_policy_problems(objects)
     problems += ingress_problems(objects)
+    problems += keda_problems(objects)
     if production:
         problems += production_problems(objects)
     return problems

@@ -131,6 +131,16 @@ BROKEN_FIXTURES = {
     "HorizontalPodAutoscaler/hurricane-web-memory and ScaledObject/hurricane-web at once",
     "replicas-under-autoscaler": "Deployment/hurricane-web sets replicas: 2, but "
     "ScaledObject/hurricane-web owns the count",
+    "keda-queue-mismatch": "ScaledObject/hurricane-consumer: its rabbitmq trigger watches the "
+    "queue 'note', but Deployment/hurricane-consumer container consumer consumes 'notes'",
+    "keda-secret-key-missing": "TriggerAuthentication/hurricane-consumer-rabbitmq: "
+    "Secret/hurricane-secrets-",  # the generated Secret's name ends in its hash
+    "keda-broker-mismatch": "(rabbitmq:5672 vhost '/'), but Deployment/hurricane-consumer "
+    "container consumer consumes at rabbitmq:5672 vhost 'shop'",
+    "keda-queue-not-durable": "may scale Deployment/hurricane-consumer container consumer to "
+    "zero (minReplicaCount 0), but its queue is not durable",
+    "keda-web-to-zero": "may scale Deployment/hurricane-web container web to zero "
+    "(minReplicaCount 0), but with no pod no request is in flight",
 }
 
 
@@ -138,6 +148,11 @@ BROKEN_FIXTURES = {
 def test_broken_fixture_is_rejected(fixture: str) -> None:
     problems = check_manifests.check_kustomization(BROKEN / fixture)
     assert any(BROKEN_FIXTURES[fixture] in problem for problem in problems), problems
+
+
+def test_the_missing_secret_key_is_named() -> None:
+    [problem] = check_manifests.check_kustomization(BROKEN / "keda-secret-key-missing")
+    assert problem.endswith(" has no key amqp-uri (for the parameter host)"), problem
 
 
 def test_script_exits_1_and_names_the_problem() -> None:
@@ -252,6 +267,85 @@ def test_keda_takes_over_from_the_base_hpa() -> None:
     [scaled] = of_kind(prefixed, "ScaledObject")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "staging-hurricane-web"
     assert check_manifests.reference_problems(prefixed) == []
+
+
+def test_keda_scales_consumer_and_workers_on_their_queues_with_the_demo_secret() -> None:
+    """Web, consumer and Celery workers under KEDA together, on the demo: the
+    TriggerAuthentications follow the generated Secret's name to its amqp-url, the
+    consumer may go to zero on a durable queue, the workers keep one, and neither
+    Deployment fixes its replicas any more."""
+    objects = render_overlay(
+        "resources: [ROOT/k8s-manifests]\n"
+        "components:\n"
+        + "".join(
+            f"  - ROOT/k8s-manifests/components/{name}\n"
+            for name in (
+                "consumer",
+                "celery",
+                "autoscaling-keda",
+                "autoscaling-keda-consumer",
+                "autoscaling-keda-celery",
+            )
+        )
+    )
+    assert check_manifests.check_rendered(check_manifests.dump(objects)) == []
+    scaled = {obj["metadata"]["name"]: obj["spec"] for obj in of_kind(objects, "ScaledObject")}
+    assert scaled["hurricane-consumer"]["minReplicaCount"] == 0
+    assert scaled["hurricane-celery-worker"]["minReplicaCount"] == 1
+    assert scaled["hurricane-celery-worker"]["triggers"][0]["metadata"]["queueName"] == "celery"
+    [secret] = of_kind(objects, "Secret")
+    for auth in of_kind(objects, "TriggerAuthentication"):
+        assert auth["spec"]["secretTargetRef"] == [
+            {"parameter": "host", "name": secret["metadata"]["name"], "key": "amqp-url"}
+        ]
+    url = base64.b64decode(secret["data"]["amqp-url"]).decode()
+    assert url == "amqp://guest:guest@rabbitmq:5672/%2F"
+    consumer = rendered_container(objects, "Deployment/hurricane-consumer")
+    assert consumer.options().durable
+    for name in ("hurricane-consumer", "hurricane-celery-worker"):
+        [deployment] = [d for d in of_kind(objects, "Deployment") if d["metadata"]["name"] == name]
+        assert "replicas" not in deployment["spec"]
+
+
+def test_a_celery_trigger_follows_the_workers_queues() -> None:
+    assert check_manifests.celery_queues(["celery-worker", "--loglevel", "INFO"]) == ["celery"]
+    assert check_manifests.celery_queues(["celery-worker", "-Q", "mail,pdf"]) == ["mail", "pdf"]
+    assert check_manifests.celery_queues(["celery-worker", "--queues=mail"]) == ["mail"]
+    assert check_manifests.celery_queues(["celery-worker", "-Qmail"]) == ["mail"]
+    objects = render_overlay(
+        "resources: [ROOT/k8s-manifests/base]\n"
+        "components: [ROOT/k8s-manifests/components/celery,"
+        " ROOT/k8s-manifests/components/autoscaling-keda-celery]\n"
+        "patches:\n"
+        "  - target: {kind: Deployment, name: hurricane-celery-worker}\n"
+        "    patch: |-\n"
+        "      - {op: add, path: /spec/template/spec/containers/0/args/-, value: -Qmail}\n"
+    )
+    assert check_manifests.keda_problems(objects) == [
+        "ScaledObject/hurricane-celery-worker: its rabbitmq trigger watches the queue 'celery', "
+        "but Deployment/hurricane-celery-worker container celery-worker consumes 'mail'"
+    ]
+
+
+def test_the_production_overlay_with_keda_names_its_queue_in_the_trigger() -> None:
+    """The production overlay's consumer takes the queue "orders": with the KEDA
+    component the trigger must say so too, as the component's comment shows."""
+    components = (
+        "resources: [ROOT/k8s-manifests/overlays/production]\n"
+        "components: [ROOT/k8s-manifests/components/autoscaling-keda-consumer]\n"
+    )
+    objects = render_overlay(components)
+    assert check_manifests.keda_problems(objects) == [
+        "ScaledObject/hurricane-consumer: its rabbitmq trigger watches the queue 'notes', but "
+        "Deployment/hurricane-consumer container consumer consumes 'orders'"
+    ]
+    objects = render_overlay(
+        components + "patches:\n"
+        "  - target: {kind: ScaledObject, name: hurricane-consumer}\n"
+        "    patch: |-\n"
+        "      - {op: replace, path: /spec/triggers/0/metadata/queueName, value: orders}\n"
+    )
+    assert check_manifests.keda_problems(objects) == []
 
 
 # -- the rendered wiring, run --------------------------------------------------------------
