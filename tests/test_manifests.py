@@ -9,23 +9,63 @@ and turn an AMQP message into a note."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import ROOT, entrypoint_env, free_port, postgres_database, run_entrypoint, status
+from conftest import (
+    ROOT,
+    TEST_PROJECT,
+    ServeProcess,
+    base_env,
+    entrypoint_env,
+    free_port,
+    postgres_database,
+    run_entrypoint,
+    status,
+)
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import check_manifests  # noqa: E402
 
 BROKEN = ROOT / "tests" / "manifests" / "broken"
 KUSTOMIZATIONS = check_manifests.kustomizations()
+
+
+@pytest.fixture(scope="module")
+def metrics_url(tmp_path_factory) -> Iterator[str]:
+    """The /metrics of a real ``serve`` of the test project (ASGI, metrics on), after
+    a request: the autoscalers' queries may name only what it exports."""
+    folder = tmp_path_factory.mktemp("metrics")
+    asgi = json.dumps({"ASGI_APPLICATION": "testproject.asgi.application"})
+    port = free_port()
+    server = ServeProcess(
+        ["--asgi", "--port", str(port)],
+        base_env(folder, TEST_SETTINGS=asgi),
+        TEST_PROJECT,
+        folder / "serve.log",
+        port,
+        port + 1,
+    )
+    try:
+        server.wait_started()
+        assert requests.get(server.url("/hello/"), timeout=10).status_code == 200
+        yield server.probe("/metrics")
+    finally:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def exported(metrics_url: str) -> frozenset[str]:
+    return check_manifests.exported_metric_names([metrics_url])
 
 
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
@@ -35,9 +75,9 @@ def test_kustomization_renders_valid_and_consistent(name: str) -> None:
 
 
 @pytest.mark.parametrize("component", check_manifests.components(), ids=lambda path: path.name)
-def test_component_renders_with_the_base(component: Path) -> None:
+def test_component_renders_with_the_base(component: Path, exported: frozenset[str]) -> None:
     rendered = check_manifests.render_component(component)
-    assert check_manifests.check_rendered(rendered) == []
+    assert check_manifests.check_rendered(rendered, exported=exported) == []
 
 
 def test_yamllint_passes() -> None:
@@ -141,12 +181,18 @@ BROKEN_FIXTURES = {
     "zero (minReplicaCount 0), but its queue is not durable",
     "keda-web-to-zero": "may scale Deployment/hurricane-web container web to zero "
     "(minReplicaCount 0), but with no pod no request is in flight",
+    "keda-query-unknown-metric": "ScaledObject/hurricane-web triggers[0]: the query names "
+    "hurricane_http_requests_inflight, which Hurricane does not export",
+    "adapter-rule-unknown-metric": "ConfigMap/hurricane-prometheus-adapter-rules config.yaml "
+    "rules[0] seriesQuery: the query names request_queue_size, which Hurricane does not export",
+    "hpa-custom-metric-not-made": "HorizontalPodAutoscaler/hurricane-web: scales on the custom "
+    "metric hurricane_http_requests_busy, which no prometheus-adapter rule rendered here makes",
 }
 
 
 @pytest.mark.parametrize("fixture", sorted(BROKEN_FIXTURES))
-def test_broken_fixture_is_rejected(fixture: str) -> None:
-    problems = check_manifests.check_kustomization(BROKEN / fixture)
+def test_broken_fixture_is_rejected(fixture: str, exported: frozenset[str]) -> None:
+    problems = check_manifests.check_kustomization(BROKEN / fixture, exported)
     assert any(BROKEN_FIXTURES[fixture] in problem for problem in problems), problems
 
 
@@ -172,10 +218,48 @@ def test_script_exits_1_and_names_the_problem() -> None:
     assert "its selector matches no pod" in result.stdout
 
 
-def test_script_passes_the_manifests() -> None:
+def test_script_names_a_query_of_a_metric_hurricane_does_not_export(metrics_url: str) -> None:
+    """The metrics come from a running server's /metrics, not from a list in the
+    script: without it, the same query passes."""
+    fixture = "tests/manifests/broken/keda-query-unknown-metric"
+    script = [sys.executable, "scripts/check_manifests.py"]
+    result = subprocess.run(
+        [*script, "--metrics-from", metrics_url, fixture],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result
+    assert "hurricane_http_requests_inflight, which Hurricane does not export" in result.stdout
+    unchecked = subprocess.run(
+        [*script, fixture], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert unchecked.returncode == 0, unchecked.stdout
+
+
+def test_the_exported_names_include_what_prometheus_stores_for_each_family(
+    metrics_url: str, exported: frozenset[str]
+) -> None:
+    """A counter family x is stored as x_total, a histogram as x_bucket, x_sum and
+    x_count, whether or not it has samples yet."""
+    assert {
+        "hurricane_http_requests_in_flight",
+        "hurricane_http_request_backlog",
+        "hurricane_http_requests_total",
+        "hurricane_http_request_duration_seconds_bucket",
+        "hurricane_http_request_duration_seconds_count",
+        "hurricane_websocket_closes_total",
+    } <= exported
+    assert "hurricane_http_requests" not in exported
+    assert "hurricane_http_request_duration_seconds" not in exported
+
+
+def test_script_passes_the_manifests(metrics_url: str) -> None:
     kustomizations = [str(path.relative_to(ROOT)) for path in KUSTOMIZATIONS.values()]
     result = subprocess.run(
-        [sys.executable, "scripts/check_manifests.py", *kustomizations],
+        [sys.executable, "scripts/check_manifests.py", "--metrics-from", metrics_url]
+        + kustomizations,
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -194,7 +278,9 @@ def test_script_help_shows_the_usage() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: check_manifests.py [-h] [DIR ...]")
+    assert result.stdout.startswith(
+        "usage: check_manifests.py [-h] [--metrics-from URL_OR_FILE] [DIR ...]"
+    )
     assert "$CHECKOV" in result.stdout
 
 
@@ -269,7 +355,9 @@ def test_keda_takes_over_from_the_base_hpa() -> None:
     assert check_manifests.reference_problems(prefixed) == []
 
 
-def test_keda_scales_consumer_and_workers_on_their_queues_with_the_demo_secret() -> None:
+def test_keda_scales_consumer_and_workers_on_their_queues_with_the_demo_secret(
+    exported: frozenset[str],
+) -> None:
     """Web, consumer and Celery workers under KEDA together, on the demo: the
     TriggerAuthentications follow the generated Secret's name to its amqp-url, the
     consumer may go to zero on a durable queue, the workers keep one, and neither
@@ -288,7 +376,7 @@ def test_keda_scales_consumer_and_workers_on_their_queues_with_the_demo_secret()
             )
         )
     )
-    assert check_manifests.check_rendered(check_manifests.dump(objects)) == []
+    assert check_manifests.check_rendered(check_manifests.dump(objects), exported=exported) == []
     scaled = {obj["metadata"]["name"]: obj["spec"] for obj in of_kind(objects, "ScaledObject")}
     assert scaled["hurricane-consumer"]["minReplicaCount"] == 0
     assert scaled["hurricane-celery-worker"]["minReplicaCount"] == 1
@@ -346,6 +434,36 @@ def test_the_production_overlay_with_keda_names_its_queue_in_the_trigger() -> No
         "      - {op: replace, path: /spec/triggers/0/metadata/queueName, value: orders}\n"
     )
     assert check_manifests.keda_problems(objects) == []
+
+
+def test_prometheus_adapter_replaces_the_hpas_metric_and_keeps_the_overlays_bounds(
+    exported: frozenset[str],
+) -> None:
+    """Without KEDA: the same HPA, on the pods' requests in flight from the adapter's
+    rule instead of CPU; the production overlay's 3-20 pods still apply."""
+    objects = render_overlay(
+        "resources: [ROOT/k8s-manifests/overlays/production]\n"
+        "components: [ROOT/k8s-manifests/components/autoscaling-prometheus-adapter]\n"
+    )
+    assert check_manifests.check_rendered(check_manifests.dump(objects), True, exported) == []
+    [hpa] = of_kind(objects, "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 20)
+    assert hpa["spec"]["metrics"] == [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "hurricane_http_requests_in_flight"},
+                "target": {"type": "AverageValue", "averageValue": "4"},
+            },
+        }
+    ]
+    [(where, rule)] = list(check_manifests.adapter_rules(objects))
+    assert where == "ConfigMap/hurricane-prometheus-adapter-rules config.yaml rules[0]"
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
+    assert of_kind(objects, "ScaledObject") == []
 
 
 # -- the rendered wiring, run --------------------------------------------------------------
