@@ -182,17 +182,21 @@ def strict(schema: Any) -> Any:
     """An openAPIV3Schema of a CRD as the API server reads it: an object schema that
     lists its properties takes no others, unless it says so
     (``additionalProperties``, ``x-kubernetes-preserve-unknown-fields``)."""
-    if isinstance(schema, list):
-        return [strict(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    schema = {key: strict(value) for key, value in schema.items()}
-    if (
-        "properties" in schema
-        and "additionalProperties" not in schema
-        and not schema.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        schema["additionalProperties"] = False
+    schema = dict(schema)
+    if "properties" in schema:
+        schema["properties"] = {name: strict(sub) for name, sub in schema["properties"].items()}
+        if "additionalProperties" not in schema and not schema.get(
+            "x-kubernetes-preserve-unknown-fields"
+        ):
+            schema["additionalProperties"] = False
+    for keyword in ("items", "additionalProperties", "not"):
+        if isinstance(schema.get(keyword), dict):
+            schema[keyword] = strict(schema[keyword])
+    for keyword in ("allOf", "anyOf", "oneOf"):
+        if keyword in schema:
+            schema[keyword] = [strict(sub) for sub in schema[keyword]]
     return schema
 
 
@@ -844,6 +848,17 @@ def scaled_containers(scaled: dict, objects: list[dict]) -> list[Container]:
     return [c for c in containers(objects) if c.mode and describe(c.workload) == f"{kind}/{name}"]
 
 
+def secret_value(objects: list[dict], name: str, key: str) -> str | None:
+    """The value of a key of a rendered Secret (``data`` decoded), None if not here."""
+    for secret in (obj for obj in objects if obj.get("kind") == "Secret"):
+        if secret["metadata"]["name"] == name:
+            if key in (secret.get("stringData") or {}):
+                return secret["stringData"][key]
+            if key in (secret.get("data") or {}):
+                return base64.b64decode(secret["data"][key]).decode()
+    return None
+
+
 def trigger_url(trigger: dict, objects: list[dict]) -> tuple[str, str] | None:
     """The broker URL a rabbitmq trigger connects with, and where it comes from, when
     the render holds it: its ``host``, or its TriggerAuthentication's ``host`` from a
@@ -855,18 +870,10 @@ def trigger_url(trigger: dict, objects: list[dict]) -> tuple[str, str] | None:
         if auth.get("kind") != "TriggerAuthentication" or auth["metadata"]["name"] != name:
             continue
         for reference in auth["spec"].get("secretTargetRef", []):
-            if reference["parameter"] != "host":
-                continue
-            for secret in (o for o in objects if o.get("kind") == "Secret"):
-                if secret["metadata"]["name"] != reference["name"]:
-                    continue
-                if reference["key"] in (secret.get("stringData") or {}):
-                    return secret["stringData"][
-                        reference["key"]
-                    ], f"Secret/{secret['metadata']['name']} key {reference['key']}"
-                if reference["key"] in (secret.get("data") or {}):
-                    value = base64.b64decode(secret["data"][reference["key"]]).decode()
-                    return value, f"Secret/{secret['metadata']['name']} key {reference['key']}"
+            if reference["parameter"] == "host":
+                value = secret_value(objects, reference["name"], reference["key"])
+                if value is not None:
+                    return value, f"Secret/{reference['name']} key {reference['key']}"
     return None
 
 

@@ -132,9 +132,12 @@ def test_strict_crd_schemas_keep_what_a_schema_leaves_open() -> None:
                     "properties": {"a": {"type": "string"}},
                     "x-kubernetes-preserve-unknown-fields": True,
                 },
+                # A field named like the keyword is a field, not a schema keyword.
+                "properties": {"type": "string"},
             },
         }
     )
+    assert schema["properties"]["properties"] == {"type": "string"}
     assert schema["additionalProperties"] is False
     assert schema["properties"]["listed"]["additionalProperties"] is False
     assert schema["properties"]["open"]["additionalProperties"] == {"type": "string"}
