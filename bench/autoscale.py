@@ -32,6 +32,7 @@ import argparse
 import math
 import random
 import re
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -673,11 +674,16 @@ class Pod:
         self.leaving_at = 0.0
 
 
+# Poisson draws with a larger mean take the normal approximation.
+NORMAL_ABOVE = 10.0
+
+
 def poisson(rng: random.Random, mean: float) -> float:
-    """A Poisson draw: exact below a mean of 30, the normal approximation above."""
+    """A Poisson draw: exact below a mean of NORMAL_ABOVE, the normal approximation
+    from there."""
     if mean <= 0.0:
         return 0.0
-    if mean < 30.0:
+    if mean < NORMAL_ABOVE:
         limit, count, product = math.exp(-mean), 0, rng.random()
         while product > limit:
             count += 1
@@ -739,6 +745,57 @@ class Run:
         return None
 
 
+class Result:
+    """A scenario on a curve over one or more seeds: the median of each figure (a time
+    that most seeds never reached is None), and the first seed's time series."""
+
+    def __init__(self, runs: list[Run]) -> None:
+        first = runs[0]
+        self.runs = runs
+        self.scenario, self.curve, self.step = first.scenario, first.curve, first.step
+        self.offered, self.pods, self.ready = first.offered, first.pods, first.ready
+        self.queued = first.queued
+
+    def median(self, value: Callable[[Run], float | None]) -> float | None:
+        values = [value(run) for run in self.runs]
+        if sum(v is None for v in values) * 2 > len(values):
+            return None
+        return statistics.median(math.inf if v is None else v for v in values)
+
+    def _median(self, value: Callable[[Run], float]) -> float:
+        return statistics.median(value(run) for run in self.runs)
+
+    @property
+    def peak_queued(self) -> float:
+        return self._median(lambda r: r.peak_queued)
+
+    @property
+    def requests(self) -> float:
+        return self._median(lambda r: r.requests)
+
+    @property
+    def waited(self) -> float:
+        return self._median(lambda r: r.waited)
+
+    @property
+    def pod_minutes(self) -> float:
+        return self._median(lambda r: r.pod_minutes)
+
+    @property
+    def over_limit_seconds(self) -> float:
+        return self._median(lambda r: r.over_limit_seconds)
+
+    def wait_quantile(self, q: float) -> float:
+        return self._median(lambda r: r.wait_quantile(q))
+
+    def longest_wait(self) -> float:
+        return self._median(lambda r: r.longest_wait())
+
+    def time_to_peak_capacity(self) -> float | None:
+        value = self.median(lambda r: r.time_to_peak_capacity())
+        return None if value is None or math.isinf(value) else value
+
+
 def initial_replicas(scenario: Scenario, load: float) -> int:
     """The pods an HPA holds at a steady ``load`` (pods' worth): the fewest at which
     each pod's metric is within the tolerance above the target, where an HPA coming
@@ -763,6 +820,7 @@ def simulate(scenario: Scenario, curve: Curve, step: float = 0.1, seed: int = 1)
     if abs(per_second * step - 1) > 1e-9:
         raise ValueError("the step must divide a second")
     rng = random.Random(seed)  # arrivals
+    gauss = rng.gauss
     # Start-ups from a stream of their own: the n-th pod a run adds starts as slowly
     # as the n-th pod of every other run.
     startups = random.Random(f"{seed}-startups")
@@ -840,10 +898,16 @@ def simulate(scenario: Scenario, curve: Curve, step: float = 0.1, seed: int = 1)
         rate = curve.shape(now + step / 2) * capacity
         # The Service spreads requests at random: each ready pod gets a Poisson share.
         mean = rate * step / len(serving)
+        spread = math.sqrt(mean) if mean >= NORMAL_ABOVE else 0.0
         queued = 0.0
         for pods, arriving in ((serving, True), (leaving, False)):
             for pod in pods:
-                arrivals = poisson(rng, mean) if arriving else 0.0
+                if not arriving:
+                    arrivals = 0.0
+                elif spread:  # poisson(), inlined: this loop is the script's run time
+                    arrivals = max(0.0, round(gauss(mean, spread)))
+                else:
+                    arrivals = poisson(rng, mean)
                 run.requests += arrivals
                 before = pod.queue
                 work = before + arrivals
@@ -950,7 +1014,7 @@ def count_text(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def result_table(runs: list[Run]) -> list[str]:
+def result_table(runs: list[Result]) -> list[str]:
     lines = [
         "| signal | queued, peak | requests that waited | p99 wait | longest wait "
         "| pod-minutes | time to the peak's capacity | pod-seconds at the /ready limit |",
@@ -968,8 +1032,8 @@ def result_table(runs: list[Run]) -> list[str]:
 
 
 def find(
-    runs: list[Run], curve: str, profile: str, metrics: str, limits: bool = True, **match: float
-) -> Run | None:
+    runs: list[Result], curve: str, profile: str, metrics: str, limits: bool = True, **match: float
+) -> Result | None:
     """The run of ``curve`` whose signals are ``metrics`` (joined with "+"), with the
     rate limits on or off, and whose signal or cluster has the ``match`` values."""
     for run in runs:
@@ -992,7 +1056,7 @@ def find(
 KEEPS_UP = 0.5
 
 
-def swept_shares(runs: list[Run]) -> list[float]:
+def swept_shares(runs: list[Result]) -> list[float]:
     return sorted(
         {
             r.scenario.signal.share
@@ -1002,7 +1066,7 @@ def swept_shares(runs: list[Run]) -> list[float]:
     )
 
 
-def highest_share_that_keeps_up(runs: list[Run], curves: list[Curve]) -> float | None:
+def highest_share_that_keeps_up(runs: list[Result], curves: list[Curve]) -> float | None:
     """The highest backlog target (a share of the threads) at which no request waited
     longer than KEEPS_UP on the curves that are not steps; None if none did."""
     smooth = [c.name for c in curves if c.name != "spike"]
@@ -1014,7 +1078,7 @@ def highest_share_that_keeps_up(runs: list[Run], curves: list[Curve]) -> float |
     return best
 
 
-def sweep_table(runs: list[Run], curves: list[Curve], profile: Profile) -> list[str]:
+def sweep_table(runs: list[Result], curves: list[Curve], profile: Profile) -> list[str]:
     head = "| target per pod |" + "".join(
         f" {c.name}: waited, longest, pod-minutes |" for c in curves
     )
@@ -1035,7 +1099,7 @@ def sweep_table(runs: list[Run], curves: list[Curve], profile: Profile) -> list[
     return lines
 
 
-def slow_table(fast: list[Run], slow: list[Run], slow_cluster: Cluster) -> list[str]:
+def slow_table(fast: list[Result], slow: list[Result], slow_cluster: Cluster) -> list[str]:
     lines = [
         "| signal | as above: waited, longest, pod-minutes "
         f"| pull {slow_cluster.pull:g} s, scrapes every {slow_cluster.scrape:g} s: "
@@ -1055,7 +1119,11 @@ def slow_table(fast: list[Run], slow: list[Run], slow_cluster: Cluster) -> list[
 
 
 def reading(
-    runs: list[Run], slow: list[Run], inputs: Inputs, curves: list[Curve], slow_cluster: Cluster
+    runs: list[Result],
+    slow: list[Result],
+    inputs: Inputs,
+    curves: list[Curve],
+    slow_cluster: Cluster,
 ) -> list[str]:
     """What the tables say, with their figures, and the target the docs should ship."""
     io = inputs.profiles["io"]
@@ -1202,8 +1270,8 @@ def reading(
 
 
 def report(
-    runs: list[Run],
-    slow: list[Run],
+    runs: list[Result],
+    slow: list[Result],
     inputs: Inputs,
     curves: list[Curve],
     slow_cluster: Cluster,
@@ -1233,9 +1301,12 @@ def report(
         "",
     ]
     for curve in curves:
-        step = next(r.step for r in runs if r.curve.name == curve.name)
+        first = next(r for r in runs if r.curve.name == curve.name)
+        seeds = len(first.runs)
         lines.append(
-            f"- {curve.name}, {seconds_text(curve.seconds)} in steps of {step:g} s: "
+            f"- {curve.name}, {seconds_text(curve.seconds)} in steps of {first.step:g} s, "
+            f"{seeds} seed{'s' if seeds > 1 else ''}"
+            f"{' (the tables show medians; the figure, the first seed)' if seeds > 1 else ''}: "
             f"{curve.description}."
         )
     lines += [
@@ -1288,7 +1359,7 @@ def report(
 # -- the plot -------------------------------------------------------------------------
 
 
-def short_label(run: Run) -> str:
+def short_label(run: Result) -> str:
     signal = run.scenario.signal
     if signal.metric == "cpu":
         return f"CPU, {run.scenario.cluster.cpu_request * 1000:.0f}m"
@@ -1302,7 +1373,7 @@ PLOTTED = (
 )
 
 
-def plot(runs: list[Run], curves: list[Curve], inputs: Inputs, path: Path) -> None:
+def plot(runs: list[Result], curves: list[Curve], inputs: Inputs, path: Path) -> None:
     """Per curve, a column: the offered load against what the ready pods can serve,
     the pods, and the requests waiting for a worker, for the shipped CPU target, CPU
     against a 1-core request, and the backlog at the default share."""
@@ -1456,7 +1527,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=BENCH / "results" / "async.md",
         help="bench/servers.py results to read capacity and start-up from",
     )
-    parser.add_argument("--seed", type=int, default=1, help="seed of the arrivals")
+    parser.add_argument(
+        "--seed", type=int, default=1, help="first seed of the arrivals and start-ups"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="seeds per curve up to two hours long (the tables show medians); longer "
+        "curves run one",
+    )
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "autoscale.md")
     parser.add_argument(
         "--plot", type=Path, default=BENCH / "results" / "autoscale.png", help="PNG to write"
@@ -1469,6 +1549,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.step <= 0 or abs(round(1 / args.step) * args.step - 1) > 1e-9
     ):
         parser.error("--step must divide a second (0.05, 0.1, 0.5, 1 ...)")
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     if args.seconds is not None and args.seconds < 60:
         parser.error("--seconds must be at least 60")
     return args
@@ -1497,16 +1579,18 @@ def main(argv: list[str] | None = None) -> int:
     curves = [
         CURVES[name](args.seconds) if args.seconds else CURVES[name]() for name in args.curves
     ]
-    runs: list[Run] = []
-    slow: list[Run] = []
+    runs: list[Result] = []
+    slow: list[Result] = []
     slow_cluster, slow_ones = slow_scenarios(inputs, args.targets)
     for curve in curves:
         step = args.step or default_step(curve.seconds)
+        # Several seeds where a run is cheap; a day is smooth enough for one.
+        seeds = range(args.seed, args.seed + (args.seeds if curve.seconds <= 7200 else 1))
         for scenario in scenarios(inputs, args.targets):
-            runs.append(simulate(scenario, curve, step, seed=args.seed))
+            runs.append(Result([simulate(scenario, curve, step, seed) for seed in seeds]))
         if curve.name == "ramp" and (args.pull, args.scrape) != (SLOW_PULL, SLOW_SCRAPE):
             for scenario in slow_ones:
-                slow.append(simulate(scenario, curve, step, seed=args.seed))
+                slow.append(Result([simulate(scenario, curve, step, seed) for seed in seeds]))
     command = "python bench/autoscale.py" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:])
     )
