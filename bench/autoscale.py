@@ -178,13 +178,13 @@ def manifest_figures(manifests: Path = MANIFESTS) -> dict[str, Figure]:
         "cpu request": Figure(
             "CPU request",
             cpu_cores(container["resources"]["requests"]["cpu"]),
-            "cores",
+            "CPU",
             f"{dep}, resources.requests.cpu",
         ),
         "cpu limit": Figure(
             "CPU limit",
             cpu_cores(container["resources"]["limits"]["cpu"]),
-            "cores",
+            "CPU",
             f"{dep}, resources.limits.cpu",
         ),
         "startup period": Figure(
@@ -991,6 +991,8 @@ def default_step(seconds: float) -> float:
 def seconds_text(value: float | None) -> str:
     if value is None:
         return "never"
+    if abs(value) >= 7200:
+        return f"{value / 3600:.1f} h"
     if abs(value) >= 120:
         return f"{value / 60:.1f} min"
     return f"{value:.0f} s"
@@ -1381,6 +1383,7 @@ def plot(runs: list[Result], curves: list[Curve], inputs: Inputs, path: Path) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     request = inputs.cluster.cpu_request
     # Each curve whole, and the spike's step close up as well.
@@ -1441,6 +1444,9 @@ def plot(runs: list[Result], curves: list[Curve], inputs: Inputs, path: Path) ->
             load.set_title(f"{curve.name}: the step, close up", fontsize=11)
         else:
             load.set_title(f"{curve.name} ({curve.seconds / scale:g} {unit})", fontsize=11)
+            seeds = len(chosen[0][0].runs)
+            if seeds > 1:
+                summary.insert(0, f"medians of {seeds} seeds (lines: the first)")
             queue.text(
                 0.98,
                 0.97,
@@ -1451,6 +1457,7 @@ def plot(runs: list[Result], curves: list[Curve], inputs: Inputs, path: Path) ->
                 fontsize=7.5,
                 bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"},
             )
+        pods.yaxis.set_major_locator(MaxNLocator(integer=True))
         queue.set_yscale("log")
         queue.set_ylim(0.5, None)
         queue.set_xlabel(f"time ({unit})")
