@@ -1491,19 +1491,27 @@ def plot(runs: list[Result], curves: list[Curve], inputs: Inputs, path: Path) ->
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    first, examples = __doc__.split("\n\n")[:2]
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="Inputs come from --results and k8s-manifests; see bench/README.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=f"{first}\n\n{examples}",
+        epilog="The inputs come from --results and k8s-manifests, the model is described "
+        "in bench/README.md; the report says where each figure comes from.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--curves", nargs="+", choices=list(CURVES), default=list(CURVES), help="load curves"
+        "--curves",
+        nargs="+",
+        choices=list(CURVES),
+        default=list(CURVES),
+        metavar="CURVE",
+        help=f"load curves to replay, of {', '.join(CURVES)} (default: all)",
     )
     parser.add_argument(
         "--seconds",
         type=float,
-        help="length of every curve (default: ramp and spike 1800, diurnal 86400: "
-        "the diurnal shape is stretched or compressed to fit)",
+        help="length of every curve (default: ramp and spike 1800, diurnal 86400; the "
+        "ramp and the day are stretched or compressed to fit, the spike steps up at "
+        "minute 5 for 5 minutes, less on curves under 30 minutes)",
     )
     parser.add_argument(
         "--step",
@@ -1516,39 +1524,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         type=float,
         default=list(TARGET_SHARES),
-        help="backlog targets to sweep, as shares of a pod's worker threads",
+        metavar="SHARE",
+        help="backlog targets to sweep, as shares of a pod's worker threads "
+        f"(default: {' '.join(f'{t:g}' for t in TARGET_SHARES)}; {DEFAULT_SHARE:g} is "
+        "always run)",
     )
     parser.add_argument(
         "--pull",
         type=float,
         default=SCHEDULE_AND_PULL_SECONDS,
-        help="seconds from the HPA's decision to a started container "
-        "(scheduling, image pull, container creation)",
+        metavar="SECONDS",
+        help="from the HPA's decision to a started container: scheduling, image pull, "
+        f"container creation (default: {SCHEDULE_AND_PULL_SECONDS:g})",
     )
     parser.add_argument(
-        "--scrape", type=float, default=SCRAPE_SECONDS, help="seconds between metric scrapes"
+        "--scrape",
+        type=float,
+        default=SCRAPE_SECONDS,
+        metavar="SECONDS",
+        help=f"between metric scrapes (default: {SCRAPE_SECONDS:g})",
     )
     parser.add_argument(
         "--results",
         type=Path,
         default=BENCH / "results" / "async.md",
-        help="bench/servers.py results to read capacity and start-up from",
+        metavar="FILE",
+        help="a bench/servers.py report to read capacity, CPU per request and start-up "
+        "from (default: bench/results/async.md)",
     )
     parser.add_argument(
-        "--seed", type=int, default=1, help="first seed of the arrivals and start-ups"
+        "--seed", type=int, default=1, help="first seed of the arrivals and start-ups (default: 1)"
     )
     parser.add_argument(
         "--seeds",
         type=int,
         default=3,
-        help="seeds per curve up to two hours long (the tables show medians); longer "
-        "curves run one",
+        metavar="N",
+        help="seeds per curve of up to two hours, the tables showing medians; longer "
+        "curves run one (default: 3)",
     )
-    parser.add_argument("--output", type=Path, default=BENCH / "results" / "autoscale.md")
     parser.add_argument(
-        "--plot", type=Path, default=BENCH / "results" / "autoscale.png", help="PNG to write"
+        "--output",
+        type=Path,
+        default=BENCH / "results" / "autoscale.md",
+        metavar="FILE",
+        help="the report (default: bench/results/autoscale.md)",
     )
-    parser.add_argument("--no-plot", action="store_true", help="write no PNG (no matplotlib)")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=BENCH / "results" / "autoscale.png",
+        metavar="FILE",
+        help="the figure (default: bench/results/autoscale.png)",
+    )
+    parser.add_argument(
+        "--no-plot", action="store_true", help="draw no figure (matplotlib not needed)"
+    )
     args = parser.parse_args(argv)
     if any(not 0 < share <= 1.5 for share in args.targets):
         parser.error("--targets are shares of the worker threads, above 0 and at most 1.5")
