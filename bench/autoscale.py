@@ -692,7 +692,7 @@ def poisson(rng: random.Random, mean: float) -> float:
     return max(0.0, round(rng.gauss(mean, math.sqrt(mean))))
 
 
-# Waits go into buckets 5% wide from 1 ms (bucket 0: no wait at all).
+# Waits go into buckets 5% wide from 1 ms (bucket 0: up to 1 ms; no wait: none).
 WAIT_BUCKET = math.log(1.05)
 
 
