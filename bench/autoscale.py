@@ -232,6 +232,19 @@ def manifest_figures(manifests: Path = MANIFESTS) -> dict[str, Figure]:
         for line in (base / "web.env").read_text().splitlines()
         if "=" in line and not line.startswith("#")
     )
+    component = manifests / "components" / "autoscaling-prometheus-adapter" / "kustomization.yaml"
+    if component.exists():
+        for patch in yaml.safe_load(component.read_text()).get("patches", []):
+            for op in yaml.safe_load(patch["patch"]):
+                for metric in op.get("value") or []:
+                    target = metric.get("pods", {}).get("target", {})
+                    if "averageValue" in target:
+                        figures["in-flight target"] = Figure(
+                            "in-flight target of the autoscaling components",
+                            float(target["averageValue"]),
+                            "requests per pod",
+                            f"{rel(component)}, averageValue",
+                        )
     figures["queue limit"] = Figure(
         "readiness fails at a backlog of",
         float(env["HURRICANE_REQ_QUEUE_LEN"]),
@@ -324,6 +337,8 @@ class Inputs:
     profiles: dict[str, Profile]
     cluster: Cluster
     cpu_target: float
+    # The in-flight target k8s-manifests/components ship, if they do.
+    in_flight_target: float | None = None
 
 
 def read_inputs(results: Path, pull: float, scrape: float) -> Inputs:
@@ -446,7 +461,16 @@ def read_inputs(results: Path, pull: float, scrape: float) -> Inputs:
         k8s["queue limit"],
         k8s["shutdown delay"],
     ]
-    return Inputs(figures, {"io": io, "cpu": cpu}, cluster, k8s["cpu target"].value)
+    component = k8s.get("in-flight target")
+    if component is not None:
+        figures.insert(figures.index(k8s["cpu target"]) + 1, component)
+    return Inputs(
+        figures,
+        {"io": io, "cpu": cpu},
+        cluster,
+        k8s["cpu target"].value,
+        component.value if component else None,
+    )
 
 
 # -- the load -------------------------------------------------------------------------
@@ -674,6 +698,23 @@ class Pod:
         self.leaving_at = 0.0
 
 
+def waiting_within_a_step(concurrency: int, utilization: float) -> float:
+    """The mean number of requests waiting in an M/M/c queue with ``concurrency``
+    servers at ``utilization`` (capped at 0.99): what a pod's gauge counts beyond its
+    busy threads when no wait lasts a whole step. Small for 64 threads below 90%; for
+    one core it makes the whole count u / (1 - u), the requests a CPU-bound pod's
+    threads share its core between."""
+    u = min(max(utilization, 0.0), 0.99)
+    if u == 0.0:
+        return 0.0
+    offered = concurrency * u
+    blocking = 1.0  # Erlang B, built up one server at a time
+    for servers in range(1, concurrency + 1):
+        blocking = offered * blocking / (servers + offered * blocking)
+    waits = blocking / (1 - u * (1 - blocking))  # Erlang C: the chance to wait
+    return waits * u / (1 - u)
+
+
 # Poisson draws with a larger mean take the normal approximation.
 NORMAL_ABOVE = 10.0
 
@@ -803,11 +844,19 @@ def initial_replicas(scenario: Scenario, load: float) -> int:
     profile, cluster = scenario.profile, scenario.cluster
     rate = load * profile.capacity
     pods = cluster.min_replicas
+    threads = max(1, round(profile.concurrency))
     for signal in scenario.signals:
         if signal.metric == "cpu":
             per_pod = signal.target * cluster.cpu_request / profile.cpu_per_request
         else:
-            per_pod = signal.target / profile.service
+            # The utilization at which the gauge reads the target.
+            twice = 2 if signal.metric == "backlog" else 1
+            low, high = 0.0, 0.99
+            for _ in range(40):
+                u = (low + high) / 2
+                gauge = u * profile.concurrency + twice * waiting_within_a_step(threads, u)
+                low, high = (u, high) if gauge < signal.target else (low, u)
+            per_pod = low * profile.capacity
         per_pod = min(per_pod * (1 + cluster.tolerance), profile.capacity)
         pods = max(pods, math.ceil(rate / per_pod))
     return min(cluster.max_replicas, pods)
@@ -825,6 +874,7 @@ def simulate(scenario: Scenario, curve: Curve, step: float = 0.1, seed: int = 1)
     # as the n-th pod of every other run.
     startups = random.Random(f"{seed}-startups")
     profile, cluster = scenario.profile, scenario.cluster
+    threads = max(1, round(profile.concurrency))
     chosen = [(signal, METRICS.index(signal.metric)) for signal in scenario.signals]
     capacity = profile.capacity
     per_step = capacity * step  # requests one pod can start in a step
@@ -862,9 +912,13 @@ def simulate(scenario: Scenario, curve: Curve, step: float = 0.1, seed: int = 1)
                 # CPU: the usage over the interval, once the pod was ready for all of it.
                 usage = pod.cpu / window / cluster.cpu_request if window else 0.0
                 pod.samples[0] = usage if pod.full_window else None
-                # The gauges as they stand: in-flight counts the waiting requests too.
-                pod.samples[1] = pod.busy + 2 * pod.queue
-                pod.samples[2] = pod.busy + pod.queue
+                # The gauges as they stand: in-flight counts the waiting requests too,
+                # and those that wait less than a step, which the steps do not show.
+                waiting = pod.queue
+                if not waiting:
+                    waiting = waiting_within_a_step(threads, pod.busy / profile.concurrency)
+                pod.samples[1] = pod.busy + 2 * waiting
+                pod.samples[2] = pod.busy + waiting
                 pod.cpu = 0.0
                 pod.full_window = True
         if i and i % sync_every == 0:
@@ -971,13 +1025,20 @@ def scenarios(inputs: Inputs, shares: Iterable[float]) -> list[Scenario]:
         ),
         Scenario(f"{alone.label()} and {shipped.label()}", (alone, shipped), cluster, io),
     ]
-    plain_alone = Signal("in-flight", DEFAULT_SHARE * cpu.concurrency, DEFAULT_SHARE)
-    plain_label = plain_alone.label(cpu.unit)
-    found += [
-        Scenario(f"{shipped.label()} of {request} (shipped)", (shipped,), cluster, cpu),
-        Scenario(plain_label, (plain_alone,), cluster, cpu),
-        Scenario(f"{plain_label} and {shipped.label()}", (plain_alone, shipped), cluster, cpu),
-    ]
+    found.append(Scenario(f"{shipped.label()} of {request} (shipped)", (shipped,), cluster, cpu))
+    if inputs.in_flight_target is not None:
+        # The target the autoscaling components ship, on both views.
+        target = inputs.in_flight_target
+        for profile in (io, cpu):
+            signal = Signal("in-flight", target, target / profile.concurrency)
+            label = f"in-flight {target:g} per pod (the autoscaling components)"
+            found.insert(
+                len(found) - 1 if profile is io else len(found),
+                Scenario(label, (signal,), cluster, profile),
+            )
+    else:
+        plain = Signal("in-flight", DEFAULT_SHARE * cpu.concurrency, DEFAULT_SHARE)
+        found.append(Scenario(plain.label(cpu.unit), (plain,), cluster, cpu))
     return found
 
 
@@ -1190,8 +1251,12 @@ def reading(
             )
     best = highest_share_that_keeps_up(runs, curves)
     smooth = [n for n in names if n != "spike"]
+    shares = swept_shares(runs)
+    start_from = None
     if best is not None and smooth:
-        higher = [share for share in swept_shares(runs) if share > best]
+        lower = [share for share in shares if share < best]
+        start_from = lower[-1] if lower else best
+        higher = [share for share in shares if share > best]
         line = (
             f"- **The target.** {best:g} x threads is the highest target at which no request "
             f"waited over {wait_text(KEEPS_UP)} on the {' and the '.join(smooth)}"
@@ -1208,6 +1273,17 @@ def reading(
             f"start, and the HPA's tolerance lets a pod run {cluster.tolerance:.0%} above "
             "the target before it acts (at 0.9, 99% of the threads)."
         )
+        if start_from != best:
+            here = find(runs, day, "io", "backlog", share=start_from)
+            there = find(runs, day, "io", "backlog", share=best)
+            if here and there:
+                line += (
+                    f" Start one step lower, at {start_from:g}: it costs "
+                    f"{here.pod_minutes / there.pod_minutes - 1:.0%} more pod-minutes on the "
+                    f"{day} than {best:g}, less than the model's own rough edges (waits "
+                    "within a step, balancing at random, one start-up time for all) may move "
+                    "the edge."
+                )
         lines.append(line)
     if slow:
         longest = ", ".join(
@@ -1233,39 +1309,73 @@ def reading(
             f"(on the {names[0]}: {count_text(same.waited)} against "
             f"{count_text(summed.waited)} requests waited)."
         )
-    if any(r.scenario.profile.key == "cpu" for r in runs):
-        both = find(runs, day, "io", "in-flight+cpu", share=DEFAULT_SHARE)
-        both_spike = find(runs, "spike", "io", "in-flight+cpu", share=DEFAULT_SHARE)
-        text = (
-            f"- **CPU-bound views need the CPU signal.** A `/plain` pod serves one request "
-            f"at a time on its core; {DEFAULT_SHARE:g} x {io.concurrency:.0f} threads in flight "
-            "is a queue such a pod only builds once its core is full, so the backlog target "
-            "for threads does not fit it (the `/plain` rows use 0.7 per core instead, which "
-            "a real pod's gauge would overshoot: it counts requests being read and written "
-            "too). The HPA takes several metrics and follows whichever asks for more pods"
-        )
-        if both is not None:
-            text += (
-                f": in-flight and CPU together cost on `/sleep` what CPU costs "
-                f"({both.pod_minutes:,.0f} pod-minutes on the {day})"
+    component = inputs.in_flight_target
+    if component is not None:
+        io_day = find(runs, day, "io", "in-flight", share=component / io.concurrency)
+        ours = find(runs, day, "io", "backlog", share=start_from or DEFAULT_SHARE)
+        if io_day and ours:
+            at_max = sum(n >= cluster.max_replicas for n in io_day.pods) / len(io_day.pods)
+            lines.append(
+                f"- **{component:g} in flight per pod, the autoscaling components' target, "
+                "fits neither kind of view.** It counts on the 5 threads of `--workers`, but "
+                f"a `/sleep` pod's pool grows to "
+                f"{io.concurrency:.0f} threads while they wait, so {component:g} in flight "
+                f"holds it at {component / io.service:,.0f} requests/s, "
+                f"{component / io.concurrency:.0%} of what it serves: the {day} took "
+                f"{io_day.pod_minutes:,.0f} pod-minutes against {ours.pod_minutes:,.0f} at "
+                f"{(start_from or DEFAULT_SHARE):g} x threads, with the pods at "
+                f"maxReplicas ({cluster.max_replicas}) {at_max:.0%} of the time."
             )
-            if both_spike is not None:
-                text += (
-                    " and keep the backlog's response to a spike (the peak's capacity after "
-                    f"{seconds_text(both_spike.time_to_peak_capacity())})"
-                )
-        lines.append(text + ".")
-    per_pod = best * io.concurrency if best else None
-    if per_pod:
+    plain_cpu = find(runs, day, "cpu", "cpu", cpu_request=request)
+    plain_in_flight = next(
+        (
+            r
+            for r in runs
+            if r.curve.name == day
+            and r.scenario.profile.key == "cpu"
+            and r.scenario.signal.metric == "in-flight"
+        ),
+        None,
+    )
+    if plain_cpu and plain_in_flight:
+        target = plain_in_flight.scenario.signal.target
+        u = target / (1 + target)
+        lines.append(
+            "- **CPU-bound views need the CPU signal.** The threads of a `/plain` pod share "
+            "one core, so its in-flight count grows as u / (1 - u) with the core's "
+            f"utilization u: {target:g} in flight is {u:.0%} busy, 2 is 67%. The HPA's rule "
+            "assumes a metric in proportion to each pod's load; at 2 in flight it halves "
+            "the pods, which then run at 133%, and the count swings between too few pods "
+            f"and many (on the {day}: {count_text(plain_in_flight.waited)} requests "
+            f"waited, p99 {wait_text(plain_in_flight.wait_quantile(0.99))}; on CPU: "
+            f"{count_text(plain_cpu.waited)}). CPU is in proportion to a CPU-bound pod's "
+            "load, and in-flight to a waiting pod's (its busy threads), until it queues."
+        )
+    both = find(runs, day, "io", "in-flight+cpu", share=DEFAULT_SHARE)
+    both_spike = find(runs, "spike", "io", "in-flight+cpu", share=DEFAULT_SHARE)
+    if both is not None:
+        text = (
+            "- **Both metrics in one HPA.** The HPA follows whichever metric asks for more "
+            f"pods: in-flight and CPU together cost on `/sleep` what CPU costs "
+            f"({both.pod_minutes:,.0f} pod-minutes on the {day})"
+        )
+        if both_spike is not None:
+            text += (
+                " and keep the in-flight's response to a spike (the peak's capacity after "
+                f"{seconds_text(both_spike.time_to_peak_capacity())})"
+            )
+        lines.append(text + ": the safe choice for an app that mixes both kinds of view.")
+    if start_from:
+        per_pod = start_from * io.concurrency
         lines += [
             "",
-            "**What the docs should ship:** the average of "
-            f"`hurricane_http_requests_in_flight` per pod, target {per_pod:.0f} "
-            f"({best:g} x `--max-workers`, {io.concurrency:.0f} by default), through a "
-            "custom-metrics adapter, for apps whose views mostly wait (database, HTTP "
-            f"calls); the CPU target ({inputs.cpu_target:.0%}) beside it for apps with "
-            "CPU-bound views; a lower target when pods take longer than about "
-            f"{cluster.slowest_startup:.0f} s to be ready; and, where spikes matter, a "
+            "**What the docs should ship:** for apps whose views mostly wait (database, "
+            "HTTP calls), the average of `hurricane_http_requests_in_flight` per pod with a "
+            f"target of {per_pod:.0f} ({start_from:g} x `--max-workers`, "
+            f"{io.concurrency:.0f} by default), through a custom-metrics adapter; for apps "
+            f"whose views compute, the CPU target ({inputs.cpu_target:.0%}); for a mix, "
+            "both in one HPA. A lower in-flight target when pods take longer than about "
+            f"{cluster.slowest_startup:.0f} s to be ready, and, where spikes matter, a "
             "scaleUp policy that allows more than doubling per 15 s.",
         ]
     return lines

@@ -142,3 +142,13 @@ def test_the_inputs_come_from_the_results_and_manifests():
     assert 0 < io.cpu_per_request < io.service
     assert inputs.cluster.min_replicas >= 1 and inputs.cluster.max_replicas > 8
     assert all(figure.source for figure in inputs.figures)
+
+
+def test_a_cpu_bound_pods_gauge_is_not_in_proportion_to_its_load():
+    """One core shared by the threads: u / (1 - u) requests in flight. At 80% busy the
+    gauge reads 4; at 67% it reads 2, and the HPA's proportional rule halves the pods,
+    which then run at 133%. A pod of 64 threads at 70% barely queues."""
+    assert sim.waiting_within_a_step(1, 0.8) + 0.8 == pytest.approx(4.0)
+    assert sim.waiting_within_a_step(1, 2 / 3) + 2 / 3 == pytest.approx(2.0)
+    assert sim.replica_count(12, [2.0] * 12, 4.0) == 6
+    assert sim.waiting_within_a_step(64, 0.7) < 0.1
