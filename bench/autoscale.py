@@ -1475,6 +1475,8 @@ def short_label(run: Result) -> str:
     signal = run.scenario.signal
     if signal.metric == "cpu":
         return f"CPU, {run.scenario.cluster.cpu_request * 1000:.0f}m"
+    if signal.metric == "in-flight":
+        return f"in-flight {signal.target:g}"
     return f"backlog {signal.share:g}"
 
 
@@ -1482,6 +1484,7 @@ PLOTTED = (
     ("cpu", "shipped", "#d62728", "-"),
     ("cpu", "1 core", "#f4a582", ":"),
     ("backlog", DEFAULT_SHARE, "#2166ac", "-"),
+    ("in-flight", "components", "#1b9e77", "--"),
 )
 
 
@@ -1516,6 +1519,11 @@ def plot(runs: list[Result], curves: list[Curve], inputs: Inputs, path: Path) ->
             if metric == "cpu":
                 wanted = request if which == "shipped" else 1.0
                 run = find(runs, curve.name, "io", "cpu", cpu_request=wanted)
+            elif metric == "in-flight":
+                if inputs.in_flight_target is None:
+                    continue
+                share = inputs.in_flight_target / inputs.profiles["io"].concurrency
+                run = find(runs, curve.name, "io", "in-flight", share=share)
             else:
                 run = find(runs, curve.name, "io", "backlog", share=which)
             if run is not None:
