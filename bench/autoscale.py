@@ -1315,16 +1315,21 @@ def reading(
         ours = find(runs, day, "io", "backlog", share=start_from or DEFAULT_SHARE)
         if io_day and ours:
             at_max = sum(n >= cluster.max_replicas for n in io_day.pods) / len(io_day.pods)
+            share = component / io.concurrency
+            verdict = (
+                "is the share of the threads chosen above"
+                if abs(share - (start_from or DEFAULT_SHARE)) < 0.02
+                else f"is {share:.0%} of a `/sleep` pod's threads"
+            )
             lines.append(
-                f"- **{component:g} in flight per pod, the autoscaling components' target, "
-                "fits neither kind of view.** It counts on the 5 threads of `--workers`, but "
-                f"a `/sleep` pod's pool grows to "
-                f"{io.concurrency:.0f} threads while they wait, so {component:g} in flight "
-                f"holds it at {component / io.service:,.0f} requests/s, "
-                f"{component / io.concurrency:.0%} of what it serves: the {day} took "
-                f"{io_day.pod_minutes:,.0f} pod-minutes against {ours.pod_minutes:,.0f} at "
-                f"{(start_from or DEFAULT_SHARE):g} x threads, with the pods at "
-                f"maxReplicas ({cluster.max_replicas}) {at_max:.0%} of the time."
+                f"- **{component:g} in flight per pod, the autoscaling components' target,** "
+                f"{verdict}: a `/sleep` pod's pool grows to {io.concurrency:.0f} threads "
+                f"while they wait, so {component:g} in flight holds it at "
+                f"{component / io.service:,.0f} requests/s, {share:.0%} of what it serves. "
+                f"The {day} took {io_day.pod_minutes:,.0f} pod-minutes on it (against "
+                f"{ours.pod_minutes:,.0f} at {(start_from or DEFAULT_SHARE):g} x threads on "
+                f"in-flight + backlog), with the pods at maxReplicas "
+                f"({cluster.max_replicas}) {at_max:.0%} of the time."
             )
     plain_cpu = find(runs, day, "cpu", "cpu", cpu_request=request)
     plain_in_flight = next(

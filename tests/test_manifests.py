@@ -456,9 +456,16 @@ def test_prometheus_adapter_replaces_the_hpas_metric_and_keeps_the_overlays_boun
             "type": "Pods",
             "pods": {
                 "metric": {"name": "hurricane_http_requests_in_flight"},
-                "target": {"type": "AverageValue", "averageValue": "4"},
+                "target": {"type": "AverageValue", "averageValue": "45"},
             },
-        }
+        },
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 70},
+            },
+        },
     ]
     [(where, rule)] = list(check_manifests.adapter_rules(objects))
     assert where == "ConfigMap/hurricane-prometheus-adapter-rules config.yaml rules[0]"
