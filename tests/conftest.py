@@ -32,6 +32,21 @@ ENTRYPOINT = ROOT / "entrypoint" / "hurricane-entrypoint"
 POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
+def delete_celery_queue(queue: str) -> None:
+    """Delete a queue a Celery worker of the tests declared, and the exchange of the
+    same name Celery declared with it (py-amqp comes with Celery, in the test extra)."""
+    import amqp
+
+    connection = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
+    connection.connect()
+    try:
+        channel = connection.channel()
+        channel.queue_delete(queue)
+        channel.exchange_delete(queue)
+    finally:
+        connection.close()
+
+
 def free_port() -> int:
     """A port nothing listens on, whose neighbour (the default probe port) is free too."""
     return support_free_port(count=2)

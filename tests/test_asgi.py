@@ -280,6 +280,12 @@ def test_async_generator_streams_as_produced_in_valid_chunks(serve, tmp_path, as
         received = read_until(sock, received, b"\r\n0\r\n\r\n", 15)
     _, _, raw_body = split_head(received)
     assert decode_chunked(raw_body) == b"first chunk\nsecond chunk\n"
+    if async_views == "pool":  # a view that streams goes to the loop from then on
+        wait_for_log(
+            server,
+            r"The async view testapp\.async_views\.stream streams its response: "
+            r"its requests run on the event loop from now on",
+        )
 
 
 def test_failing_async_generator_gives_500_or_a_cut_off_body(serve):

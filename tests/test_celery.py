@@ -16,13 +16,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import amqp  # comes with celery (the test extra), as redis does
 import pytest
 import redis
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from support.tcp_proxy import TcpProxy
 
-from conftest import TEST_PROJECT, free_port, wait_until
+from conftest import TEST_PROJECT, delete_celery_queue, free_port, wait_until
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 REDIS_DB = 5
@@ -59,16 +59,12 @@ class CeleryProcess:
             return None
 
     def metric(self, name: str, **labels: str) -> float:
-        """The value of one sample of /metrics; 0 when it is not there (yet)."""
-        wanted = name + (
-            "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
-        )
-        for line in self.probe("/metrics").text.splitlines():
-            if line.startswith("#"):
-                continue
-            sample, _, value = line.rpartition(" ")
-            if normalised(sample) == wanted:
-                return float(value)
+        """The value of the sample ``name`` with exactly these labels on /metrics; 0
+        when it is not there (yet)."""
+        for family in text_string_to_metric_families(self.probe("/metrics").text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
         return 0.0
 
     def wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -87,15 +83,6 @@ class CeleryProcess:
         self.log_file.close()
 
 
-def normalised(sample: str) -> str:
-    """A sample's name with its labels sorted, as CeleryProcess.metric asks for them."""
-    if "{" not in sample:
-        return sample
-    name, _, labels = sample.partition("{")
-    parts = sorted(labels.rstrip("}").split(","))
-    return name + "{" + ",".join(parts) + "}"
-
-
 class Names:
     def __init__(self) -> None:
         tag = uuid.uuid4().hex[:10]
@@ -107,15 +94,7 @@ class Names:
 def names() -> Iterator[Names]:
     names = Names()
     yield names
-    connection = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
-    connection.connect()
-    try:
-        channel = connection.channel()
-        for queue in (names.queue,):
-            channel.queue_delete(queue)
-        channel.exchange_delete(names.queue)
-    finally:
-        connection.close()
+    delete_celery_queue(names.queue)
 
 
 @pytest.fixture
@@ -173,6 +152,21 @@ def send(client, task: str, *args) -> object:
 
 def started(worker: CeleryProcess) -> bool:
     return worker.status("/startup") == 200
+
+
+def draining_webhook(receiver) -> dict:
+    """The readiness webhook that says the process drains (one may have failed
+    earlier, before the broker was first reached), within 5 s."""
+    hook = receiver.wait_for(
+        lambda w: (
+            w["type"] == "readiness"
+            and w["status"] == "failed"
+            and w.get("details", {}).get("problems") == ["draining"]
+        ),
+        5,
+    )
+    assert hook["details"]["problems"] == ["draining"]
+    return hook
 
 
 def test_probes_follow_the_broker_and_never_fail_liveness_for_it(celery, tmp_path):
@@ -291,15 +285,7 @@ def test_sigterm_fails_readiness_at_once_and_finishes_the_task_in_hand(
     worker.wait(lambda: worker.status("/ready") == 503, 2, "readiness 503")
     draining = worker.probe("/ready")
     assert (draining.status_code, draining.text) == (503, "draining\n")
-    hook = webhook_receiver.wait_for(
-        lambda w: (
-            w["type"] == "readiness"
-            and w["status"] == "failed"
-            and w.get("details", {}).get("problems") == ["draining"]
-        ),
-        5,
-    )
-    assert hook["details"]["problems"] == ["draining"]
+    draining_webhook(webhook_receiver)
     assert not marker.exists()
     assert worker.process.wait(20) == 0, worker.output
     assert marker.read_text() == "done"
@@ -369,15 +355,7 @@ def test_sigterm_stops_beat_with_a_draining_webhook_and_exit_0(celery, tmp_path,
     beat.signal(signal.SIGTERM)
     # A readiness webhook may have failed earlier, while beat had not reached the
     # broker yet: the one looked for says "draining".
-    hook = webhook_receiver.wait_for(
-        lambda w: (
-            w["type"] == "readiness"
-            and w["status"] == "failed"
-            and w.get("details", {}).get("problems") == ["draining"]
-        ),
-        5,
-    )
-    assert hook["details"]["problems"] == ["draining"]
+    draining_webhook(webhook_receiver)
     assert beat.process.wait(20) == 0, beat.output
 
 

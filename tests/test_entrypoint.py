@@ -28,6 +28,7 @@ from conftest import (
     ENTRYPOINT,
     TEST_PROJECT,
     Finished,
+    delete_celery_queue,
     entrypoint_env,
     free_port,
     port_open,
@@ -641,8 +642,6 @@ def celery_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def test_celery_worker_is_execd_in_place_in_the_app_folder_and_ends_on_sigterm(start, tmp_path):
-    import amqp
-
     probe_port = free_port()
     queue = f"hurricane-entrypoint-test-{os.getpid()}-{time.monotonic_ns()}"
     env = celery_env(tmp_path, HURRICANE_PROBE_PORT=str(probe_port), TEST_CELERY_QUEUE=queue)
@@ -661,12 +660,7 @@ def test_celery_worker_is_execd_in_place_in_the_app_folder_and_ends_on_sigterm(s
         assert "HURRICANE_CELERY_APP=testapp.celery_app" in line
         assert worker.terminate() == 0
     finally:
-        connection = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
-        connection.connect()
-        channel = connection.channel()
-        channel.queue_delete(queue)
-        channel.exchange_delete(queue)
-        connection.close()
+        delete_celery_queue(queue)
 
 
 def test_celery_beat_dry_run_names_the_command_and_starts_nothing(tmp_path):

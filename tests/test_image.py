@@ -24,7 +24,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import DEMO_PROJECT, ROOT, TEST_PROJECT, free_port, postgres_database
+from conftest import (
+    DEMO_PROJECT,
+    ROOT,
+    TEST_PROJECT,
+    delete_celery_queue,
+    free_port,
+    postgres_database,
+)
 
 # The first run installs packages, debootstraps the stand-in and builds the image.
 pytestmark = pytest.mark.timeout(1800)
@@ -614,7 +621,4 @@ def test_celery_worker_and_beat_modes_run_from_the_image_with_their_probes(
             assert requests.get(beat.probe_url + "/alive", timeout=5).status_code == 200
             stop(beat)
     finally:
-        with app.connection_for_write() as connection:
-            channel = connection.channel()
-            with contextlib.suppress(Exception):
-                channel.queue_delete(queue)
+        delete_celery_queue(queue)

@@ -270,9 +270,8 @@ class AsyncViewsInPool:
 
     HOLD_LIMIT = 1.0
 
-    def __init__(self, budget: int, pool: Any) -> None:
+    def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.pool = pool
         self.in_pool = 0
         self.lock = threading.Lock()
         self.on_loop: set[Any] = set()  # views that showed they hold threads long

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from asgiref.sync import SyncToAsync
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
@@ -137,9 +138,8 @@ class LoopInbox:
 def lend_loop_to_async_to_sync(loop: asyncio.AbstractEventLoop) -> None:
     """Make asgiref's ``async_to_sync`` in this thread run its coroutine on ``loop``,
     as it does in the threads of asgiref's own ``sync_to_async`` (the same thread
-    locals, with the process id that keeps a forked child from using its parent's)."""
-    from asgiref.sync import SyncToAsync
-
+    locals, with the process id that keeps a forked child from using its parent's).
+    Runs before every request of such a container: two attribute reads when set."""
     local = SyncToAsync.threadlocal
     if getattr(local, "main_event_loop", None) is not loop:
         local.main_event_loop = loop

@@ -467,8 +467,8 @@ class ConsumerMetrics(ProcessMetrics):
         self,
         backlog: Callable[[], float],
         connected: Callable[[], float],
-        unsettled: Callable[[], float] = lambda: 0,
-        queue_messages: Callable[[], float | None] = lambda: None,
+        unsettled: Callable[[], float],
+        queue_messages: Callable[[], float | None],
     ) -> None:
         super().__init__()
 
@@ -627,7 +627,7 @@ class CeleryWorkerMetrics(ProcessMetrics):
         busy: Callable[[], float],
         idle: Callable[[], float],
         loop_age: Callable[[], float],
-        tasks: Callable[[], list[Any]] = list,
+        tasks: Callable[[], list[Any]],
     ) -> None:
         super().__init__()
         registry = self.registry

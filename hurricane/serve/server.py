@@ -364,7 +364,7 @@ class Server:
             async_views.lifespan_state = self.lifespan.state
         async_in_pool = None
         if self.options.async_views == "pool":
-            async_in_pool = AsyncViewsInPool(budget=max(1, pool.max_size - pool.size), pool=pool)
+            async_in_pool = AsyncViewsInPool(budget=max(1, pool.max_size - pool.size))
         router.container = DjangoDispatcher(
             async_views,
             HurricaneWSGIContainer(
