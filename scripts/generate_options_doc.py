@@ -170,9 +170,10 @@ restart, nor on each reload of `--autoreload`. Checking costs about 0.1 ms per s
 line, the settings and the environment as a start would, print the steps they would
 take and every option not at its default with where it came from, and exit 0 without
 starting anything. Values are shown as the logs show them: secrets and what was read
-from files masked, URLs reduced to scheme and host. A value that a start would refuse
-is refused the same way (exit 1, one line). The image's entrypoint reads the variable
-too ([Image](image.md#dry-run)).
+from files masked, URLs reduced to scheme, host and the public words of their path
+([Security](security.md)). A value that a start would refuse is refused the same way
+(exit 1, one line). The image's entrypoint reads the variable too
+([Image](image.md#dry-run)).
 
 ```
 $ HURRICANE_DRY_RUN=1 HURRICANE_CHECK_MIGRATIONS=apply python manage.py serve --static

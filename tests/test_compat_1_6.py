@@ -149,10 +149,10 @@ def test_an_empty_static_root_keeps_1_6s_line_and_publishes_nothing(serve):
 
 
 def test_a_failed_start_ends_with_1_6s_last_line_after_the_webhook(tmp_path):
-    """A failing --command: the failure webhook is tried first (its receiver named by
-    scheme and host, where 1.6 wrote the whole URL), then 1.6's last line, exit 1."""
-    origin = f"http://localhost:{free_port()}"  # nothing listens there
-    down = f"{origin}/webhook"
+    """A failing --command: the failure webhook is tried first (its receiver named in
+    1.6's words: the URL is shown whole when it holds nothing but public words), then
+    1.6's last line, exit 1."""
+    down = f"http://localhost:{free_port()}/webhook"  # nothing listens there
     result = subprocess.run(
         [sys.executable, "manage.py", "serve", "--port", str(free_port()), "--command",
          "nosuchcommand", "--webhook-url", down],
@@ -162,8 +162,23 @@ def test_a_failed_start_ends_with_1_6s_last_line_after_the_webhook(tmp_path):
     lines_in_order(
         result.stdout + result.stderr,
         "Start-up failed: management command 'nosuchcommand' failed",
-        f"Sending webhook to {origin} has failed due to ConnectionError (startup webhook",
+        f"Sending webhook to {down} has failed due to ConnectionError (startup webhook",
         "Loop will be closed; exiting with status 1",
+    )
+
+
+def test_a_webhook_that_fails_is_said_at_once_in_1_6s_words_then_retried(serve):
+    """1.6 tried once and logged the failure at once; Hurricane tries three times and
+    says each failure as it happens, the whole URL where it holds only public words."""
+    down = f"http://localhost:{free_port()}/webhook"  # nothing listens there
+    server = serve("--webhook-url", down)
+    failed = f"Sending webhook to {down} has failed due to ConnectionError (startup webhook, "
+    wait_until(lambda: f"{failed}3 attempts)" in server.output, what="the webhook to give up")
+    lines_in_order(
+        server.output,
+        f"INFO hurricane.webhooks {failed}attempt 1 of 3); trying again in 0.5 s",
+        f"INFO hurricane.webhooks {failed}attempt 2 of 3); trying again in 1.0 s",
+        f"WARNING hurricane.webhooks {failed}3 attempts)",
     )
 
 

@@ -367,7 +367,10 @@ def test_webhook_receiver_down_or_hanging_leaves_serving_and_probes_alone(serve)
         assert "Sending webhook" not in hung.output, "the hanging webhook was not in flight"
 
         # The refused webhook gives up after its retries, with one clear line.
-        failure = f"Sending webhook to http://127.0.0.1:{refused_port} has failed"
+        failure = (
+            f"Sending webhook to http://127.0.0.1:{refused_port}/hook has failed"
+            " due to ConnectionError (startup webhook, 3 attempts)"
+        )
         refused.wait_for(lambda: failure in refused.output, what="the webhook failure log")
         baseline = alive_seconds(refused)
         assert requests.get(refused.url("/hello/"), timeout=10).status_code == 200
@@ -380,11 +383,14 @@ def test_webhook_receiver_down_or_hanging_leaves_serving_and_probes_alone(serve)
 
         # The receiver finally drops the connection: that failure is logged too.
         hanging.close()
-        hung_failure = f"Sending webhook to http://127.0.0.1:{hanging.port} has failed"
+        hung_failure = (
+            f"Sending webhook to http://127.0.0.1:{hanging.port}/hook has failed"
+            " due to ConnectionError (startup webhook, 3 attempts)"
+        )
         hung.wait_for(lambda: hung_failure in hung.output, what="the hung webhook's failure")
 
     for server in (refused, hung):
-        assert server.output.count("(startup webhook, ") == 1, server.output
+        assert server.output.count("(startup webhook, 3 attempts)") == 1, server.output
         assert "Traceback" not in server.output, server.output
 
 

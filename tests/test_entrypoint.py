@@ -392,7 +392,8 @@ def test_the_summary_line_lists_the_settings_on_one_line_with_secrets_masked(tmp
     assert line.endswith(
         f" --amqp-password ***** --webhook-secret=***** in {DEMO_PROJECT} ("
         f"HURRICANE_APP_DIR={DEMO_PROJECT}; HURRICANE_COMMANDS=migrate\\ncollectstatic --noinput; "
-        "HURRICANE_WEBHOOK_SECRET=*****; HURRICANE_WEBHOOK_URL=https://hooks.slack.com/*****; "
+        "HURRICANE_WEBHOOK_SECRET=*****; "
+        "HURRICANE_WEBHOOK_URL=https://hooks.slack.com/services/*****/*****/*****; "
         "AMQP_HOST=rabbitmq; AMQP_PASS=*****; AMQP_PASSWORD=*****; AMQP_PWD=*****; "
         "DJANGO_SETTINGS_MODULE=demo.settings)"
     )
@@ -473,7 +474,7 @@ def test_the_dry_run_of_serve_prints_its_steps_masked_and_starts_nothing(tmp_pat
     assert f"serve the app on port {port} (every interface)" in out
     assert "and the static files" in out
     assert f"--port = {port}  (environment HURRICANE_PORT)" in out
-    assert "--webhook-url = https://hooks.slack.com/*****" in out
+    assert "--webhook-url = https://hooks.slack.com/services/*****/*****/*****" in out
     assert "s3cr3t" not in result.stderr + out and "tokentoken" not in result.stderr + out
     # nothing ran: no database made by migrate, nobody on the port
     assert not (tmp_path / "demo.sqlite3").exists()

@@ -386,32 +386,63 @@ MASKING_CASES = [
     ("HURRICANE_WEBHOOK_URL", "https://hooks/abc", {"HURRICANE_WEBHOOK_URL"}, "*****"),
     ("HURRICANE_PORT", "8000", {"HURRICANE_WEBHOOK_URL"}, "8000"),
     ("AMQP_PASSWORD", "", set(), ""),
-    # A URL shows as its origin: Slack, Discord and Teams webhooks carry their
-    # credential in the path, others in the user part or the query.
+    # A URL shows its host and its path's public words: Slack, Discord and Teams
+    # webhooks carry their credential in the path, others in the user part or the query.
     (
         "HURRICANE_WEBHOOK_URL",
         "https://hooks.slack.com/services/T0/B0/xoxsecret",
         set(),
-        "https://hooks.slack.com/*****",
+        "https://hooks.slack.com/services/*****/*****/*****",
     ),
     (
         "HURRICANE_WEBHOOK_URL",
         "https://discord.com/api/webhooks/123/tok",
         set(),
-        "https://discord.com/*****",
+        "https://discord.com/api/webhooks/*****/*****",
+    ),
+    (
+        "HURRICANE_WEBHOOK_URL",
+        "https://acme.webhook.office.com/webhookb2/a-1@b-2/IncomingWebhook/f0e1/c-3",
+        set(),
+        "https://acme.webhook.office.com/webhookb2/*****/IncomingWebhook/*****/*****",
     ),
     (
         "HURRICANE_WEBHOOK_URL",
         "https://hook-user:pw@hooks.example:8443/abc?token=t#x",
         set(),
-        "https://hooks.example:8443/*****",
+        "https://*****@hooks.example:8443/*****?*****",
     ),
-    ("HURRICANE_WEBHOOK_URL", "https://u:pw@hooks.example", set(), "https://hooks.example/*****"),
+    ("HURRICANE_WEBHOOK_URL", "https://u:pw@hooks.example", set(), "https://*****@hooks.example"),
     ("HURRICANE_WEBHOOK_URL", "https://hooks.example/", set(), "https://hooks.example/"),
     ("HURRICANE_WEBHOOK_URL", "http://127.0.0.1:8080", set(), "http://127.0.0.1:8080"),
-    ("DATABASE_URL", "postgres://app:pw@db/app", set(), "postgres://db/*****"),
-    ("HURRICANE_COMMANDS", "notify --to 'http://u:pw@h/x'", set(), "notify --to 'http://h/*****'"),
+    # 1.6's own receiver path stays as 1.6 logged it; a word of the user's own does not.
+    (
+        "HURRICANE_WEBHOOK_URL",
+        "http://localhost:8074/webhook",
+        set(),
+        "http://localhost:8074/webhook",
+    ),
+    (
+        "HURRICANE_WEBHOOK_URL",
+        "https://ci.example/Hooks/deploys/",
+        set(),
+        "https://ci.example/Hooks/*****/",
+    ),
+    (
+        "HURRICANE_WEBHOOK_URL",
+        "https://ci.example/webhook#frag",
+        set(),
+        "https://ci.example/webhook#*****",
+    ),
+    ("DATABASE_URL", "postgres://app:pw@db/app", set(), "postgres://*****@db/*****"),
+    (
+        "HURRICANE_COMMANDS",
+        "notify --to 'http://u:pw@h/x'",
+        set(),
+        "notify --to 'http://*****@h/*****'",
+    ),
     ("HURRICANE_WEBHOOK_URL", "http://[::1]:99999/x", set(), "http://[::1]:99999/*****"),
+    ("HURRICANE_WEBHOOK_URL", "not a url", set(), "not a url"),
 ]
 
 
@@ -428,22 +459,31 @@ def test_the_entrypoint_and_the_runtime_share_the_rule_s_words():
     assert entrypoint.SECRET_NAME_WORDS == masking.SECRET_NAME_WORDS
     assert entrypoint.MASK == masking.MASK
     assert entrypoint.FROM_FILES_VARIABLE == masking.FROM_FILES_VARIABLE
+    assert entrypoint.PUBLIC_PATH_WORDS == masking.PUBLIC_PATH_WORDS
 
 
 @pytest.mark.parametrize(
-    ("url", "origin"),
+    ("url", "shown"),
     [
-        ("https://hooks.slack.com/services/T0/B0/xoxsecret", "https://hooks.slack.com"),
-        ("https://user:pw@outlook.office.com:443/webhook/x?y=z", "https://outlook.office.com:443"),
+        (
+            "https://hooks.slack.com/services/T0/B0/xoxsecret",
+            "https://hooks.slack.com/services/*****/*****/*****",
+        ),
+        (
+            "https://user:pw@outlook.office.com:443/webhook/x?y=z",
+            "https://*****@outlook.office.com:443/webhook/*****?*****",
+        ),
         ("http://[::1]:8080", "http://[::1]:8080"),
-        (" https://hooks.example/x ", "https://hooks.example"),
+        (" https://hooks.example/x ", "https://hooks.example/*****"),
+        ("https://hooks.example/api/v1/events/", "https://hooks.example/api/v1/events/"),
+        ("https://hooks.example//x%2Fy;p=1", "https://hooks.example//*****"),
         ("not a url", "*****"),
     ],
 )
-def test_url_origin_is_the_scheme_host_and_port(url, origin):
+def test_a_url_shows_its_host_and_its_path_s_public_words(url, shown):
     """What a log line may say of where a webhook goes (the same in both copies)."""
-    assert masking.url_origin(url) == origin
-    assert load_entrypoint().url_origin(url) == origin
+    assert masking.public_url(url) == shown
+    assert load_entrypoint().public_url(url) == shown
 
 
 def test_no_secret_reaches_the_summary_or_the_option_dump(start, tmp_path):
@@ -747,7 +787,8 @@ def test_the_dockerfile_installs_only_what_the_locks_pin():
 
 def test_webhook_url_credentials_stay_out_of_the_log(serve, webhook_receiver):
     """A receiver's token in the URL's path (Slack, Discord, Teams), query or user part
-    is never logged: the option dump shows the URL's origin."""
+    is never logged: the option dump and the webhook lines show the host and the
+    path's public words."""
     origin = webhook_receiver.url.removesuffix("/hook")
     host = origin.removeprefix("http://")
     url = f"http://hook-user:pw-s3cr3t@{host}/services/T0-s3cr3t/B0-s3cr3t?token=tok-s3cr3t"
@@ -755,9 +796,9 @@ def test_webhook_url_credentials_stay_out_of_the_log(serve, webhook_receiver):
     server = serve("--webhook-url", url, "--log-level", "DEBUG")
     webhook_receiver.wait_for(lambda hook: hook.get("type") == "startup")
     wait_until(lambda: "Webhook startup sent to" in server.output, what="the webhook log line")
-    assert f"Option webhook_url = '{origin}/*****'" in server.output
-    # Of the receiver, the webhook's own lines show the scheme and host alone.
-    assert re.search(rf"Webhook startup sent to {re.escape(origin)}$", server.output, re.M)
+    shown = f"http://*****@{host}/services/*****/*****?*****"
+    assert f"Option webhook_url = '{shown}'" in server.output
+    assert re.search(rf"Webhook startup sent to {re.escape(shown)}$", server.output, re.M)
     assert "s3cr3t" not in server.output
 
 

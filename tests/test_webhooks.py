@@ -68,8 +68,9 @@ def test_timed_signature_verifies_with_the_documented_code_and_goes_stale(serve)
 
         wait_until(lambda: "Webhook startup sent to" in server.output, 10, "the log line", server)
     line = next(line for line in server.output.splitlines() if "Webhook startup sent to" in line)
-    assert line.endswith(f"Webhook startup sent to http://{host}"), line
-    for secret in ("PATHCREDENTIAL", "QUERYTOKEN", "hookpassword", "hookuser", "/services"):
+    shown = f"http://*****@{host}/services/*****/*****/*****?*****"
+    assert line.endswith(f"Webhook startup sent to {shown}"), line
+    for secret in ("PATHCREDENTIAL", "QUERYTOKEN", "hookpassword", "hookuser", "/T0", "/B0"):
         assert secret not in server.output, secret
 
 

@@ -3,11 +3,13 @@
 A value is a secret when the name of its option or variable says so (see
 SECRET_WORDS), or when the image's entrypoint read it from a ``<NAME>_FILE`` (it
 lists those names in ``HURRICANE_FROM_FILES``). In any other value, a URL shows
-as its origin (scheme, host and port) only: Slack, Discord and Teams webhooks carry
-their credential in the path, others in the user part or the query
-(``https://hooks.example/*****``). The entrypoint masks its summary line by the same
-rule with a copy of its own, for it cannot import Hurricane
-(tests/test_security_defaults.py holds both copies to the same cases).
+its origin (scheme, host and port) and, of its path, only the words every receiver
+uses (PUBLIC_PATH_WORDS); every other segment, the user part, the query and the
+fragment show as the mask: Slack, Discord and Teams webhooks carry their
+credential in the path, others in the user part or the query
+(``https://hooks.slack.com/services/*****/*****/*****``). The entrypoint masks its
+summary line by the same rule with a copy of its own, for it cannot import
+Hurricane (tests/test_security_defaults.py holds both copies to the same cases).
 """
 
 from __future__ import annotations
@@ -55,37 +57,71 @@ URL = re.compile(
 )
 
 
-def url_origin(url: str) -> str:
-    """``url`` reduced to its scheme, host and port (``https://hooks.example:8443``):
-    what a log may show of where something goes."""
+# Path segments a URL may show: words of receivers' public URL schemes (Slack's
+# /services/, Discord's /api/webhooks/, Teams' /webhookb2/.../IncomingWebhook/, the
+# /webhook of most others), never a value of one user's. Compared case-blind.
+PUBLIC_PATH_WORDS = frozenset(
+    {
+        "api",
+        "callback",
+        "callbacks",
+        "event",
+        "events",
+        "hook",
+        "hooks",
+        "incomingwebhook",
+        "notifications",
+        "notify",
+        "services",
+        "v1",
+        "v2",
+        "webhook",
+        "webhookb2",
+        "webhooks",
+    }
+)
+
+
+def public_url(url: str) -> str:
+    """``url`` as a log may show it: its scheme, host and port (a user part masked),
+    then its path with each segment that is not one of PUBLIC_PATH_WORDS masked, then
+    the mask for a query or a fragment
+    (``https://hooks.slack.com/services/*****/*****/*****``)."""
     match = URL.match(url.strip())
     if not match:
         return MASK
-    return match["scheme"] + match["authority"].rpartition("@")[2]
+    _user, at, host = match["authority"].rpartition("@")
+    rest = match["rest"]
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    path, after = rest[:cut], rest[cut:]
+    segments = [
+        segment if segment == "" or segment.lower() in PUBLIC_PATH_WORDS else MASK
+        for segment in path.split("/")
+    ]
+    return (
+        match["scheme"]
+        + (MASK + at if at else "")
+        + host
+        + "/".join(segments)
+        + (after[:1] + MASK if after else "")
+    )
 
 
-def shown_origin(name: str, url: str) -> str:
-    """Where ``url`` (the value of ``name``) goes, as a log line may name it: its
-    origin, or the mask when the value itself is a secret (read from a file)."""
-    return MASK if is_secret(name) else url_origin(url)
+def shown_url(name: str, url: str) -> str:
+    """Where ``url`` (the value of ``name``) goes, as a log line may name it (see
+    :func:`public_url`), or the mask when the value itself is a secret (read from a
+    file)."""
+    return MASK if is_secret(name) else public_url(url)
 
 
 def masked_urls(text: str) -> str:
-    """``text`` with every URL in it reduced to its origin, followed by ``/*****``
-    where more was hidden (a path, a query, a user part)."""
-
-    def mask(url: re.Match) -> str:
-        origin = url_origin(url[0])
-        if "@" in url["authority"] or url["rest"] not in ("", "/"):
-            return origin + "/" + MASK
-        return url[0]
-
-    return URL.sub(mask, text)
+    """``text`` with every URL in it as :func:`public_url` shows it."""
+    return URL.sub(lambda url: public_url(url[0]), text)
 
 
 def shown_value(name: str, value: Any, from_files: Iterable[str] | None = None) -> Any:
     """``value`` as a log may show it: the mask for a secret that is set, else itself
-    with every URL in it reduced to its origin."""
+    with every URL in it as :func:`public_url` shows it."""
     if value not in (None, "") and is_secret(name, from_files):
         return MASK
     if isinstance(value, str):

@@ -3,7 +3,8 @@ dry run (``HURRICANE_DRY_RUN=1``) prints it instead of starting, so that a deplo
 variables, settings and flags can be checked without running anything.
 
 Every value is shown as a log would show it (hurricane.config.masking): secrets and
-what was read from files masked, URLs reduced to their origin.
+what was read from files masked, URLs with nothing of a
+user's own in them but their host.
 """
 
 from __future__ import annotations

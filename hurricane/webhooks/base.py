@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from hurricane.config.masking import shown_origin
+from hurricane.config.masking import shown_url
 
 logger = logging.getLogger("hurricane.webhooks")
 
@@ -185,9 +185,10 @@ def timed_signature(secret: str, body: bytes, timestamp: int) -> str:
 
 
 def receiver_shown(url: str) -> str:
-    """The receiver as the log names it: its origin (chat services keep their
-    credential in the path), nothing when the URL was read from a file."""
-    return shown_origin("HURRICANE_WEBHOOK_URL", url)
+    """The receiver as the log names it: its origin and the public words of its path
+    (chat services keep their credential in the path), nothing when the URL was read
+    from a file."""
+    return shown_url("HURRICANE_WEBHOOK_URL", url)
 
 
 def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
@@ -211,8 +212,21 @@ def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
         except requests.RequestException as error:
             problem = error.__class__.__name__
         if attempt + 1 < ATTEMPTS:
-            time.sleep(BACKOFF_SECONDS * 2**attempt)
-    # django-hurricane 1.6's words, with the receiver's origin instead of its URL.
+            # Said at once, in django-hurricane 1.6's words (1.6 tried once and said so
+            # at once): a receiver that is down is seen now, not after the retries.
+            pause = BACKOFF_SECONDS * 2**attempt
+            logger.info(
+                "Sending webhook to %s has failed due to %s (%s webhook, attempt %d of %d);"
+                " trying again in %.1f s",
+                receiver_shown(url),
+                problem,
+                code,
+                attempt + 1,
+                ATTEMPTS,
+                pause,
+            )
+            time.sleep(pause)
+    # The same words, with the receiver's URL as public_url shows it: given up.
     logger.warning(
         "Sending webhook to %s has failed due to %s (%s webhook, %d attempts)",
         receiver_shown(url),
