@@ -201,6 +201,31 @@ def test_the_modules_of_1_6_import():
     assert json.loads(result.stdout) == ["hurricane.server.general", "hurricane.server.access"]
 
 
+@pytest.mark.parametrize("installed", [True, False], ids=["structlog", "no-structlog"])
+def test_the_loggers_of_1_6_are_structlog_s_where_it_is_installed(installed):
+    """hurricane.server.loggers: structlog loggers that take key-value pairs where
+    structlog is installed, the standard library's by the same names where not."""
+    code = (
+        ("" if installed else "sys.modules['structlog'] = None; ")
+        + "logging.basicConfig(stream=sys.stdout, level=20, format='%(name)s %(message)s'); "
+        "from hurricane.server.loggers import STRUCTLOG_ENABLED, logger; "
+        "print('enabled', STRUCTLOG_ENABLED, type(logger).__module__.split('.')[0]); "
+        "logger.info('hello from 1.6', **({'pod': 'p1'} if STRUCTLOG_ENABLED else {}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import logging, sys; " + code],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    if installed:
+        assert "enabled True structlog" in result.stdout, result.stdout
+        line = next(line for line in result.stdout.splitlines() if "hello from 1.6" in line)
+        assert "pod=p1" in line, result.stdout
+    else:
+        assert "enabled False logging" in result.stdout, result.stdout
+        assert "hurricane.server.general hello from 1.6" in result.stdout, result.stdout
+
+
 def test_setup_debugging_refuses_the_autoreloader_as_1_6_did():
     from hurricane.server.debugging import setup_debugging
     from hurricane.server.exceptions import IncompatibleOptions
