@@ -905,8 +905,9 @@ def test_without_queue_the_broker_names_a_queue_exclusive_to_the_connection(
 
 
 def test_a_handler_overriding_1_6_hooks_gets_their_effect(consume, broker, tmp_path):
-    """setup_queue (its own queue arguments), on_bindok, _prefetch_count set in
-    __init__, stop() and on_connection_closed: each runs, as in django-hurricane 1.6."""
+    """setup_exchange (its own exchange type), setup_queue (its own queue arguments),
+    on_bindok, _prefetch_count set in __init__, stop() and on_connection_closed: each
+    runs, as in django-hurricane 1.6."""
     names = broker.names()
     handler = "testapp.consumers.LegacyHooksHandler"
     process = consume(handler, *consumer_args(names, "--durable")[1:])
@@ -924,10 +925,14 @@ def test_a_handler_overriding_1_6_hooks_gets_their_effect(consume, broker, tmp_p
     broker.publish(names.exchange, names.queue, [{"id": n} for n in range(1, 10)])
     wait_until(lambda: broker.count(names.queue) == 7, 10, "three messages out")
     wait_until(lambda: len(handled_ids(tmp_path)) == 10, 30, "every message")
+    # The exchange is the handler's fanout: a routing key that names no queue arrives.
+    broker.publish(names.exchange, "no.such.key", [{"id": 10}])
+    wait_until(lambda: len(handled_ids(tmp_path)) == 11, 30, "the fanout message")
     process.signal(signal.SIGTERM)
     assert process.wait_exit(30) == 0, process.output
     hooks = [r["id"] for r in read_records(tmp_path) if r["outcome"] == "hook"]
-    assert hooks == [f"bound {names.queue}", "stop", "connection closed"], hooks
+    expected = [f"exchange {names.exchange}", f"bound {names.queue}", "stop", "connection closed"]
+    assert hooks == expected, hooks
 
 
 def test_stop_from_the_handler_ends_consume_after_the_message(consume, broker, tmp_path):

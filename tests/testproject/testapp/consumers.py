@@ -53,6 +53,15 @@ class LegacyHooksHandler(RecordingHandler):
         super().__init__(*args)
         self._prefetch_count = 3
 
+    def setup_exchange(self, exchange_name):
+        # An exchange of the handler's own type: fanout, every message reaches the
+        # queue whatever its routing key.
+        record({"id": f"exchange {exchange_name}"}, outcome="hook")
+        callback = functools.partial(self.on_exchange_declareok, userdata=exchange_name)
+        self._channel.exchange_declare(
+            exchange=exchange_name, exchange_type="fanout", durable=True, callback=callback
+        )
+
     def setup_queue(self, queue_name):
         callback = functools.partial(self.on_queue_declareok, userdata=queue_name)
         self._channel.queue_declare(
