@@ -486,6 +486,13 @@ def test_a_url_shows_its_host_and_its_path_s_public_words(url, shown):
     assert load_entrypoint().public_url(url) == shown
 
 
+def test_the_security_page_lists_the_public_path_words():
+    text = " ".join((ROOT / "docs" / "security.md").read_text().split())
+    listed = re.search(r"The words, compared regardless of case: (.*?)\. Slack", text)
+    assert listed, "docs/security.md lists no public path words"
+    assert re.findall(r"`([^`]+)`", listed[1]) == sorted(masking.PUBLIC_PATH_WORDS)
+
+
 def test_no_secret_reaches_the_summary_or_the_option_dump(start, tmp_path):
     """serve --debug logs every option it was given; through the entrypoint, a secret
     named so, a value read from a _FILE and a broker password are masked in the
