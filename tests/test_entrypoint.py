@@ -371,7 +371,7 @@ def test_the_summary_line_lists_the_settings_on_one_line_with_secrets_masked(tmp
         tmp_path,
         HURRICANE_COMMANDS="migrate\ncollectstatic --noinput",
         HURRICANE_WEBHOOK_SECRET="hunter2",
-        # Slack's credential is the URL's path: the line shows the origin only.
+        # Slack's credential is in the URL's path: the line shows its public words only.
         HURRICANE_WEBHOOK_URL="https://hooks.slack.com/services/T0/B0/hunter7",
         AMQP_HOST="rabbitmq",
         AMQP_PASSWORD="hunter3",
