@@ -602,8 +602,8 @@ def test_the_broker_read_from_files_is_not_shown(tmp_path):
 
 
 def test_a_webhook_url_read_from_a_file_is_not_shown(tmp_path, start, webhook_receiver):
-    """Where the webhooks go is named by its host and public path words, and not at all when the URL
-    came from a file."""
+    """Where the webhooks go is named by its host and public path words, and not at
+    all when the URL came from a file."""
     (tmp_path / "webhook-url").write_text(webhook_receiver.url)
     port = free_port()
     env = entrypoint_env(
