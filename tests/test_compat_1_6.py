@@ -184,6 +184,8 @@ def test_a_webhook_that_fails_is_said_at_once_in_1_6s_words_then_retried(serve):
 
 def test_the_modules_of_1_6_import():
     code = (
+        # The loggers' names as the standard library's (structlog's: the next test).
+        "import sys; sys.modules['structlog'] = None; "
         "import django; from django.conf import settings; settings.configure(); "
         "from hurricane.server import signal_handler, static_watch, check_databases; "
         "from hurricane.server.loggers import STRUCTLOG_ENABLED, logger, access_log; "
