@@ -630,7 +630,6 @@ class CeleryWorkerMetrics(ProcessMetrics):
         tasks: Callable[[], list[Any]],
     ) -> None:
         super().__init__()
-        registry = self.registry
         # Counted per task in plain integers by the worker's main thread
         # (hurricane.celery.worker.TaskInstruments) and turned into families only
         # when scraped: prometheus_client's locked instruments cost the main loop
@@ -639,7 +638,7 @@ class CeleryWorkerMetrics(ProcessMetrics):
         self.reconnects = Counter(
             "hurricane_celery_reconnects",
             "Times the worker consumed again after losing the broker.",
-            registry=registry,
+            registry=self.registry,
         )
         self.gauge_of(
             "hurricane_celery_connected",

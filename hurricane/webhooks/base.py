@@ -197,6 +197,7 @@ def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
     headers = {"Content-Type": "application/json", "User-Agent": "hurricane-webhooks"}
     if secret:
         headers[SIGNATURE_HEADER] = signature(secret, body)
+    shown = receiver_shown(url)
     problem = ""
     for attempt in range(ATTEMPTS):
         if secret:
@@ -206,7 +207,7 @@ def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
         try:
             response = requests.post(url, data=body, headers=headers, timeout=TIMEOUT_SECONDS)
             if 200 <= response.status_code < 300:
-                logger.info("Webhook %s sent to %s", code, receiver_shown(url))
+                logger.info("Webhook %s sent to %s", code, shown)
                 return True
             problem = f"answer {response.status_code}"
         except requests.RequestException as error:
@@ -218,7 +219,7 @@ def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
             logger.info(
                 "Sending webhook to %s has failed due to %s (%s webhook, attempt %d of %d);"
                 " trying again in %.1f s",
-                receiver_shown(url),
+                shown,
                 problem,
                 code,
                 attempt + 1,
@@ -229,7 +230,7 @@ def deliver(url: str, body: bytes, code: str, secret: str | None) -> bool:
     # The same words, with the receiver's URL as public_url shows it: given up.
     logger.warning(
         "Sending webhook to %s has failed due to %s (%s webhook, %d attempts)",
-        receiver_shown(url),
+        shown,
         problem,
         code,
         ATTEMPTS,
